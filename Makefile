@@ -1,0 +1,35 @@
+# Linegate: `make run` brings the embedded stack up, `make test` checks everything.
+# Both install what they need on a fresh machine (uv from PyPI if missing, then the lock file).
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint fmt typecheck bench clean
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen --all-packages
+
+run: install
+	$(BIN)/linegate up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy libs/src services/*/src cli/src
+
+test: lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/run.py
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf .linegate .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""Shared printing and timing helpers for bench/ modules."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+SCALE = float(os.environ.get("LINEGATE_BENCH_SCALE", "1"))
+
+
+def scaled(n: int) -> int:
+    return max(1, int(n * SCALE))
+
+
+def rate(fn: Callable[[], object], n: int) -> float:
+    """Calls per second of ``fn`` over ``n`` calls."""
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return n / (time.perf_counter() - start)
+
+
+def report(
+    bench: str,
+    label: str,
+    value: float,
+    unit: str,
+    ref_label: str,
+    ref_value: float,
+    target: str = "",
+) -> None:
+    """Print a figure beside its reference, with the ratio (ours / reference)."""
+    ratio = value / ref_value if ref_value else float("nan")
+    print(f"[{bench}] {label:<52} {value:>12,.0f} {unit}")
+    suffix = f"   target {target}" if target else ""
+    pad = " " * (len(bench) + 3)
+    print(f"{pad}reference: {ref_label:<41} {ref_value:>12,.0f} {unit}   ratio {ratio:.2f}{suffix}")

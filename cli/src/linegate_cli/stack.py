@@ -1,0 +1,171 @@
+"""The embedded stack behind ``linegate up`` / ``make run``.
+
+Starts nats-server with JetStream in ``<data_dir>/nats`` and the four services as uvicorn
+subprocesses, waits until every ``/readyz`` answers 200, prints the URLs and a token per role,
+and on Ctrl-C (or SIGTERM, or any child dying) stops the services first, then NATS, and waits
+for every process, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+from urllib.parse import urlparse
+
+import httpx
+
+from linegate.auth import Role, TokenIssuer
+from linegate.embedded import NatsServer
+from linegate.settings import LinegateSettings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    app: str
+    url: str
+
+
+def services(settings: LinegateSettings) -> list[ServiceSpec]:
+    return [
+        ServiceSpec("attestation", "attestation.app:create_app", settings.attestation_url),
+        ServiceSpec("registry", "registry.app:create_app", settings.registry_url),
+        ServiceSpec("edge-gateway", "edge_gateway.app:create_app", settings.gateway_url),
+        ServiceSpec("incident", "incident.app:create_app", settings.incident_url),
+    ]
+
+
+#: (label, role, tenant, device id) of the tokens printed at start-up.
+DEMO_TOKENS: list[tuple[str, Role, str | None, str | None]] = [
+    ("procurement", Role.PROCUREMENT, None, None),
+    ("supplier (optivision)", Role.SUPPLIER, "optivision", None),
+    ("registry:approve", Role.REGISTRY_APPROVE, None, None),
+    ("device (line3-cam1)", Role.DEVICE, None, "line3-cam1"),
+    ("responder", Role.RESPONDER, None, None),
+    ("auditor", Role.AUDITOR, None, None),
+    ("admin", Role.ADMIN, None, None),
+]
+
+
+class _StopRequestedError(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _StopRequestedError(signal.Signals(signum).name)
+
+
+def _spawn(spec: ServiceSpec, settings: LinegateSettings) -> subprocess.Popen[bytes]:
+    url = urlparse(spec.url)
+    env = dict(os.environ)
+    env.setdefault("LINEGATE_DATA_DIR", str(settings.data_dir))
+    env.setdefault("LINEGATE_NATS_URL", settings.nats_url)
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        spec.app,
+        "--factory",
+        "--host",
+        url.hostname or "127.0.0.1",
+        "--port",
+        str(url.port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "10",
+    ]
+    # Own process group: Ctrl-C goes to us, and we stop the children in order.
+    return subprocess.Popen(cmd, env=env, start_new_session=True)
+
+
+def _wait_ready(
+    specs: list[ServiceSpec], procs: dict[str, subprocess.Popen[bytes]], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    pending = {s.name: s for s in specs}
+    with httpx.Client(timeout=2.0) as client:
+        while pending and time.monotonic() < deadline:
+            for name, spec in list(pending.items()):
+                if procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {procs[name].returncode}")
+                try:
+                    if client.get(spec.url + "/readyz").status_code == 200:
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+    if pending:
+        raise TimeoutError("not ready in time: " + ", ".join(pending))
+
+
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]], nats: NatsServer) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for name, proc in procs.items():
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in time; killing it", file=sys.stderr)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    nats.stop()
+
+
+def run(settings: LinegateSettings, *, wait: bool = True) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    issuer = TokenIssuer.embedded(settings)  # creates the issuer key before services race for it
+    nats_port = urlparse(settings.nats_url).port or 4222
+    nats = NatsServer(
+        settings.data_dir / "nats", port=nats_port, log_file=settings.data_dir / "nats.log"
+    )
+    specs = services(settings)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        nats.start()
+        print(f"nats-server (JetStream)  {settings.nats_url}   store {settings.data_dir / 'nats'}")
+        for spec in specs:
+            procs[spec.name] = _spawn(spec, settings)
+        if wait:
+            _wait_ready(specs, procs, timeout=90)
+        print()
+        for spec in specs:
+            print(f"{spec.name:<13} {spec.url}   (docs {spec.url}/docs)")
+        print(f"\ndata directory: {settings.data_dir.resolve()}")
+        print(
+            "\nDevelopment tokens (valid",
+            settings.token_ttl_seconds // 60,
+            "min; `linegate token --role ROLE` for more):",
+        )
+        for label, role, tenant, device_id in DEMO_TOKENS:
+            sub = f"demo-{role.value.replace(':', '-')}"
+            value, _ = issuer.issue(sub, [role], tenant=tenant, device_id=device_id)
+            print(f"\n  {label}:\n  {value}")
+        print("\nLinegate is up. Press Ctrl-C to stop.", flush=True)
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    print(
+                        f"{name} exited with code {proc.returncode}; stopping the stack",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.5)
+    except _StopRequestedError as s:
+        print(f"\n{s}: stopping Linegate...", flush=True)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 1
+    finally:
+        _stop_all(procs, nats)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("all processes stopped.", flush=True)
+    return code

@@ -1,0 +1,149 @@
+"""Per-service database: async SQLModel sessions, SQLite by default, PostgreSQL by setting.
+
+Every service owns its tables. On SQLite each service has its own file in the data directory;
+on PostgreSQL each service owns the schema ``<prefix><service>`` of the shared database, and
+its connections set ``search_path`` to it, so no service can reach another's tables by accident.
+Schema changes are alembic migrations in ``<service>/migrations``; :meth:`Database.migrate` runs
+them to ``head`` at start-up under a PostgreSQL advisory lock, so several replicas starting at
+once do not race.
+
+Example::
+
+    db = Database.for_service(settings)
+    await db.migrate(Path(attestation.__file__).parent / "migrations")
+    async with db.session() as session:
+        ...  # commits on success, rolls back on error
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from linegate.settings import LinegateSettings
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _async_url(url: str) -> str:
+    parsed = make_url(url)
+    driver = parsed.drivername
+    if driver in ("sqlite", "sqlite+pysqlite"):
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if driver in ("postgresql", "postgres", "postgresql+psycopg2"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+class Database:
+    """An async engine bound to one service's tables."""
+
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+        self.url = _async_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.schema = None if self.is_sqlite else schema
+        if self.schema is not None and not _SCHEMA_RE.match(self.schema):
+            raise ValueError(f"invalid schema name {self.schema!r}")
+        connect_args: dict[str, Any] = {}
+        if self.schema is not None:
+            connect_args["options"] = f"-csearch_path={self.schema}"
+        if self.is_sqlite:
+            connect_args["timeout"] = 30
+        self.engine: AsyncEngine = create_async_engine(
+            self.url, echo=echo, connect_args=connect_args, pool_pre_ping=not self.is_sqlite
+        )
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+        self._sessions = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False
+        )
+
+    @classmethod
+    def for_service(cls, settings: LinegateSettings) -> Database:
+        """The database of ``settings.service_name`` (SQLite file unless a URL is set)."""
+        if settings.database_url:
+            return cls(
+                settings.database_url,
+                schema=settings.database_schema_prefix + settings.service_name,
+            )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = (settings.data_dir / f"{settings.service_name}.db").resolve()
+        return cls(f"sqlite:///{path}")
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits once when the block succeeds, rolls back otherwise."""
+        async with self._sessions() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def migrate(self, script_location: Path) -> None:
+        """Upgrade this service's schema to the newest alembic revision."""
+        async with self.engine.begin() as conn:
+            if self.schema is not None:
+                # Serialise replicas migrating the same schema; released at commit.
+                lock_id = int.from_bytes(hashlib.sha256(self.schema.encode()).digest()[:7], "big")
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            await conn.run_sync(_upgrade, str(script_location))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _upgrade(connection: Connection, script_location: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, start transactions (see _sqlite_begin_immediate).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the single writer; the busy timeout queues writers instead
+    # of failing them with "database is locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    # Take the write lock at BEGIN: a deferred transaction that reads and then writes fails
+    # with SQLITE_BUSY_SNAPSHOT when another writer committed in between (no busy wait).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def run_migrations_online(context: Any) -> None:
+    """Body of every service's alembic ``env.py``: migrate on the connection we were given."""
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError(
+            "Linegate migrations run through Database.migrate(), not the alembic CLI"
+        )
+    context.configure(connection=connection, target_metadata=None, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,319 @@
+"""Every NATS subject, stream and bucket name, the event payloads, and the connection helper.
+
+Subjects are spelled only here. Payloads are versioned pydantic models (``...V1``); a breaking
+change adds ``...V2`` beside the old one, never edits it. Publishing sets ``Nats-Msg-Id`` to the
+event id so JetStream drops a retried duplicate.
+
+Example::
+
+    nats = NatsClient(settings)
+    await nats.start()           # connects in the background, retrying until NATS is up
+    await publish(nats.js, Subjects.ATTESTATION_VERIFIED, AttestationVerifiedV1(...))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import nats
+from nats.aio.client import Client as NatsConnection
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from pydantic import BaseModel, ConfigDict, Field
+
+from linegate.settings import LinegateSettings
+
+log = logging.getLogger("linegate.events")
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def subject_token(value: str) -> str:
+    """``value`` if it is safe as one NATS subject token (no dots, wildcards or spaces)."""
+    if not _TOKEN_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid subject token ([A-Za-z0-9_-], 1-64 chars)")
+    return value
+
+
+class Subjects:
+    """Every subject Linegate publishes or subscribes to."""
+
+    ATTESTATION_VERIFIED = "linegate.attestation.verified"
+    ATTESTATION_REJECTED = "linegate.attestation.rejected"
+    SUPPLIER_SLA_BREACHED = "linegate.attestation.sla.breached"
+    REGISTRY_RELEASED = "linegate.registry.released"
+    REGISTRY_REVOKED = "linegate.registry.revoked"
+    INCIDENT_OPENED = "linegate.incident.opened"
+    INCIDENT_ACTION_ALL = "linegate.incident.action.>"
+    DEVICE_STATUS_ALL = "linegate.device.*.status"
+    TELEMETRY_ALL = "linegate.telemetry.>"
+
+    @staticmethod
+    def device_status(device_id: str) -> str:
+        return f"linegate.device.{subject_token(device_id)}.status"
+
+    @staticmethod
+    def telemetry(line: str, device_id: str) -> str:
+        return f"linegate.telemetry.{subject_token(line)}.{subject_token(device_id)}"
+
+    @staticmethod
+    def incident_action(kind: str) -> str:
+        return f"linegate.incident.action.{subject_token(kind)}"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_age: timedelta | None = None
+
+
+class Streams:
+    """JetStream streams; each service ensures the ones it publishes to."""
+
+    ATTESTATION = StreamSpec("LINEGATE_ATTESTATION", ("linegate.attestation.>",))
+    REGISTRY = StreamSpec("LINEGATE_REGISTRY", ("linegate.registry.>",))
+    DEVICE = StreamSpec(
+        "LINEGATE_DEVICE", (Subjects.DEVICE_STATUS_ALL,), max_age=timedelta(days=30)
+    )
+    TELEMETRY = StreamSpec(
+        "LINEGATE_TELEMETRY", (Subjects.TELEMETRY_ALL,), max_age=timedelta(days=7)
+    )
+    INCIDENT = StreamSpec("LINEGATE_INCIDENT", ("linegate.incident.>",))
+
+    ALL: ClassVar[tuple[StreamSpec, ...]] = (ATTESTATION, REGISTRY, DEVICE, TELEMETRY, INCIDENT)
+
+
+class Buckets:
+    MODELS = "models"  # object store: artefacts named by sha256 digest
+    DESIRED = "desired"  # KV: device id -> desired model version
+
+
+# ---------------------------------------------------------------------------- payloads
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventV1(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: datetime = Field(default_factory=_now)
+    actor: str | None = None
+
+
+class SubjectDigest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    digest: dict[str, str]
+
+
+class AttestationVerifiedV1(EventV1):
+    kind: Literal["attestation.verified.v1"] = "attestation.verified.v1"
+    attestation_id: str
+    supplier: str
+    predicate_type: str | None
+    subjects: list[SubjectDigest]
+    expires_at: datetime | None = None
+
+
+class AttestationRejectedV1(EventV1):
+    kind: Literal["attestation.rejected.v1"] = "attestation.rejected.v1"
+    attestation_id: str
+    supplier: str
+    reasons: list[str]
+
+
+class SlaBreachedV1(EventV1):
+    kind: Literal["sla.breached.v1"] = "sla.breached.v1"
+    supplier: str
+    term: str
+    since: datetime
+    detail: str
+
+
+class ModelReleasedV1(EventV1):
+    kind: Literal["registry.released.v1"] = "registry.released.v1"
+    model: str
+    version: str
+    artefact_digest: str
+    security_version: int
+
+
+class ModelRevokedV1(EventV1):
+    kind: Literal["registry.revoked.v1"] = "registry.revoked.v1"
+    model: str
+    version: str
+    reason: str
+
+
+class DeviceStatusV1(EventV1):
+    kind: Literal["device.status.v1"] = "device.status.v1"
+    device_id: str
+    state: Literal[
+        "downloaded", "verified", "self_test", "active", "refused", "rolled_back", "online"
+    ]
+    model: str | None = None
+    version: str | None = None
+    detail: str | None = None
+
+
+class IncidentOpenedV1(EventV1):
+    kind: Literal["incident.opened.v1"] = "incident.opened.v1"
+    incident_id: str
+    incident_type: str
+    severity: str
+    line: str | None = None
+    model: str | None = None
+    version: str | None = None
+
+
+# ------------------------------------------------------------------------------ connection
+
+
+class NatsClient:
+    """One service's NATS connection: connects in the background and keeps reconnecting.
+
+    A service starts (and answers ``/healthz``) while NATS is still down; ``/readyz`` reports
+    :attr:`connected` so orchestration waits for it.
+    """
+
+    def __init__(self, settings: LinegateSettings, *, streams: tuple[StreamSpec, ...] = ()) -> None:
+        self.settings = settings
+        self.streams = streams
+        self._nc: NatsConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def nc(self) -> NatsConnection:
+        if self._nc is None:
+            raise RuntimeError("NATS is not connected yet")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nc.jetstream()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name="nats-connect")
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._nc = await connect(self.settings, name=self.settings.service_name)
+                for spec in self.streams:
+                    await ensure_stream(
+                        self._nc.jetstream(), spec, replicas=self.settings.nats_stream_replicas
+                    )
+                self._ready.set()
+                log.info("connected to NATS", extra={"url": self.settings.nats_url})
+                return
+            except Exception as e:  # noqa: BLE001 - any failure means "try again later"
+                if self._nc is not None:
+                    with contextlib.suppress(Exception):
+                        await self._nc.close()
+                    self._nc = None
+                log.warning(
+                    "NATS not reachable yet, retrying", extra={"error": repr(e), "retry_in": delay}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await asyncio.wait_for(self._nc.drain(), timeout=5)
+            except Exception:  # noqa: BLE001 - shutting down: a failed drain still closes
+                await self._nc.close()
+        self._nc = None
+
+
+async def connect(settings: LinegateSettings, *, name: str) -> NatsConnection:
+    """A NATS connection that reconnects forever after it first succeeds."""
+
+    async def on_error(e: Exception) -> None:
+        log.warning("NATS error", extra={"error": repr(e)})
+
+    async def on_disconnect() -> None:
+        log.warning("NATS disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("NATS reconnected")
+
+    options: dict[str, Any] = {
+        # A cluster is given as comma-separated URLs; the client fails over between them.
+        "servers": [url.strip() for url in settings.nats_url.split(",") if url.strip()],
+        "name": name,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 2,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+    }
+    if settings.nats_creds is not None:
+        options["user_credentials"] = str(settings.nats_creds)
+    if settings.nats_user is not None:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password
+    return await nats.connect(**options)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
+    """Create ``spec`` or bring an existing stream's subjects and limits up to date."""
+    config = StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_age=spec.max_age.total_seconds() if spec.max_age else None,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.stream_info(spec.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:
+            pass  # another replica created it between our two calls
+    await js.update_stream(config)
+
+
+async def publish(
+    js: JetStreamContext, subject: str, event: EventV1, *, timeout: float = 5.0
+) -> None:
+    """Publish ``event`` to a stream and wait for the server's ack (dedup by event id)."""
+    await js.publish(
+        subject,
+        event.model_dump_json().encode(),
+        timeout=timeout,
+        headers={"Nats-Msg-Id": event.event_id, "Linegate-Event": type(event).__name__},
+    )

@@ -1,0 +1,116 @@
+"""Settings for every Linegate process, read from ``LINEGATE_*`` environment variables.
+
+Each service subclasses :class:`LinegateSettings` in its own ``settings.py`` and adds only its
+own knobs; the names shared by all services (NATS, database, URLs, identity) are defined once,
+here. Nothing is read at import time: call ``AttestationSettings()`` (or a sibling) when a
+process starts.
+
+Example::
+
+    >>> s = LinegateSettings(data_dir="/tmp/lg")
+    >>> s.nats_url
+    'nats://127.0.0.1:14222'
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LINEGATE_"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class LinegateSettings(BaseSettings):
+    """Settings every Linegate process shares."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    #: Name of the service these settings belong to (set by each subclass).
+    service_name: ClassVar[str] = "linegate"
+    #: Default port of the service (see ``shared/API.md``).
+    default_port: ClassVar[int] = 0
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path(".linegate")
+
+    nats_url: str = "nats://127.0.0.1:14222"
+    #: NATS credentials file (``.creds``) or user/password config; production sets it.
+    nats_creds: Path | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    #: JetStream replicas for the streams a service creates (3 on a NATS cluster).
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+
+    #: SQLAlchemy URL; ``None`` means a SQLite file per service in the data directory.
+    database_url: str | None = None
+    #: PostgreSQL only: each service owns the schema ``<prefix><service>``.
+    database_schema_prefix: str = ""
+
+    attestation_url: str = "http://127.0.0.1:8101"
+    registry_url: str = "http://127.0.0.1:8102"
+    gateway_url: str = "http://127.0.0.1:8103"
+    incident_url: str = "http://127.0.0.1:8104"
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+    #: Token issuer (``iss``); defaults to the attestation service, which hosts the embedded one.
+    auth_issuer: str | None = None
+    auth_audience: str = "linegate"
+    #: An external OIDC issuer's JWKS URL. Unset = the embedded issuer's key in the data dir.
+    auth_jwks_url: str | None = None
+    auth_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+
+    #: Append a signed checkpoint to the audit log after this many entries.
+    audit_checkpoint_every: int = Field(default=100, ge=1)
+
+    @property
+    def issuer(self) -> str:
+        return self.auth_issuer or self.attestation_url
+
+    @property
+    def external_issuer(self) -> bool:
+        """True when tokens come from an external OIDC issuer, not the embedded one."""
+        return self.auth_jwks_url is not None
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def listen_port(self) -> int:
+        return self.port if self.port is not None else self.default_port
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Self:
+        if self.environment is Environment.PRODUCTION:
+            missing = []
+            if self.auth_jwks_url is None:
+                missing.append("LINEGATE_AUTH_JWKS_URL (production validates an external issuer)")
+            if self.auth_issuer is None:
+                missing.append("LINEGATE_AUTH_ISSUER")
+            if self.database_url is None or self.database_url.startswith("sqlite"):
+                missing.append("LINEGATE_DATABASE_URL (PostgreSQL in production)")
+            if missing:
+                raise ValueError(
+                    "production settings refuse development defaults: " + "; ".join(missing)
+                )
+        return self

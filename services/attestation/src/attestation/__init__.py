@@ -1,0 +1,1 @@
+"""Linegate attestation service: verified supplier attestations, SLAs, embedded OAuth2 issuer."""

@@ -1,0 +1,1 @@
+"""Linegate edge-gateway service: verified models to line devices over NATS JetStream."""

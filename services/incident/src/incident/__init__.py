@@ -1,0 +1,1 @@
+"""Linegate incident service: telemetry, drift vs scrap, AI incident triage, post-market log."""

@@ -1,0 +1,1 @@
+"""Linegate registry service: signed model versions, AI inventory, risk classes, release gate."""

@@ -1,0 +1,67 @@
+"""compose.yaml cannot run here (no Docker engine), so check it against the code instead."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from attestation.settings import AttestationSettings
+from edge_gateway.settings import GatewaySettings
+from incident.settings import IncidentSettings
+from linegate.settings import ENV_PREFIX
+from registry.settings import RegistrySettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = {
+    "attestation": AttestationSettings,
+    "registry": RegistrySettings,
+    "edge-gateway": GatewaySettings,
+    "incident": IncidentSettings,
+}
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+@pytest.mark.parametrize(("name", "settings_cls"), SERVICES.items())
+def test_every_linegate_env_name_is_a_setting_and_the_values_parse(
+    compose, name, settings_cls, monkeypatch
+):
+    env = compose["services"][name]["environment"]
+    names = [k for k in env if k.startswith(ENV_PREFIX)]
+    assert names, f"{name} has no LINEGATE_ settings"
+    unknown = [k for k in names if k[len(ENV_PREFIX) :].lower() not in settings_cls.model_fields]
+    assert unknown == [], f"{name}: not settings of {settings_cls.__name__}: {unknown}"
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    settings = settings_cls()
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.listen_port == int(env["LINEGATE_PORT"]) == settings_cls.default_port
+    assert settings.nats_stream_replicas == 3
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_runs_an_existing_app_factory(compose, name):
+    module, _, attr = compose["services"][name]["environment"]["APP_FACTORY"].partition(":")
+    assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_nats_is_a_three_node_jetstream_cluster(compose):
+    nodes = [n for n in compose["services"] if n.startswith("nats-")]
+    assert len(nodes) == 3
+    conf = (ROOT / "deploy/nats/cluster.conf").read_text()
+    assert "jetstream" in conf
+    for node in nodes:
+        assert f"nats-route://{node}:6222" in conf
+    urls = compose["services"]["registry"]["environment"]["LINEGATE_NATS_URL"].split(",")
+    assert {u.split("//")[1].split(":")[0] for u in urls} == set(nodes)
+
+
+def test_services_wait_for_postgres_and_nats(compose):
+    for name in SERVICES:
+        depends = compose["services"][name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy"
+        assert "nats-1" in depends
