@@ -8,12 +8,13 @@ import typer
 
 from linegate.auth import Role, TokenIssuer
 from linegate.settings import LinegateSettings
-from linegate_cli import stack
+from linegate_cli import attest, stack
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Linegate: compliance as a by-product of running AI on factory lines.",
 )
+app.add_typer(attest.app, name="attest")
 
 
 @app.command()

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -194,6 +195,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             extra={"trace_id": trace_id},
         )
 
+    async def on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
+        # A unique constraint lost a race with a concurrent identical request.
+        log.warning("integrity error", extra={"path": request.url.path, "error": str(exc)[:500]})
+        return problem_response(
+            409,
+            "Conflict",
+            "A concurrent request changed the same record; retry the request.",
+            type_=PROBLEM_BASE + "conflict",
+            instance=request.url.path,
+        )
+
+    app.add_exception_handler(IntegrityError, on_integrity_error)
     app.add_exception_handler(LinegateError, on_domain_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -127,6 +127,8 @@ class AttestationVerifiedV1(EventV1):
     predicate_type: str | None
     subjects: list[SubjectDigest]
     expires_at: datetime | None = None
+    #: False for an unsigned SBOM: stored, but never counted as signed evidence.
+    verified: bool = True
 
 
 class AttestationRejectedV1(EventV1):
@@ -249,7 +251,8 @@ class NatsClient:
             try:
                 await asyncio.wait_for(self._nc.drain(), timeout=5)
             except Exception:  # noqa: BLE001 - shutting down: a failed drain still closes
-                await self._nc.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._nc.close(), timeout=5)
         self._nc = None
 
 

@@ -34,6 +34,7 @@ from linegate.db import Database
 from linegate.errors import install_problem_handlers
 from linegate.events import NatsClient, StreamSpec
 from linegate.observability import Metrics, configure_logging
+from linegate.outbox import OutboxRelay
 from linegate.settings import LinegateSettings
 from linegate.signing import load_or_create_private_key, public_key_pem
 
@@ -52,6 +53,7 @@ class ServiceContext:
     audit: AuditLog
     validator: TokenValidator
     metrics: Metrics
+    outbox: OutboxRelay
 
 
 def get_context(request: Request) -> ServiceContext:
@@ -64,9 +66,11 @@ ContextDep = Annotated[ServiceContext, Depends(get_context)]
 
 async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: commits once after the handler returns, before the
-    response is sent (``scope="function"``), so a 2xx means the write is durable."""
+    response is sent (``scope="function"``), so a 2xx means the write is durable. Events the
+    handler queued in the outbox are published right after the commit."""
     async with ctx.db.session() as session:
         yield session
+    ctx.outbox.wake()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -192,7 +196,9 @@ def create_service_app(
             ),
             validator=TokenValidator.from_settings(settings),
             metrics=metrics,
+            outbox=OutboxRelay(db, nats),
         )
+        await ctx.outbox.start()
         app.state.ctx = ctx
         app.state.token_validator = ctx.validator
         for hook in on_startup:
@@ -206,6 +212,7 @@ def create_service_app(
                     await hook(ctx)
                 except Exception:
                     log.exception("shutdown hook failed")
+            await ctx.outbox.stop()
             try:
                 async with db.session() as session:
                     await ctx.audit.checkpoint(session)

@@ -123,10 +123,18 @@ def load_or_create_private_key(path: Path) -> PrivateKey:
 # ------------------------------------------------------------------------------ raw sign
 
 
+def _ec_hash(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
+    # The hash that goes with each curve (as securesystemslib and Sigstore pair them).
+    if curve.key_size > 384:
+        return hashes.SHA512()
+    if curve.key_size > 256:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
 def _sign(key: PrivateKey, data: bytes) -> bytes:
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        digest = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
-        return key.sign(data, ec.ECDSA(digest))
+        return key.sign(data, ec.ECDSA(_ec_hash(key.curve)))
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
     return key.sign(
@@ -138,8 +146,7 @@ def verify_signature(key: PublicKey, signature: bytes, data: bytes) -> bool:
     """True when ``signature`` over ``data`` verifies under ``key`` (ECDSA, Ed25519, RSA)."""
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
-            digest = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
-            key.verify(signature, data, ec.ECDSA(digest))
+            key.verify(signature, data, ec.ECDSA(_ec_hash(key.curve)))
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)
         else:

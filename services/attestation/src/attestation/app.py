@@ -1,22 +1,47 @@
 """App factory: ``uvicorn attestation.app:create_app --factory``."""
 
+import asyncio
+import contextlib
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import attestation
-from attestation import api
+from attestation import api, sla
+from attestation.repository import SlaRepository
 from attestation.settings import AttestationSettings
+from attestation.sigstore_bundle import SigstoreVerifier, default_trusted_root_paths
 from linegate.auth import TokenIssuer
 from linegate.events import Streams
 from linegate.service import ServiceContext, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("attestation")
 
 
 def create_app(settings: AttestationSettings | None = None) -> FastAPI:
     settings = settings or AttestationSettings()
     app: FastAPI
+
+    async def evaluate_slas_forever(ctx: ServiceContext) -> None:
+        while True:
+            await asyncio.sleep(settings.sla_evaluation_interval_seconds)
+            try:
+                async with ctx.db.session() as session:
+                    await sla.evaluate_breaches(SlaRepository(session), ctx.audit)
+                ctx.outbox.wake()
+            except Exception:
+                log.exception("SLA evaluation failed; will retry")
+
+    async def start_sla_evaluator(ctx: ServiceContext) -> None:
+        app.state.sla_task = asyncio.create_task(evaluate_slas_forever(ctx), name="sla-evaluator")
+
+    async def stop_sla_evaluator(ctx: ServiceContext) -> None:
+        task = app.state.sla_task
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def start_issuer(ctx: ServiceContext) -> None:
         # The embedded OAuth2 issuer lives here (API.md); with an external issuer configured
@@ -24,6 +49,9 @@ def create_app(settings: AttestationSettings | None = None) -> FastAPI:
         app.state.token_issuer = (
             None if settings.external_issuer else TokenIssuer.embedded(settings)
         )
+        # Sigstore trust roots are pinned files, loaded once; nothing is fetched at verify time.
+        roots = settings.sigstore_trusted_roots or default_trusted_root_paths()
+        app.state.sigstore = SigstoreVerifier.from_files(roots)
 
     app = create_service_app(
         settings,
@@ -32,6 +60,7 @@ def create_app(settings: AttestationSettings | None = None) -> FastAPI:
         routers=[api.router],
         migrations=MIGRATIONS,
         streams=(Streams.ATTESTATION,),
-        on_startup=[start_issuer],
+        on_startup=[start_issuer, start_sla_evaluator],
+        on_shutdown=[stop_sla_evaluator],
     )
     return app

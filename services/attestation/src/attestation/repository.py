@@ -1,8 +1,25 @@
-"""All SQL of the attestation service."""
+"""All SQL of the attestation service. Every attestation query takes the caller's tenant, so
+tenancy is enforced in the query itself, never by filtering results afterwards."""
 
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from attestation.models import OAuthClient
+from attestation.models import (
+    Attestation,
+    AttestationSubject,
+    Blob,
+    OAuthClient,
+    SlaBreach,
+    Supplier,
+    SupplierArtefact,
+    SupplierIdentity,
+    SupplierKey,
+    SupplierNotice,
+    SupplierSla,
+)
 from linegate.auth import ClientRecord, parse_roles
 
 
@@ -32,3 +49,179 @@ class ClientRepository:
             device_id=row.device_id,
             active=row.active,
         )
+
+
+class SupplierRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, supplier_id: str) -> Supplier | None:
+        return await self.session.get(Supplier, supplier_id)
+
+    async def all(self) -> list[Supplier]:
+        return list((await self.session.exec(select(Supplier).order_by(col(Supplier.id)))).all())
+
+    async def add(self, row: Supplier | SupplierKey | SupplierIdentity) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def get_key(self, key_id: str) -> SupplierKey | None:
+        return await self.session.get(SupplierKey, key_id)
+
+    async def keys(self, supplier_id: str) -> list[SupplierKey]:
+        stmt = (
+            select(SupplierKey)
+            .where(SupplierKey.supplier_id == supplier_id)
+            .order_by(col(SupplierKey.created_at))
+        )
+        return list((await self.session.exec(stmt)).all())
+
+    async def keys_of_others(self, supplier_id: str) -> list[SupplierKey]:
+        stmt = select(SupplierKey).where(SupplierKey.supplier_id != supplier_id)
+        return list((await self.session.exec(stmt)).all())
+
+    async def identities(self, supplier_id: str) -> list[SupplierIdentity]:
+        stmt = (
+            select(SupplierIdentity)
+            .where(SupplierIdentity.supplier_id == supplier_id)
+            .order_by(col(SupplierIdentity.created_at))
+        )
+        return list((await self.session.exec(stmt)).all())
+
+    async def get_identity(self, supplier_id: str, identity_id: str) -> SupplierIdentity | None:
+        row = await self.session.get(SupplierIdentity, identity_id)
+        return row if row is not None and row.supplier_id == supplier_id else None
+
+
+class AttestationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, attestation_id: str, *, tenant: str | None) -> Attestation | None:
+        """The attestation, or None when absent or (for a supplier) not its own."""
+        stmt = select(Attestation).where(Attestation.id == attestation_id)
+        if tenant is not None:
+            stmt = stmt.where(Attestation.supplier_id == tenant)
+        return (await self.session.exec(stmt)).first()
+
+    async def by_raw_digest(self, supplier_id: str, raw_digest: str) -> Attestation | None:
+        stmt = select(Attestation).where(
+            Attestation.supplier_id == supplier_id, Attestation.raw_digest == raw_digest
+        )
+        return (await self.session.exec(stmt)).first()
+
+    async def blob(self, digest: str) -> Blob | None:
+        return await self.session.get(Blob, digest)
+
+    async def add(self, attestation: Attestation, blob: Blob) -> None:
+        if await self.session.get(Blob, blob.digest) is None:
+            self.session.add(blob)
+        self.session.add(attestation)
+        await self.session.flush()
+        for subject in attestation.subjects:
+            for algorithm, value in subject["digest"].items():
+                self.session.add(
+                    AttestationSubject(
+                        attestation_id=attestation.id,
+                        algorithm=algorithm,
+                        digest=value,
+                        name=subject["name"],
+                    )
+                )
+        await self.session.flush()
+
+    async def query(
+        self,
+        *,
+        tenant: str | None,
+        supplier: str | None = None,
+        subject_digest: tuple[str, str] | None = None,
+        predicate_type: str | None = None,
+        status: str | None = None,
+        expires_before: datetime | None = None,
+        expires_after: datetime | None = None,
+        created_before: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> Sequence[Attestation]:
+        """Newest first; ``created_before`` is the keyset cursor (created_at, id)."""
+        stmt = select(Attestation)
+        if tenant is not None:
+            stmt = stmt.where(Attestation.supplier_id == tenant)
+        if supplier is not None:
+            stmt = stmt.where(Attestation.supplier_id == supplier)
+        if subject_digest is not None:
+            algorithm, value = subject_digest
+            stmt = stmt.where(
+                col(Attestation.id).in_(
+                    select(AttestationSubject.attestation_id).where(
+                        AttestationSubject.algorithm == algorithm,
+                        AttestationSubject.digest == value,
+                    )
+                )
+            )
+        if predicate_type is not None:
+            stmt = stmt.where(Attestation.predicate_type == predicate_type)
+        if status is not None:
+            stmt = stmt.where(Attestation.status == status)
+        if expires_before is not None:
+            stmt = stmt.where(col(Attestation.expires_at) < expires_before)
+        if expires_after is not None:
+            stmt = stmt.where(col(Attestation.expires_at) >= expires_after)
+        if created_before is not None:
+            at, last_id = created_before
+            stmt = stmt.where(
+                (col(Attestation.created_at) < at)
+                | ((col(Attestation.created_at) == at) & (col(Attestation.id) < last_id))
+            )
+        stmt = stmt.order_by(col(Attestation.created_at).desc(), col(Attestation.id).desc()).limit(
+            limit
+        )
+        return (await self.session.exec(stmt)).all()
+
+
+class SlaRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def sla(self, supplier_id: str) -> SupplierSla | None:
+        return await self.session.get(SupplierSla, supplier_id)
+
+    async def all_slas(self) -> list[SupplierSla]:
+        return list((await self.session.exec(select(SupplierSla))).all())
+
+    async def save(self, row: SupplierSla | SupplierArtefact | SupplierNotice | SlaBreach) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def artefacts(self, supplier_id: str) -> list[SupplierArtefact]:
+        stmt = (
+            select(SupplierArtefact)
+            .where(SupplierArtefact.supplier_id == supplier_id)
+            .order_by(col(SupplierArtefact.registered_at))
+        )
+        return list((await self.session.exec(stmt)).all())
+
+    async def notices(self, supplier_id: str) -> list[SupplierNotice]:
+        stmt = (
+            select(SupplierNotice)
+            .where(SupplierNotice.supplier_id == supplier_id)
+            .order_by(col(SupplierNotice.sent_at))
+        )
+        return list((await self.session.exec(stmt)).all())
+
+    async def notice(self, supplier_id: str, notice_id: str) -> SupplierNotice | None:
+        row = await self.session.get(SupplierNotice, notice_id)
+        return row if row is not None and row.supplier_id == supplier_id else None
+
+    async def evidence(self, supplier_id: str) -> list[Attestation]:
+        """The supplier's signed, verified attestations (unsigned SBOMs never count)."""
+        stmt = select(Attestation).where(
+            Attestation.supplier_id == supplier_id, Attestation.status == "verified"
+        )
+        return list((await self.session.exec(stmt)).all())
+
+    async def open_breaches(self, supplier_id: str) -> list[SlaBreach]:
+        stmt = select(SlaBreach).where(
+            SlaBreach.supplier_id == supplier_id, col(SlaBreach.resolved_at).is_(None)
+        )
+        return list((await self.session.exec(stmt)).all())

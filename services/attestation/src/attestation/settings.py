@@ -1,6 +1,9 @@
 """Settings of the attestation service (``LINEGATE_*`` environment variables)."""
 
+from pathlib import Path
 from typing import ClassVar
+
+from pydantic import Field
 
 from linegate.settings import LinegateSettings
 
@@ -8,3 +11,17 @@ from linegate.settings import LinegateSettings
 class AttestationSettings(LinegateSettings):
     service_name: ClassVar[str] = "attestation"
     default_port: ClassVar[int] = 8101
+
+    #: Largest attestation or SBOM accepted, in bytes (real SBOMs reach a few MB).
+    attestation_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Deepest JSON nesting accepted (CycloneDX nests components; attackers nest brackets).
+    attestation_max_json_depth: int = Field(default=64, ge=8, le=512)
+    #: Pinned Sigstore trusted roots (trusted_root.json); empty = the production root that
+    #: ships inside the installed sigstore package. Never fetched at verify time.
+    sigstore_trusted_roots: list[Path] = Field(default_factory=list)
+    #: Age after which an attestation expires when the supplier has no SLA saying otherwise.
+    attestation_default_max_age_days: int = Field(default=365, ge=1)
+    #: How far in the future an attestation's own timestamp may be (clock skew).
+    attestation_clock_skew_seconds: int = Field(default=300, ge=0)
+    #: How often SLA terms are evaluated for new breaches.
+    sla_evaluation_interval_seconds: float = Field(default=60.0, gt=0)
