@@ -22,9 +22,13 @@ def up(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Do not wait for every service to be ready")
     ] = False,
+    no_demo: Annotated[
+        bool, typer.Option("--no-demo", help="Do not seed the reference scenario")
+    ] = False,
 ) -> None:
-    """Start NATS (JetStream) and the four services on their fixed ports; Ctrl-C stops all."""
-    raise typer.Exit(stack.run(LinegateSettings(), wait=not no_wait))
+    """Start NATS (JetStream) and the four services on their fixed ports, seed the demo
+    scenario (once), print URLs and tokens; Ctrl-C stops all."""
+    raise typer.Exit(stack.run(LinegateSettings(), wait=not no_wait, seed_demo=not no_demo))
 
 
 @app.command()

@@ -22,6 +22,7 @@ import httpx
 from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer
 from linegate.settings import LinegateSettings
+from linegate_cli import demo
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,29 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]], nats: NatsServer) -> No
     nats.stop()
 
 
-def run(settings: LinegateSettings, *, wait: bool = True) -> int:
+def _announce(
+    settings: LinegateSettings, specs: list[ServiceSpec], issuer: TokenIssuer, *, seed: bool
+) -> None:
+    """Seed the demo (once), then print the URLs and a token per role."""
+    if seed:
+        for line in demo.seed(settings, issuer):
+            print(f"demo data: {line}")
+    print()
+    for spec in specs:
+        print(f"{spec.name:<13} {spec.url}   (docs {spec.url}/docs)")
+    print(f"\ndata directory: {settings.data_dir.resolve()}")
+    print(
+        "\nDevelopment tokens (valid",
+        settings.token_ttl_seconds // 60,
+        "min; `linegate token --role ROLE` for more):",
+    )
+    for label, role, tenant, device_id in DEMO_TOKENS:
+        sub = f"demo-{role.value.replace(':', '-')}"
+        value, _ = issuer.issue(sub, [role], tenant=tenant, device_id=device_id)
+        print(f"\n  {label}:\n  {value}")
+
+
+def run(settings: LinegateSettings, *, wait: bool = True, seed_demo: bool = True) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     issuer = TokenIssuer.embedded(settings)  # creates the issuer key before services race for it
     nats_port = urlparse(settings.nats_url).port or 4222
@@ -135,19 +158,7 @@ def run(settings: LinegateSettings, *, wait: bool = True) -> int:
             procs[spec.name] = _spawn(spec, settings)
         if wait:
             _wait_ready(specs, procs, timeout=90)
-        print()
-        for spec in specs:
-            print(f"{spec.name:<13} {spec.url}   (docs {spec.url}/docs)")
-        print(f"\ndata directory: {settings.data_dir.resolve()}")
-        print(
-            "\nDevelopment tokens (valid",
-            settings.token_ttl_seconds // 60,
-            "min; `linegate token --role ROLE` for more):",
-        )
-        for label, role, tenant, device_id in DEMO_TOKENS:
-            sub = f"demo-{role.value.replace(':', '-')}"
-            value, _ = issuer.issue(sub, [role], tenant=tenant, device_id=device_id)
-            print(f"\n  {label}:\n  {value}")
+        _announce(settings, specs, issuer, seed=wait and seed_demo)
         print("\nLinegate is up. Press Ctrl-C to stop.", flush=True)
         while True:
             for name, proc in procs.items():
@@ -160,7 +171,7 @@ def run(settings: LinegateSettings, *, wait: bool = True) -> int:
             time.sleep(0.5)
     except _StopRequestedError as s:
         print(f"\n{s}: stopping Linegate...", flush=True)
-    except (RuntimeError, TimeoutError) as e:
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1
     finally:

@@ -6,10 +6,13 @@
 - ``settings_factory``: settings for any service class wired to both of the above.
 - ``service_client``: runs an app's lifespan and yields an ``httpx.AsyncClient`` on it.
 - ``mint_token``: tokens from the embedded issuer of the test's data directory.
+- ``serve_http``: runs an app with uvicorn on a free loopback port (for CLI and e2e tests).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,10 +21,11 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from linegate.auth import Role, TokenIssuer
-from linegate.embedded import NatsServer
+from linegate.embedded import NatsServer, free_port
 from linegate.settings import LinegateSettings
 from linegate.testing.postgres import drop_schemas, postgres_url
 
@@ -119,3 +123,30 @@ def mint_token(tmp_path: Path) -> Callable[..., str]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def serve_http() -> Iterator[Callable[[FastAPI, int], str]]:
+    """``url = serve_http(app, port)``: serve ``app`` over real HTTP until the test ends."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def serve(app: FastAPI, port: int | None = None) -> str:
+        port = port or free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on port {port}")
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(30)
