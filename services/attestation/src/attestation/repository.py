@@ -76,9 +76,10 @@ class SupplierRepository:
         )
         return list((await self.session.exec(stmt)).all())
 
-    async def keys_of_others(self, supplier_id: str) -> list[SupplierKey]:
-        stmt = select(SupplierKey).where(SupplierKey.supplier_id != supplier_id)
-        return list((await self.session.exec(stmt)).all())
+    async def all_keys(self) -> list[SupplierKey]:
+        """Every supplier's keys: a signature by another supplier's key is impersonation,
+        and telling that apart from an unknown key needs them all."""
+        return list((await self.session.exec(select(SupplierKey))).all())
 
     async def identities(self, supplier_id: str) -> list[SupplierIdentity]:
         stmt = (

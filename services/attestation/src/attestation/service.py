@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from attestation.errors import KeyAlreadyRegistered, SupplierExists, SupplierNotFound
 from attestation.models import (
     Attestation,
@@ -32,9 +34,10 @@ from attestation.schemas import (
     SupplierCreate,
 )
 from attestation.sigstore_bundle import SigstoreVerifier
-from attestation.verification import TrustContext, verify_upload
+from attestation.verification import Outcome, TrustContext, verify_upload
 from linegate.audit import AuditLog
 from linegate.auth import Principal, Role, hash_client_secret, new_client_secret
+from linegate.db import Database
 from linegate.errors import Unprocessable
 from linegate.events import AttestationRejectedV1, AttestationVerifiedV1, SubjectDigest, Subjects
 from linegate.outbox import enqueue
@@ -256,39 +259,49 @@ class IngestResult:
     malformed: bool = False
 
 
+async def _trust_context(
+    session: AsyncSession, supplier_id: str, *, max_age: timedelta, clock_skew: timedelta
+) -> TrustContext:
+    keys = await SupplierRepository(session).all_keys()
+    terms = await SlaRepository(session).sla(supplier_id)
+    return TrustContext(
+        supplier_id=supplier_id,
+        keys=[k for k in keys if k.supplier_id == supplier_id],
+        other_keys=[k for k in keys if k.supplier_id != supplier_id],
+        identities=await SupplierRepository(session).identities(supplier_id),
+        max_age=timedelta(days=terms.max_attestation_age_days) if terms is not None else max_age,
+        now=_now(),
+        clock_skew=clock_skew,
+    )
+
+
 async def ingest(
     upload: Upload,
     *,
     supplier_id: str,
     actor: Principal,
-    suppliers: SupplierRepository,
-    attestations: AttestationRepository,
+    db: Database,
     audit: AuditLog,
     sigstore: SigstoreVerifier,
     max_age: timedelta,
     max_depth: int,
     clock_skew: timedelta,
 ) -> IngestResult:
-    """Verify and record one upload (accepted or rejected) with its audit entry and event."""
-    await require_supplier(suppliers, supplier_id)
+    """Verify and record one upload (accepted or rejected) with its audit entry and event.
+
+    Two short units of work around the verification rather than one long one: the trust
+    material is read, the upload verified with no transaction open (a large SBOM takes
+    seconds), then the record, its audit entry and its event commit together. The second
+    unit re-checks for the same bytes, so a concurrent identical upload still yields one record.
+    """
     raw_digest = upload.digest
-    existing = await attestations.by_raw_digest(supplier_id, raw_digest)
-    if existing is not None:
-        return IngestResult(existing, created=False)
-    now = _now()
-    terms = await SlaRepository(attestations.session).sla(supplier_id)
-    if terms is not None:
-        max_age = timedelta(days=terms.max_attestation_age_days)
-    trust = TrustContext(
-        supplier_id=supplier_id,
-        keys=await suppliers.keys(supplier_id),
-        other_keys=await suppliers.keys_of_others(supplier_id),
-        identities=await suppliers.identities(supplier_id),
-        max_age=max_age,
-        now=now,
-        clock_skew=clock_skew,
-    )
-    # Schema validation of a large SBOM takes seconds of CPU: keep it off the event loop.
+    async with db.session() as session:
+        await require_supplier(SupplierRepository(session), supplier_id)
+        existing = await AttestationRepository(session).by_raw_digest(supplier_id, raw_digest)
+        if existing is not None:
+            return IngestResult(existing, created=False)
+        trust = await _trust_context(session, supplier_id, max_age=max_age, clock_skew=clock_skew)
+    # CPU-bound (schema validation of a large SBOM): keep it off the event loop.
     outcome = await asyncio.to_thread(
         verify_upload,
         upload.content_type,
@@ -297,6 +310,25 @@ async def ingest(
         sigstore=sigstore,
         max_depth=max_depth,
     )
+    async with db.session() as session:
+        attestations = AttestationRepository(session)
+        existing = await attestations.by_raw_digest(supplier_id, raw_digest)
+        if existing is not None:
+            return IngestResult(existing, created=False)
+        return await _record(upload, outcome, trust, supplier_id, actor, attestations, audit)
+
+
+async def _record(
+    upload: Upload,
+    outcome: Outcome,
+    trust: TrustContext,
+    supplier_id: str,
+    actor: Principal,
+    attestations: AttestationRepository,
+    audit: AuditLog,
+) -> IngestResult:
+    raw_digest = upload.digest
+    now = trust.now
     record = Attestation(
         id=uuid.uuid4().hex,
         supplier_id=supplier_id,

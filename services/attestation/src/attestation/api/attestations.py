@@ -13,7 +13,6 @@ from attestation.deps import (
     SettingsDep,
     SigstoreDep,
     SupplierDep,
-    SupplierRepositoryDep,
     tenant_of,
 )
 from attestation.errors import AttestationNotFound
@@ -102,8 +101,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def upload_attestation(
     request: Request,
     principal: SupplierDep,
-    suppliers: SupplierRepositoryDep,
-    attestations: AttestationRepositoryDep,
     settings: SettingsDep,
     sigstore: SigstoreDep,
     ctx: ContextDep,
@@ -124,18 +121,18 @@ async def upload_attestation(
         service.Upload(normalised, data),
         supplier_id=supplier_id,
         actor=principal,
-        suppliers=suppliers,
-        attestations=attestations,
+        db=ctx.db,
         audit=ctx.audit,
         sigstore=sigstore,
         max_age=timedelta(days=settings.attestation_default_max_age_days),
         max_depth=settings.attestation_max_json_depth,
         clock_skew=timedelta(seconds=settings.attestation_clock_skew_seconds),
     )
+    ctx.outbox.wake()  # the record and its event are committed: publish now
     record = result.attestation
     body = _read(record).model_dump(mode="json")
     if record.status == "rejected":
-        # Returned, not raised: the rejection record must commit with the request.
+        # The rejection is already recorded (committed by the service with its audit entry).
         return problem_response(
             400 if result.malformed else 422,
             "Attestation rejected",
