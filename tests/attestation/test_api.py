@@ -55,7 +55,7 @@ async def test_a_signed_slsa_statement_is_verified_recorded_and_announced(stack)
     assert raw.content == body
     assert raw.headers["content-type"] == DSSE
 
-    msg = await sub.next_msg(timeout=5)
+    msg = await sub.next_msg(timeout=20)
     await sub.unsubscribe()
     event = json.loads(msg.data)
     assert event["attestation_id"] == created["id"]

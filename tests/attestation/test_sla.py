@@ -149,7 +149,7 @@ async def test_breach_evaluation_opens_once_emits_an_event_audits_and_resolves(s
 
     assert len(await evaluate()) == 1
     assert await evaluate() == []  # one cause, one breach
-    event = json.loads((await sub.next_msg(timeout=5)).data)
+    event = json.loads((await sub.next_msg(timeout=20)).data)
     await sub.unsubscribe()
     assert (event["supplier"], event["term"]) == ("optivision", "evidence-missing")
 
@@ -175,7 +175,7 @@ async def test_the_background_evaluator_publishes_breaches(
             "linegate.attestation.sla.breached", durable="bg"
         )
         await _contract(stack)
-        msg = await sub.next_msg(timeout=10)
+        msg = await sub.next_msg(timeout=30)
         await sub.unsubscribe()
         assert json.loads(msg.data)["supplier"] == "optivision"
 
