@@ -6,15 +6,16 @@ from typing import Annotated
 
 import typer
 
-from linegate.auth import Role, TokenIssuer
+from linegate.roles import Role
 from linegate.settings import LinegateSettings
-from linegate_cli import attest, stack
+from linegate_cli import attest, model
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Linegate: compliance as a by-product of running AI on factory lines.",
 )
 app.add_typer(attest.app, name="attest")
+app.add_typer(model.app, name="model")
 
 
 @app.command()
@@ -28,6 +29,8 @@ def up(
 ) -> None:
     """Start NATS (JetStream) and the four services on their fixed ports, seed the demo
     scenario (once), print URLs and tokens; Ctrl-C stops all."""
+    from linegate_cli import stack  # starts services: FastAPI-heavy imports only here
+
     raise typer.Exit(stack.run(LinegateSettings(), wait=not no_wait, seed_demo=not no_demo))
 
 
@@ -44,6 +47,8 @@ def token(
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
 ) -> None:
     """Print a bearer token from the embedded issuer (development only)."""
+    from linegate.auth import TokenIssuer
+
     settings = LinegateSettings()
     try:
         issuer = TokenIssuer.embedded(settings)

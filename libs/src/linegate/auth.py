@@ -32,7 +32,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any, Protocol
 
 import httpx
@@ -43,21 +42,32 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
 from linegate.errors import PROBLEM_BASE, Forbidden, Unauthorized, problem_response
+from linegate.roles import Role
 from linegate.settings import LinegateSettings
 from linegate.signing import load_or_create_private_key, private_key_pem
 
+__all__ = [
+    "ClientRecord",
+    "ClientStore",
+    "KeySource",
+    "Principal",
+    "PrincipalDep",
+    "RemoteJWKS",
+    "Role",
+    "StaticKeySource",
+    "TokenIssuer",
+    "TokenValidator",
+    "check_client_secret",
+    "current_principal",
+    "hash_client_secret",
+    "new_client_secret",
+    "parse_roles",
+    "require",
+    "token_router",
+]
+
 ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "EdDSA"]
 ISSUER_KEY_FILE = "issuer.pem"
-
-
-class Role(StrEnum):
-    SUPPLIER = "supplier"
-    PROCUREMENT = "procurement"
-    REGISTRY_APPROVE = "registry:approve"
-    DEVICE = "device"
-    RESPONDER = "responder"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,475 @@
+"""OpenSSF model signatures (``model_signing``) with EC keys, offline.
+
+A model version is a directory (``model.onnx``, ``preprocess.json``, ``model_card.md``, ...).
+:func:`sign_model` hashes every file in it (SHA-256, streamed in 1 MiB chunks, so memory does not
+grow with file size) and writes a Sigstore bundle whose DSSE envelope carries an in-toto
+statement listing each file's digest; :func:`verify_model` checks the envelope against a public
+key, re-hashes the directory and names any file that was added, removed or changed.
+
+Only key-based signing is implemented. Certificates and Sigstore keyless are configuration for
+later; nothing here reaches the network (``model_signing``'s Sigstore verifier fetches trust
+roots, so it is never used). Everything in the directory is signed, ``.git*`` paths included,
+except ``ignore_paths`` and the signature file itself when it lies inside the directory; the
+signed statement records the ignored paths, so verification ignores them too.
+
+Example::
+
+    from pathlib import Path
+
+    from linegate.modelsig import sign_model, verify_model
+    from linegate.signing import generate_private_key, private_key_pem, public_key_pem
+    from linegate.testing.onnx_models import write_model_dir
+
+    key = generate_private_key()
+    Path("release.pem").write_bytes(private_key_pem(key))
+    Path("release.pub.pem").write_bytes(public_key_pem(key.public_key()))
+    model = write_model_dir(Path("weld-seam-inspector"))
+    sign_model(model, Path("release.pem"), Path("model.sig"))
+    verified = verify_model(model, Path("release.pub.pem"), Path("model.sig"))
+    print(verified.manifest_sha256, [f.path for f in verified.files])
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from linegate.signing import SignatureError, key_id, load_private_key, load_public_key
+
+if TYPE_CHECKING:
+    from model_signing.hashing import Config as HashingConfig
+    from model_signing.manifest import Manifest
+
+__all__ = [
+    "ModelSignatureError",
+    "SignedFile",
+    "VerifiedModel",
+    "sign_model",
+    "signed_digests",
+    "verify_model",
+]
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_V1 = "https://in-toto.io/Statement/v1"
+MODEL_SIGNATURE_PREDICATE = "https://model_signing/signature/v1.0"
+
+
+class ModelSignatureError(SignatureError):
+    """A model could not be signed, or its signature did not verify; the message says why."""
+
+
+class SignedFile(NamedTuple):
+    """One file of a signed model: its POSIX path relative to the model directory, and digest."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedModel:
+    """What a verified signature vouches for.
+
+    ``files`` come from the verified in-toto statement (sorted by path) and equal the digests
+    just computed from the directory. ``manifest_sha256`` is the statement's subject digest
+    (SHA-256 over every file digest in path order): one value that names this exact model
+    version. ``key_id`` is Linegate's id of the public key that verified it
+    (:func:`linegate.signing.key_id`).
+    """
+
+    files: tuple[SignedFile, ...]
+    manifest_sha256: str
+    key_id: str
+    model_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """The parts of a bundle's in-toto statement that Linegate reads (unverified until used)."""
+
+    key_hint: str | None
+    model_name: str
+    manifest_sha256: str
+    files: tuple[SignedFile, ...]
+    algorithms: frozenset[str]
+    serialization: Mapping[str, Any]
+
+
+# ------------------------------------------------------------------------------------ sign
+
+
+def sign_model(
+    model_dir: Path,
+    private_key_pem_path: Path,
+    signature_path: Path,
+    *,
+    ignore_paths: Sequence[Path] = (),
+) -> None:
+    """Sign every file in ``model_dir`` with an EC private key (PEM, unencrypted).
+
+    ``ignore_paths`` are relative to ``model_dir`` (or absolute, inside it); a directory ignores
+    everything under it. The signature is written atomically: a reader never sees half of it.
+    Raises :class:`ModelSignatureError` when the key, the directory or the write fails.
+    """
+    from model_signing import signing
+
+    root = _model_root(model_dir)
+    _load_ec_private_key(private_key_pem_path)
+    ignored = _relative_ignore_paths(root, ignore_paths, signature_path)
+    # model_signing writes the signature with a plain write_text; sign into a private directory
+    # and move the result into place so a concurrent verifier never reads a partial bundle.
+    with tempfile.TemporaryDirectory(prefix="linegate-modelsig-") as tmp:
+        unsigned = Path(tmp) / "model.sig"
+        try:
+            # model_signing's constructors lack annotations (its methods are typed).
+            signer = signing.Config()  # type: ignore[no-untyped-call]
+            signer.use_elliptic_key_signer(private_key=private_key_pem_path).set_hashing_config(
+                _hashing_config(ignored)
+            ).sign(root, unsigned)
+        except Exception as e:  # any failure of the third-party signer is a signing failure
+            raise ModelSignatureError(f"cannot sign model directory {root}: {_reason(e)}") from e
+        _write_atomically(signature_path, unsigned.read_bytes())
+
+
+# ---------------------------------------------------------------------------------- verify
+
+
+def verify_model(
+    model_dir: Path,
+    public_key_pem_path: Path,
+    signature_path: Path,
+    *,
+    ignore_paths: Sequence[Path] = (),
+) -> VerifiedModel:
+    """Verify ``signature_path`` over ``model_dir`` with an EC public key (PEM), offline.
+
+    The directory must hold exactly the signed files with the signed contents, apart from the
+    paths the signature says it ignored, ``ignore_paths`` (relative to ``model_dir`` or absolute
+    inside it; they may not hide a signed file) and the signature file itself. Raises
+    :class:`ModelSignatureError` naming the added, removed or changed files, or saying that the
+    signature does not match the key.
+    """
+    from model_signing import verifying
+
+    root = _model_root(model_dir)
+    public_key = _load_ec_public_key(public_key_pem_path)
+    raw = _read_signature(signature_path)
+    statement = _parse_bundle(raw, signature_path)
+    _check_key_hint(statement, public_key, public_key_pem_path)
+    _check_serialization(statement, signature_path)
+    ignored = _relative_ignore_paths(root, ignore_paths, signature_path)
+    hashing_config, hashed = _recording_hashing_config(ignored)
+
+    # model_signing re-reads its inputs from paths; hand it private copies of exactly the bytes
+    # parsed above, so the digests returned are the ones whose signature was checked.
+    with tempfile.TemporaryDirectory(prefix="linegate-modelsig-") as tmp:
+        sig_copy, key_copy = Path(tmp) / "model.sig", Path(tmp) / "key.pub.pem"
+        sig_copy.write_bytes(raw)
+        key_copy.write_bytes(_spki_pem(public_key))
+        try:
+            verifier = verifying.Config()  # type: ignore[no-untyped-call]
+            verifier.use_elliptic_key_verifier(public_key=key_copy).set_hashing_config(
+                hashing_config
+            ).verify(root, sig_copy)
+        except InvalidSignature as e:
+            raise ModelSignatureError(
+                f"signature {signature_path} does not verify with public key "
+                f"{public_key_pem_path} (key {key_id(public_key)[:16]}): the bundle was altered "
+                "or signed with a different key"
+            ) from e
+        except Exception as e:  # any other failure of the third-party verifier fails verification
+            raise _explain_failure(e, root, signature_path, statement, hashed) from e
+
+    actual = hashed.manifest
+    if actual is None or _files_of(actual) != statement.files:
+        # Unreachable unless model_signing's notion of a match diverges from ours: fail closed.
+        raise ModelSignatureError(
+            f"model directory {root} verified but its digests differ from the signed statement"
+        )
+    return VerifiedModel(
+        files=statement.files,
+        manifest_sha256=statement.manifest_sha256,
+        key_id=key_id(public_key),
+        model_name=statement.model_name,
+    )
+
+
+def signed_digests(signature_path: Path) -> dict[str, str]:
+    """Map each signed file (POSIX path relative to the model directory) to its SHA-256.
+
+    UNTRUSTED: read from the bundle WITHOUT verifying it, for display only. Use
+    :func:`verify_model` before acting on a model. Raises :class:`ModelSignatureError` when the
+    file is not a model-signing bundle or hashes anything other than per-file SHA-256.
+    """
+    statement = _parse_bundle(_read_signature(signature_path), signature_path)
+    _check_serialization(statement, signature_path)
+    return {f.path: f.sha256 for f in statement.files}
+
+
+# -------------------------------------------------------------------------------- internals
+
+
+def _hashing_config(ignored: Iterable[Path], config: HashingConfig | None = None) -> HashingConfig:
+    """``config`` (a new ``hashing.Config`` by default) set to Linegate's one hashing scheme."""
+    from model_signing import hashing
+
+    if config is None:
+        config = hashing.Config()  # type: ignore[no-untyped-call]
+    # Per-file SHA-256, pinned on both sides so a signature cannot choose a weaker scheme; git
+    # paths are signed like any other file, so nothing in a release folder escapes the check.
+    return config.use_file_serialization(hashing_algorithm="sha256").set_ignored_paths(
+        paths=list(ignored), ignore_git_paths=False
+    )
+
+
+@dataclass(slots=True)
+class _HashRecord:
+    """What model_signing's hashing of the directory produced: a manifest or an error."""
+
+    manifest: Manifest | None = None
+    error: BaseException | None = None
+
+
+def _recording_hashing_config(ignored: Iterable[Path]) -> tuple[HashingConfig, _HashRecord]:
+    """:func:`_hashing_config` that also keeps the manifest it computes (or the error it hit).
+
+    ``model_signing`` reports a mismatch as one formatted string; keeping the directory's
+    manifest lets the error name each file without hashing the model a second time.
+    """
+    from model_signing import hashing
+
+    record = _HashRecord()
+
+    # Defined here because importing model_signing costs over a second (it pulls in sigstore).
+    class RecordingConfig(hashing.Config):
+        def __init__(self) -> None:
+            super().__init__()  # type: ignore[no-untyped-call]
+
+        def hash(
+            self,
+            model_path: hashing.PathLike,
+            *,
+            files_to_hash: Iterable[hashing.PathLike] | None = None,
+        ) -> Manifest:
+            try:
+                record.manifest = super().hash(model_path, files_to_hash=files_to_hash)
+            except BaseException as e:
+                record.error = e
+                raise
+            return record.manifest
+
+    return _hashing_config(ignored, RecordingConfig()), record
+
+
+def _files_of(manifest: Manifest) -> tuple[SignedFile, ...]:
+    return tuple(
+        SignedFile(str(rd.identifier), str(rd.digest.digest_hex))
+        for rd in manifest.resource_descriptors()
+    )
+
+
+def _explain_failure(
+    error: Exception,
+    root: Path,
+    signature_path: Path,
+    statement: _Statement,
+    hashed: _HashRecord,
+) -> ModelSignatureError:
+    if hashed.error is not None:
+        return ModelSignatureError(f"cannot hash model directory {root}: {_reason(error)}")
+    if hashed.manifest is None:
+        # The verifier failed before hashing: the envelope or statement itself is bad.
+        return ModelSignatureError(f"signature {signature_path} is invalid: {_reason(error)}")
+    signed = dict(statement.files)
+    found = {f.path: f.sha256 for f in _files_of(hashed.manifest)}
+    problems = []
+    if changed := sorted(p for p in signed.keys() & found.keys() if signed[p] != found[p]):
+        problems.append("changed since signing: " + ", ".join(changed))
+    if added := sorted(found.keys() - signed.keys()):
+        problems.append("not in the signature (added): " + ", ".join(added))
+    if removed := sorted(signed.keys() - found.keys()):
+        problems.append("signed but missing (removed or ignored): " + ", ".join(removed))
+    if not problems:
+        return ModelSignatureError(f"model directory {root} failed verification: {_reason(error)}")
+    return ModelSignatureError(
+        f"model directory {root} does not match signature {signature_path}: " + "; ".join(problems)
+    )
+
+
+def _reason(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _model_root(model_dir: Path) -> Path:
+    # Resolved once so ignore paths, the signature path and model_signing's walk all agree.
+    root = Path(model_dir).resolve()
+    if not root.is_dir():
+        raise ModelSignatureError(f"model directory {model_dir} does not exist or is not a folder")
+    return root
+
+
+def _relative_ignore_paths(
+    root: Path, ignore_paths: Sequence[Path], signature_path: Path
+) -> list[Path]:
+    relative: list[Path] = []
+    for given in ignore_paths:
+        full = (root / given).resolve()  # an absolute ``given`` replaces ``root``
+        if not full.is_relative_to(root) or full == root:
+            raise ModelSignatureError(
+                f"ignore path {given} is not inside the model directory {root}"
+            )
+        relative.append(full.relative_to(root))
+    signature = Path(signature_path).resolve()
+    if signature.is_relative_to(root) and signature != root:
+        relative.append(signature.relative_to(root))
+    return sorted(set(relative))
+
+
+def _load_ec_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = load_private_key(Path(path).read_bytes())
+    except (OSError, SignatureError, ValueError, TypeError) as e:
+        raise ModelSignatureError(f"cannot load private key {path}: {_reason(e)}") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ModelSignatureError(
+            f"private key {path} is {type(key).__name__}; model signatures need an EC key "
+            "(P-256, P-384 or P-521)"
+        )
+    _check_curve(key.curve, path)
+    return key
+
+
+def _load_ec_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    try:
+        key = load_public_key(Path(path).read_bytes())
+    except (OSError, SignatureError) as e:
+        raise ModelSignatureError(f"cannot load public key {path}: {_reason(e)}") from e
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ModelSignatureError(
+            f"public key {path} is {type(key).__name__}; model signatures need an EC key "
+            "(P-256, P-384 or P-521)"
+        )
+    _check_curve(key.curve, path)
+    return key
+
+
+def _check_curve(curve: ec.EllipticCurve, path: Path) -> None:
+    if not isinstance(curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
+        raise ModelSignatureError(f"key {path} uses curve {curve.name}; use P-256")
+
+
+def _spki_pem(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _read_signature(signature_path: Path) -> bytes:
+    try:
+        return Path(signature_path).read_bytes()
+    except OSError as e:
+        raise ModelSignatureError(f"cannot read signature {signature_path}: {_reason(e)}") from e
+
+
+def _parse_bundle(raw: bytes, signature_path: Path) -> _Statement:
+    """Read the statement out of a model-signing bundle without verifying anything."""
+
+    def invalid(why: str) -> ModelSignatureError:
+        return ModelSignatureError(
+            f"signature {signature_path} is not a model-signing bundle: {why}"
+        )
+
+    try:
+        bundle = json.loads(raw)
+        if not isinstance(bundle, dict):
+            raise invalid("not a JSON object")
+        if bundle.get("mediaType") != BUNDLE_MEDIA_TYPE:
+            raise invalid(f"media type {bundle.get('mediaType')!r}, expected {BUNDLE_MEDIA_TYPE}")
+        hint = (bundle["verificationMaterial"].get("publicKey") or {}).get("hint") or None
+        envelope = bundle["dsseEnvelope"]
+        if envelope["payloadType"] != IN_TOTO_PAYLOAD_TYPE:
+            raise invalid(f"payload type {envelope['payloadType']!r}")
+        statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
+        if statement["_type"] != STATEMENT_V1:
+            raise invalid(f"statement type {statement['_type']!r}")
+        if statement["predicateType"] != MODEL_SIGNATURE_PREDICATE:
+            raise invalid(
+                f"predicate type {statement['predicateType']!r}, expected "
+                f"{MODEL_SIGNATURE_PREDICATE} (model_signing >= 1.0)"
+            )
+        (subject,) = statement["subject"]
+        predicate = statement["predicate"]
+        resources = predicate["resources"]
+        files = tuple(sorted(SignedFile(str(r["name"]), str(r["digest"])) for r in resources))
+        return _Statement(
+            key_hint=str(hint) if hint else None,
+            model_name=str(subject["name"]),
+            manifest_sha256=str(subject["digest"]["sha256"]),
+            files=files,
+            algorithms=frozenset(str(r["algorithm"]) for r in resources),
+            serialization=dict(predicate["serialization"]),
+        )
+    except ModelSignatureError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as e:
+        # ValueError covers bad JSON and a subject list that is not exactly one entry.
+        raise invalid(f"{type(e).__name__}: {e}") from e
+
+
+def _check_key_hint(
+    statement: _Statement, public_key: ec.EllipticCurvePublicKey, public_key_path: Path
+) -> None:
+    # model_signing (1.1 here) names the signing key by the SHA-256 of its PEM; checking it here
+    # gives the clearest message for the commonest mistake, and bundles without it would make
+    # model_signing print a warning on stdout, which would break the CLI's one-line output.
+    if statement.key_hint is None:
+        raise ModelSignatureError(
+            "signature has no public-key hint (it was made by an older model_signing); "
+            "re-sign it with `linegate model sign` or model_signing >= 1.1"
+        )
+    if statement.key_hint != hashlib.sha256(_spki_pem(public_key)).hexdigest():
+        raise ModelSignatureError(
+            f"signature was made with a different key than public key {public_key_path} "
+            f"(key {key_id(public_key)[:16]})"
+        )
+
+
+def _check_serialization(statement: _Statement, signature_path: Path) -> None:
+    method = statement.serialization.get("method")
+    hash_type = statement.serialization.get("hash_type")
+    if method != "files" or hash_type != "sha256" or not statement.algorithms <= {"sha256"}:
+        raise ModelSignatureError(
+            f"signature {signature_path} hashes {method!r} with {hash_type!r}; Linegate signs "
+            "and verifies per-file sha256 only (model_signing's default)"
+        )
+    if not statement.files:
+        raise ModelSignatureError(f"signature {signature_path} covers no files")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            Path(tmp).replace(path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink()
+            raise
+    except OSError as e:
+        raise ModelSignatureError(f"cannot write signature {path}: {_reason(e)}") from e
