@@ -3,7 +3,7 @@
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from securesystemslib.signer import CryptoSigner
 from attestation.app import create_app
 from attestation.settings import AttestationSettings
 from linegate.auth import Role
-from linegate.signing import IN_TOTO_PAYLOAD_TYPE, private_key_pem, public_key_pem
+from linegate.signing import IN_TOTO_PAYLOAD_TYPE, public_key_pem
 
 TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 SLSA_V1 = "https://slsa.dev/provenance/v1"
@@ -116,13 +116,3 @@ async def stack(settings_factory, service_client, mint_token):
     app = create_app(settings)
     async with service_client(app) as client:
         yield Stack(client=client, app=app, mint=mint_token)
-
-
-@pytest.fixture
-def pem_of():
-    return private_key_pem
-
-
-@pytest.fixture
-def now():
-    return datetime.now(UTC)

@@ -8,6 +8,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -247,7 +248,7 @@ class Upload:
     content_type: str
     data: bytes
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return "sha256:" + hashlib.sha256(self.data).hexdigest()
 

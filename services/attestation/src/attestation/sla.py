@@ -19,6 +19,7 @@ from attestation.models import Attestation, SlaBreach, SupplierArtefact, Supplie
 from attestation.repository import SlaRepository, SupplierRepository
 from attestation.schemas_sla import ArtefactCreate, NoticeCreate, NoticeResponse, SlaTerms
 from attestation.service import require_supplier
+from attestation.verification import aware_utc
 from linegate.audit import AuditLog
 from linegate.auth import Principal
 from linegate.errors import Conflict
@@ -28,10 +29,6 @@ from linegate.outbox import enqueue
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 async def put_sla(
@@ -222,29 +219,34 @@ def compute_scorecard(
             kinds = set(requirement.split("|"))
             card.required += 1
             matching = [a for a in by_digest.get(artefact.digest, []) if a.predicate_kind in kinds]
-            current = [a for a in matching if a.expires_at is None or _aware(a.expires_at) > now]
+            current = [a for a in matching if a.expires_at is None or aware_utc(a.expires_at) > now]
             key = f"{artefact.digest}#{requirement}"
             if current:
                 card.covered += 1
                 best = max(
                     current,
                     key=lambda a: (
-                        _aware(a.expires_at) if a.expires_at else now + timedelta(days=36500)
+                        aware_utc(a.expires_at) if a.expires_at else now + timedelta(days=36500)
                     ),
                 )
                 state = "covered"
-                if best.expires_at is not None and _aware(best.expires_at) <= now + expiring_within:
+                if (
+                    best.expires_at is not None
+                    and aware_utc(best.expires_at) <= now + expiring_within
+                ):
                     state = "expiring"
                     card.expiring.append(
                         {
                             "key": key,
                             "attestation": best.id,
-                            "expires_at": _aware(best.expires_at).isoformat(),
+                            "expires_at": aware_utc(best.expires_at).isoformat(),
                         }
                     )
                 rows.append({"evidence": requirement, "state": state, "attestation": best.id})
             elif matching:
-                expired_at = max(_aware(a.expires_at) for a in matching if a.expires_at is not None)
+                expired_at = max(
+                    aware_utc(a.expires_at) for a in matching if a.expires_at is not None
+                )
                 card.breaches.append(
                     Finding(
                         "evidence-expired",
@@ -255,7 +257,7 @@ def compute_scorecard(
                 )
                 rows.append({"evidence": requirement, "state": "expired"})
             else:
-                since = _aware(artefact.registered_at)
+                since = aware_utc(artefact.registered_at)
                 card.breaches.append(
                     Finding(
                         "evidence-missing",
@@ -279,8 +281,8 @@ def compute_scorecard(
             if notice.kind == "vulnerability"
             else sla.incident_response_days
         )
-        due = _aware(notice.sent_at) + timedelta(days=days)
-        answered = _aware(notice.responded_at) if notice.responded_at else None
+        due = aware_utc(notice.sent_at) + timedelta(days=days)
+        answered = aware_utc(notice.responded_at) if notice.responded_at else None
         if (answered is None and now > due) or (
             answered is not None and answered > due and now <= due + timedelta(days=90)
         ):

@@ -139,16 +139,17 @@ def _public_key(pem: str) -> PublicKey:
     return load_public_key(pem)
 
 
-def _aware(t: datetime) -> datetime:
+def aware_utc(t: datetime) -> datetime:
+    """SQLite returns naive datetimes; every Linegate time is UTC."""
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _key_active(key: SupplierKey, now: datetime) -> bool:
-    if key.revoked_at is not None and _aware(key.revoked_at) <= now:
+    if key.revoked_at is not None and aware_utc(key.revoked_at) <= now:
         return False
-    if _aware(key.not_before) > now:
+    if aware_utc(key.not_before) > now:
         return False
-    return key.not_after is None or now < _aware(key.not_after)
+    return key.not_after is None or now < aware_utc(key.not_after)
 
 
 def _signs(envelope: dict[str, Any], key: SupplierKey) -> bool:
@@ -172,7 +173,7 @@ def _check_dsse_signature(envelope: dict[str, Any], trust: TrustContext, out: Ou
     for key in trust.keys:
         if key in active or not _signs(envelope, key):
             continue
-        if key.revoked_at is not None and _aware(key.revoked_at) <= trust.now:
+        if key.revoked_at is not None and aware_utc(key.revoked_at) <= trust.now:
             out.reject(
                 f"signed by key {key.key_id[:16]}, revoked on {key.revoked_at.date()}: "
                 f"{key.revocation_reason}"
@@ -261,7 +262,7 @@ def _first_time(values: list[Any]) -> datetime | None:
     for value in values:
         if isinstance(value, str):
             try:
-                return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
+                return aware_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
             except ValueError:
                 continue
     return None
@@ -361,7 +362,7 @@ def _verify_sigstore(
     policies = [
         IdentityPolicy(issuer=i.issuer, subject=i.subject, subject_pattern=i.subject_pattern)
         for i in trust.identities
-        if i.revoked_at is None or _aware(i.revoked_at) > now
+        if i.revoked_at is None or aware_utc(i.revoked_at) > now
     ]
     if not policies:
         out.reject(f"supplier {trust.supplier_id!r} has no Sigstore identity registered")
