@@ -71,7 +71,10 @@ def test_up_serves_every_service_and_ctrl_c_leaves_no_process(stack_env, tmp_pat
             assert r.status_code == 200, (name, r.text)
         assert "supplier (optivision):" in log
         assert "demo data: weld-seam-inspector 2.1.0 attested" in log
-        assert (tmp_path / "lg" / "demo" / "weld-seam-inspector-2.1.0.onnx").is_file()
+        assert "demo data: weld-seam-inspector 2.1.0 pushed, signed, validated" in log
+        keys = httpx.get(f"http://127.0.0.1:{ports['registry']}/v1/signing-keys", timeout=5)
+        assert keys.json()["keys"][0]["public_key_pem"].startswith("-----BEGIN PUBLIC KEY")
+        assert (tmp_path / "lg" / "demo" / "weld-seam-inspector-2.1.0" / "model.onnx").is_file()
         assert (tmp_path / "lg" / "nats" / "jetstream").is_dir()
         assert len(_processes_mentioning(str(tmp_path / "lg"))) >= 1  # nats-server's store dir
 

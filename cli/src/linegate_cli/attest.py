@@ -363,7 +363,7 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _report_http_error(what: str, response: httpx.Response) -> None:
+def report_http_error(what: str, response: httpx.Response) -> None:
     """Print a failed response: RFC 9457 problem details (or an OAuth2 error) when present."""
     try:
         body = response.json()
@@ -396,7 +396,7 @@ def _client_credentials_token(
         },
     )
     if not response.is_success:
-        _report_http_error("token request", response)
+        report_http_error("token request", response)
         raise typer.Exit(1)
     try:
         token = response.json()["access_token"]
@@ -516,7 +516,7 @@ def upload(
     except httpx.TransportError as e:
         raise _fail(f"cannot reach the attestation service at {base}: {e}", 2) from e
     if not response.is_success:
-        _report_http_error("upload", response)
+        report_http_error("upload", response)
         raise typer.Exit(1)
     try:
         typer.echo(json.dumps(response.json(), indent=2))

@@ -34,39 +34,47 @@ MODEL_NAME = "weld-seam-inspector"
 MODEL_VERSION = "2.1.0"
 
 
-def build_demo_model(path: Path) -> Path:
-    """A tiny real ONNX classifier (ok / porosity / crack) over 3x32x32 camera crops."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+LABELS = ("ok", "porosity", "crack")
+INPUT_SHAPE = (1, 3, 32, 32)
 
-    rng = np.random.default_rng(2026)
-    weights = rng.normal(0, 0.5, size=(3, 3)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["image", "axes"], ["pooled"], keepdims=0),
-            helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
-        ],
-        "weld_seam_inspector",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])],
-        initializer=[
-            numpy_helper.from_array(weights, "w"),
-            numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
-        ],
+
+def build_demo_model(folder: Path) -> Path:
+    """The artefact folder of weld-seam-inspector 2.1.0: a tiny real ONNX classifier
+    (ok / porosity / crack over 3x32x32 camera crops), its preprocessing config and model card."""
+    from linegate.testing.onnx_models import build_classifier
+
+    folder.mkdir(parents=True, exist_ok=True)
+    build_classifier(folder / "model.onnx", input_shape=INPUT_SHAPE)
+    preprocess = {
+        "input": "image",
+        "output": "probabilities",
+        "shape": ["batch", 3, 32, 32],
+        "layout": "NCHW",
+        "scale": 1 / 255,
+        "labels": list(LABELS),
+    }
+    (folder / "preprocess.json").write_text(json.dumps(preprocess, indent=2) + "\n")
+    (folder / "model_card.md").write_text(
+        f"# {MODEL_NAME} {MODEL_VERSION}\n\nWeld seam classifier for line 3 (demo model).\n\n"
+        "- Classes: ok, porosity, crack\n"
+        "- Limitation: trained under dome lighting; brightness drift degrades recall\n"
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="optivision"
-    )
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, path)
+    return folder
+
+
+def golden_set_npz(path: Path) -> Path:
+    """A golden set for the demo model: 40 labelled crops per class."""
+    import numpy as np
+
+    from linegate.testing.onnx_models import labelled_batch
+
+    images, labels = labelled_batch(40, input_shape=INPUT_SHAPE, seed=7)
+    with path.open("wb") as f:
+        np.savez(f, inputs=images, labels=labels, label_names=np.array(LABELS))
     return path
 
 
-def _ml_bom(digest: str) -> dict[str, Any]:
+def ml_bom_predicate(digest: str) -> dict[str, Any]:
     return {
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
@@ -106,7 +114,7 @@ def _ml_bom(digest: str) -> dict[str, Any]:
     }
 
 
-def _dataset_provenance(dataset_digest: str) -> dict[str, Any]:
+def dataset_provenance_predicate(dataset_digest: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
         "dataset": {
@@ -136,7 +144,7 @@ def _dataset_provenance(dataset_digest: str) -> dict[str, Any]:
     }
 
 
-def _slsa(digest: str) -> dict[str, Any]:
+def slsa_predicate(digest: str) -> dict[str, Any]:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "buildDefinition": {
@@ -156,7 +164,7 @@ def _slsa(digest: str) -> dict[str, Any]:
     }
 
 
-def _envelope(
+def signed_statement(
     key: Any, subject: dict[str, Any], predicate_type: str, predicate: dict[str, Any]
 ) -> bytes:
     statement = {
@@ -172,6 +180,103 @@ def _envelope(
 
 def seed(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
     """Seed the scenario once; returns what was done (empty when already seeded)."""
+    return seed_supplier(settings, issuer) + seed_registry(settings, issuer)
+
+
+SYSTEM = {
+    "id": "weld-seam-qa-line3",
+    "name": "Weld seam inspection, line 3",
+    "purpose": "Classify weld seams as ok, porosity or crack from end-of-line camera crops",
+    "intended_use": "Automated part release on line 3; rejects are re-inspected by a welder",
+    "deployment_context": "Line 3 camera station W3, three shifts, dome lighting",
+    "decision_influenced": "Whether a welded part is released to the next station",
+    "consequence_if_wrong": "A defective seam ships in a safety component",
+    "eu_category": "high_risk",
+    "eu_basis": "Annex I: Regulation (EU) 2023/1230 (machinery), safety component",
+    "eu_rationale": "The model decides the release of safety-relevant welded parts",
+    "nist_tier": 1,
+    "owner": {"name": "Lena Hoffmann", "email": "lena.hoffmann@plant.example", "role": "QA"},
+    "provider": "linegate",
+    "supplier_id": SUPPLIER,
+    "lines": ["line3"],
+}
+
+
+def seed_registry(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
+    """Step 3: QA registers the system; the model is pushed, signed, validated on its golden
+    set, approved by two people who did not upload it, and released."""
+
+    def auth(sub: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + issuer.issue(sub, [Role.REGISTRY_APPROVE])[0]}
+
+    demo = settings.data_dir / "demo"
+    folder = demo / f"{MODEL_NAME}-{MODEL_VERSION}"
+    qa = auth("lena.hoffmann")
+    done: list[str] = []
+    with httpx.Client(base_url=settings.registry_url, timeout=120) as http:
+        if http.get(f"/v1/inventory/systems/{SYSTEM['id']}", headers=qa).status_code == 200:
+            return done
+        http.post("/v1/inventory/systems", json=SYSTEM, headers=qa).raise_for_status()
+        line = {
+            "name": MODEL_NAME,
+            "system_id": SYSTEM["id"],
+            "critical_classes": ["porosity", "crack"],
+            "tolerance": 0.02,
+            "good_class": "ok",
+        }
+        http.post("/v1/models", json=line, headers=qa).raise_for_status()
+        golden = golden_set_npz(demo / "golden-set.npz")
+        http.post(
+            f"/v1/models/{MODEL_NAME}/golden-sets",
+            content=golden.read_bytes(),
+            params={"description": "line 3 weld seams, 40 per class"},
+            headers={**qa, "content-type": "application/octet-stream"},
+        ).raise_for_status()
+        done.append("AI system weld-seam-qa-line3 in the inventory (high-risk, NIST tier 1)")
+        uploader = auth("dana.datasci")
+        files = {
+            part: (name, (folder / name).read_bytes())
+            for part, name in (
+                ("model", "model.onnx"),
+                ("preprocess", "preprocess.json"),
+                ("model_card", "model_card.md"),
+            )
+        }
+        metadata = {
+            "version": MODEL_VERSION,
+            "security_version": 3,
+            "code_revision": {
+                "repository": "https://git.optivision.example/weld",
+                "revision": "4f2c9e1",
+            },
+            "training_parameters": {"epochs": 40, "optimizer": "adam"},
+            "metrics": {"recall_crack": 0.97, "recall_porosity": 0.95},
+            "limitations": "Trained under dome lighting; brightness drift degrades recall",
+            "intended_use": "Release decision for weld seams on line 3",
+            "predetermined_changes": "Retraining on new line-3 data with the same architecture",
+        }
+        files["metadata"] = ("metadata.json", json.dumps(metadata).encode())
+        path = f"/v1/models/{MODEL_NAME}/versions"
+        http.post(path, files=files, headers=uploader).raise_for_status()
+        version = f"{path}/{MODEL_VERSION}"
+        http.post(f"{version}/validate", headers=qa).raise_for_status()
+        for approver, why in (
+            ("jonas.weber", "Golden set incl. synthetic porosity and crack probes reviewed"),
+            ("lena.hoffmann", "Evidence complete: SLSA, ML-BOM and dataset provenance verified"),
+        ):
+            body = {"decision": "approve", "rationale": why}
+            http.post(f"{version}/approvals", json=body, headers=auth(approver)).raise_for_status()
+        r = http.post(f"{version}/release", json={"note": "demo release"}, headers=qa)
+        if r.status_code >= 400:
+            raise RuntimeError(f"demo release was refused: {r.text}")
+        done.append(
+            f"{MODEL_NAME} {MODEL_VERSION} pushed, signed, validated, approved by two, released"
+        )
+    return done
+
+
+def seed_supplier(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
+    """Steps 1-2: Optivision onboarded and its attestations for 2.1.0 uploaded (once)."""
     url = settings.attestation_url
     staff = {"Authorization": "Bearer " + issuer.issue("pat.procurement", [Role.PROCUREMENT])[0]}
     supplier = {
@@ -230,7 +335,7 @@ def seed(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
         client.raise_for_status()
         (demo / "optivision-client.json").write_text(json.dumps(client.json(), indent=2))
 
-        model = build_demo_model(demo / f"{MODEL_NAME}-{MODEL_VERSION}.onnx")
+        model = build_demo_model(demo / f"{MODEL_NAME}-{MODEL_VERSION}") / "model.onnx"
         digest = hashlib.sha256(model.read_bytes()).hexdigest()
         dataset_digest = hashlib.sha256(b"line3-weld-seams@2026.10 manifest").hexdigest()
         artefact = {
@@ -243,15 +348,15 @@ def seed(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
         ).raise_for_status()
         subject = {"name": model.name, "digest": {"sha256": digest}}
         for name, predicate_type, predicate in (
-            ("slsa", "https://slsa.dev/provenance/v1", _slsa(dataset_digest)),
-            ("ml-bom", "https://cyclonedx.org/bom/v1.6", _ml_bom(digest)),
+            ("slsa", "https://slsa.dev/provenance/v1", slsa_predicate(dataset_digest)),
+            ("ml-bom", "https://cyclonedx.org/bom/v1.6", ml_bom_predicate(digest)),
             (
                 "dataset-provenance",
                 "https://linegate.dev/attestation/dataset-provenance/v1",
-                _dataset_provenance(dataset_digest),
+                dataset_provenance_predicate(dataset_digest),
             ),
         ):
-            envelope = _envelope(key, subject, predicate_type, predicate)
+            envelope = signed_statement(key, subject, predicate_type, predicate)
             (demo / f"{name}.dsse.json").write_bytes(envelope)
             r = http.post(
                 "/v1/attestations",

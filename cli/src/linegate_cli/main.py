@@ -8,13 +8,14 @@ import typer
 
 from linegate.roles import Role
 from linegate.settings import LinegateSettings
-from linegate_cli import attest, model
+from linegate_cli import attest, inventory, model
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Linegate: compliance as a by-product of running AI on factory lines.",
 )
 app.add_typer(attest.app, name="attest")
+app.add_typer(inventory.app, name="inventory")
 app.add_typer(model.app, name="model")
 
 

@@ -1,4 +1,16 @@
-"""``linegate model``: sign and verify OpenSSF model-signing signatures, offline.
+"""``linegate model``: push versions to the registry, approve them, and sign and verify
+OpenSSF model-signing signatures offline.
+
+Data science pushes a model folder (``model.onnx``, optional ``preprocess.json`` and
+``model_card.md``); the registry inspects, signs and stores it as a draft. QA runs the golden
+set, approvers decide, and the release gate does the rest::
+
+    linegate model push ./weld-seam-inspector --model weld-seam-inspector --version 2.1.0
+    linegate model validate weld-seam-inspector 2.1.0
+    linegate model approve weld-seam-inspector 2.1.0 --rationale "Golden set and defects reviewed"
+    linegate model release weld-seam-inspector 2.1.0
+
+Each talks to ``LINEGATE_REGISTRY_URL`` with ``--token`` / ``LINEGATE_TOKEN``.
 
 A device, an auditor or a supplier checks a model folder against its signature and the
 registry's public key (``GET /v1/signing-keys``) without any network access::
@@ -13,8 +25,13 @@ developers sign with ``linegate model sign DIR --key PEM --signature FILE``.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
@@ -23,7 +40,7 @@ from linegate.signing import SignatureError, key_id, load_private_key
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Sign and verify OpenSSF model-signing signatures of model folders (offline).",
+    help="Push, validate, approve and release model versions; sign and verify model folders.",
 )
 
 ModelDir = Annotated[Path, typer.Argument(metavar="DIR", help="The model folder")]
@@ -100,3 +117,203 @@ def sign(
     except (ModelSignatureError, SignatureError, OSError) as e:
         raise _fail(str(e)) from e
     typer.echo(f"signed: {len(files)} files into {signature}, key {key_id(signer)[:16]}")
+
+
+# -------------------------------------------------------------------------------- registry
+
+Token = Annotated[
+    str, typer.Option(envvar="LINEGATE_TOKEN", help="Bearer token (registry:approve role)")
+]
+RegistryUrl = Annotated[
+    str | None,
+    typer.Option("--registry", help="Registry URL (default: LINEGATE_REGISTRY_URL)"),
+]
+ModelName = Annotated[str, typer.Argument(metavar="MODEL", help="Model name")]
+VersionName = Annotated[str, typer.Argument(metavar="VERSION", help="Version")]
+SIDECARS = {"preprocess": "preprocess.json", "model_card": "model_card.md"}
+
+
+def _registry_url(url: str | None) -> str:
+    from linegate.settings import LinegateSettings
+
+    try:
+        return (url or LinegateSettings().registry_url).rstrip("/")
+    except ValueError as e:  # the settings refused the environment
+        raise _fail(str(e)) from e
+
+
+def _call(method: str, url: str, token: str, *, timeout: float = 300.0, **kw: Any) -> Any:
+    import httpx
+
+    from linegate_cli.attest import report_http_error
+
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            response = client.request(method, url, headers=headers, **kw)
+    except httpx.TransportError as e:
+        raise _fail(f"cannot reach the registry at {url}: {e}") from e
+    if not response.is_success:
+        report_http_error(method.lower() + " " + url.split("/v1/", 1)[-1], response)
+        raise typer.Exit(1)
+    return response.json()
+
+
+class _ProgressReader:
+    """A file whose reads advance a progress bar (httpx streams multipart files by reads)."""
+
+    def __init__(self, f: BinaryIO, advance: Callable[[int], None]) -> None:
+        self._f = f
+        self._advance = advance
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._advance(len(data))
+        return data
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@app.command()
+def push(
+    model_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            exists=True,
+            file_okay=False,
+            help="Folder with model.onnx (and optional preprocess.json, model_card.md)",
+        ),
+    ],
+    model: Annotated[str, typer.Option("--model", help="Model name in the registry")],
+    version: Annotated[str, typer.Option("--version", help="New version, e.g. 2.1.0")],
+    token: Token,
+    security_version: Annotated[
+        int | None,
+        typer.Option("--security-version", help="Anti-rollback counter (default: unchanged)"),
+    ] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            "--metadata",
+            exists=True,
+            dir_okay=False,
+            help="JSON with training parameters, code revision, datasets, metrics, limitations",
+        ),
+    ] = None,
+    registry: RegistryUrl = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
+) -> None:
+    """Upload a model version (streamed, with a progress bar); the registry signs it."""
+    onnx_file = model_dir / "model.onnx"
+    if not onnx_file.is_file():
+        raise _fail(f"{model_dir} has no model.onnx")
+    try:
+        meta: dict[str, Any] = json.loads(metadata.read_text()) if metadata else {}
+    except ValueError as e:
+        raise _fail(f"{metadata} is not JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise _fail(f"{metadata} must hold a JSON object")
+    # The declared digest makes the registry refuse a body corrupted on the way.
+    meta.update(version=version, artefact_sha256=f"sha256:{_sha256(onnx_file)}")
+    if security_version is not None:
+        meta["security_version"] = security_version
+    base = _registry_url(registry)
+    paths = {"model": onnx_file} | {
+        part: model_dir / name for part, name in SIDECARS.items() if (model_dir / name).is_file()
+    }
+    total = sum(p.stat().st_size for p in paths.values())
+    with contextlib.ExitStack() as stack:
+        advance: Callable[[int], None] = lambda _: None  # noqa: E731  (a no-op callback)
+        if not quiet:
+            label = f"pushing {model} {version}"
+            advance = stack.enter_context(
+                typer.progressbar(length=total, label=label, file=sys.stderr)
+            ).update
+        files = {
+            part: (path.name, _ProgressReader(stack.enter_context(path.open("rb")), advance))
+            for part, path in paths.items()
+        }
+        files["metadata"] = ("metadata.json", json.dumps(meta).encode(), "application/json")  # type: ignore[assignment]
+        body = _call(
+            "POST", f"{base}/v1/models/{model}/versions", token, files=files, timeout=3600.0
+        )
+    typer.echo(
+        f"pushed: {model} {body['version']} ({body['state']}), sha256:{body['artefact_digest']}, "
+        f"security_version {body['security_version']}, signed by key {body['signing_key_id'][:16]}"
+    )
+
+
+@app.command()
+def validate(
+    model: ModelName, version: VersionName, token: Token, registry: RegistryUrl = None
+) -> None:
+    """Run the golden set and synthetic defects on a version; exit 1 if it fails."""
+    base = _registry_url(registry)
+    run = _call("POST", f"{base}/v1/models/{model}/versions/{version}/validate", token)
+    report = run["report"]
+    typer.echo(
+        f"{'passed' if run['passed'] else 'FAILED'}: {model} {version} on "
+        f"{report['samples']} golden samples, accuracy {report['accuracy']:.3f}"
+    )
+    for reason in report["reasons"]:
+        typer.echo(f"  - {reason}")
+    if not run["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def approve(
+    model: ModelName,
+    version: VersionName,
+    token: Token,
+    rationale: Annotated[
+        str, typer.Option("--rationale", help="Why (required; kept in the audit log)")
+    ],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve")] = False,
+    registry: RegistryUrl = None,
+) -> None:
+    """Approve (or --reject) a validated version with a written rationale."""
+    base = _registry_url(registry)
+    body = _call(
+        "POST",
+        f"{base}/v1/models/{model}/versions/{version}/approvals",
+        token,
+        json={"decision": "reject" if reject else "approve", "rationale": rationale},
+    )
+    approvals = [a for a in body["approvals"] if a["decision"] == "approve"]
+    typer.echo(
+        f"{'rejected' if reject else 'approved'}: {model} {version} is {body['state']} "
+        f"({len(approvals)} of {body['approvals_required']} approvals)"
+    )
+
+
+@app.command()
+def release(
+    model: ModelName,
+    version: VersionName,
+    token: Token,
+    note: Annotated[str, typer.Option("--note", help="Release note")] = "",
+    registry: RegistryUrl = None,
+) -> None:
+    """Release an approved version (signature, golden set and evidence are re-checked)."""
+    base = _registry_url(registry)
+    body = _call(
+        "POST", f"{base}/v1/models/{model}/versions/{version}/release", token, json={"note": note}
+    )
+    typer.echo(f"released: {model} {version}, sha256:{body['artefact_digest']}")

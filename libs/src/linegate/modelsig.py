@@ -56,7 +56,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ModelSignatureError",
     "SignedFile",
+    "SignedStatement",
     "VerifiedModel",
+    "read_signature",
     "sign_model",
     "signed_digests",
     "verify_model",
@@ -205,6 +207,24 @@ def verify_model(
         key_id=key_id(public_key),
         model_name=statement.model_name,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedStatement:
+    """What a model-signing bundle claims (UNTRUSTED until :func:`verify_model` checks it)."""
+
+    model_name: str
+    manifest_sha256: str
+    files: tuple[SignedFile, ...]
+
+
+def read_signature(signature_path: Path) -> SignedStatement:
+    """The statement inside a model-signing bundle, WITHOUT verifying it: for display, or for
+    recording a signature this process has just made. Raises :class:`ModelSignatureError` when
+    the file is not a model-signing bundle over per-file SHA-256."""
+    statement = _parse_bundle(_read_signature(signature_path), signature_path)
+    _check_serialization(statement, signature_path)
+    return SignedStatement(statement.model_name, statement.manifest_sha256, statement.files)
 
 
 def signed_digests(signature_path: Path) -> dict[str, str]:

@@ -6,18 +6,48 @@ from fastapi import FastAPI
 
 import registry
 from linegate.events import Streams
-from linegate.service import create_service_app
+from linegate.service import ServiceContext, create_service_app
+from linegate.signing import load_or_create_private_key
+from registry import api
+from registry.evidence import AttestationClient
 from registry.settings import RegistrySettings
+from registry.storage import BlobStore
+from registry.versions import Registry
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
-    return create_service_app(
+    app: FastAPI
+
+    async def start_registry(ctx: ServiceContext) -> None:
+        # The model-signing key is made on first start, so its public half can be published
+        # (GET /v1/signing-keys) before anything is signed.
+        load_or_create_private_key(settings.signing_key_path)
+        store = BlobStore(settings.storage_dir)
+        store.sweep_staging()
+        app.state.registry = Registry(
+            settings=settings,
+            db=ctx.db,
+            audit=ctx.audit,
+            store=store,
+            attestations=AttestationClient(settings),
+            outbox=ctx.outbox,
+            report_key_path=settings.keys_dir / f"{settings.service_name}.pem",
+        )
+
+    async def stop_registry(ctx: ServiceContext) -> None:
+        await app.state.registry.attestations.close()
+
+    app = create_service_app(
         settings,
         title="Linegate registry",
         description=registry.__doc__ or "",
+        routers=[api.router],
         migrations=MIGRATIONS,
         streams=(Streams.REGISTRY,),
+        on_startup=[start_registry],
+        on_shutdown=[stop_registry],
     )
+    return app

@@ -1,10 +1,54 @@
 """Settings of the registry service (``LINEGATE_*`` environment variables)."""
 
+from pathlib import Path
 from typing import ClassVar
 
+from pydantic import Field, SecretStr
+
 from linegate.settings import LinegateSettings
+
+MiB = 1024 * 1024
+
+#: Evidence every version of a system must have before release, by EU AI Act category. Names are
+#: the evidence kinds of :mod:`registry.evidence`.
+DEFAULT_EVIDENCE_POLICY: dict[str, list[str]] = {
+    "high_risk": ["slsa-provenance", "ml-bom", "dataset-provenance"],
+    "limited": ["ml-bom"],
+    "minimal": [],
+}
 
 
 class RegistrySettings(LinegateSettings):
     service_name: ClassVar[str] = "registry"
     default_port: ClassVar[int] = 8102
+
+    #: Content-addressed storage for artefacts; default ``<data_dir>/registry/blobs``.
+    model_storage_dir: Path | None = None
+    #: Largest ONNX file a push accepts.
+    model_max_bytes: int = Field(default=8 * 1024 * MiB, ge=1)
+    #: Largest preprocessing config, model card or metadata part.
+    model_sidecar_max_bytes: int = Field(default=1 * MiB, ge=1)
+    #: Largest golden dataset (.npz).
+    golden_set_max_bytes: int = Field(default=512 * MiB, ge=1)
+    #: ONNX files up to this size are also loaded by onnxruntime at push time; larger ones are
+    #: checked structurally (bounded memory) and first run by onnxruntime in validation.
+    onnx_runtime_check_max_bytes: int = Field(default=256 * MiB, ge=0)
+    #: EC private key (PEM) the registry signs model versions with; created on first start.
+    model_signing_key: Path | None = None
+    #: OAuth2 client credentials for reading evidence from the attestation service. Unset in
+    #: the embedded stack, where the registry mints its own auditor token.
+    attestation_client_id: str | None = None
+    attestation_client_secret: SecretStr | None = None
+    evidence_policy: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_EVIDENCE_POLICY.items()}
+    )
+    #: Shortest written rationale an approval or rejection accepts.
+    min_rationale_chars: int = Field(default=20, ge=1)
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.model_storage_dir or self.data_dir / "registry" / "blobs"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.model_signing_key or self.keys_dir / "model-signing.pem"

@@ -1,0 +1,9 @@
+"""Routes of the registry service; each module is one area, all thin over the domain code."""
+
+from fastapi import APIRouter
+
+from registry.api import inventory, models
+
+router = APIRouter()
+for module in (inventory, models):
+    router.include_router(module.router)

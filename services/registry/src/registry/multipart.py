@@ -1,0 +1,132 @@
+"""Streamed ``multipart/form-data`` uploads straight into staging files.
+
+Starlette's form parser spools file parts to temporary files and keeps other fields in memory;
+pushing a multi-gigabyte model through it would write it twice. Here each part goes to its own
+staging file as it arrives, hashed on the way (:class:`registry.storage.Staging`), with a size
+limit per part name, so memory stays fixed whatever the upload size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from linegate.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from registry.storage import HashingWriter, Received, Staging
+
+
+class _PartCollector:
+    """Callbacks for :class:`MultipartParser`: one staging file per named part."""
+
+    def __init__(self, staging: Staging, limits: Mapping[str, int]) -> None:
+        self.staging = staging
+        self.limits = limits
+        self.received: dict[str, Received] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._headers: dict[str, bytes] = {}
+        self._writer: HashingWriter | None = None
+        self._name: str | None = None
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").lower()] = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def on_headers_finished(self) -> None:
+        disposition = self._headers.get("content-disposition")
+        if disposition is None:
+            raise Unprocessable("a multipart part has no Content-Disposition header")
+        _, options = parse_options_header(disposition)
+        raw_name = options.get(b"name")
+        name = raw_name.decode("utf-8", "replace") if raw_name else ""
+        if name not in self.limits:
+            raise Unprocessable(
+                f"unexpected multipart part {name!r}; expected: {', '.join(sorted(self.limits))}"
+            )
+        if name in self.received:
+            raise Unprocessable(f"multipart part {name!r} appears twice")
+        self._name = name
+        self._writer = HashingWriter(
+            self.staging.directory / f"part-{name}", limit=self.limits[name], name=name
+        )
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        assert self._writer is not None
+        self._writer.write(data[start:end])
+
+    def on_part_end(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None or self._name is None:
+            return
+        writer.close()
+        self.received[self._name] = writer.received()
+
+    @property
+    def open_part(self) -> bool:
+        return self._writer is not None
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+async def receive_multipart(
+    content_type: str | None,
+    chunks: AsyncIterator[bytes],
+    staging: Staging,
+    limits: Mapping[str, int],
+    *,
+    max_total: int,
+) -> dict[str, Received]:
+    """Stream a multipart body into ``staging``; returns the parts by name.
+
+    ``limits`` names the parts accepted and the largest size of each. Raises 415 for another
+    content type, 413 past a limit, 422 for a malformed body or an unexpected part.
+    """
+    mime, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary")
+    if mime != b"multipart/form-data" or not boundary:
+        raise UnsupportedMediaType("send the model version as multipart/form-data with a boundary")
+    collector = _PartCollector(staging, limits)
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": collector.on_part_begin,
+            "on_header_field": collector.on_header_field,
+            "on_header_value": collector.on_header_value,
+            "on_header_end": collector.on_header_end,
+            "on_headers_finished": collector.on_headers_finished,
+            "on_part_data": collector.on_part_data,
+            "on_part_end": collector.on_part_end,
+        },
+    )
+    total = 0
+    try:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > max_total:
+                raise PayloadTooLarge(f"upload exceeds the {max_total}-byte limit")
+            try:
+                parser.write(chunk)
+            except (PayloadTooLarge, Unprocessable):
+                raise
+            except Exception as e:  # python-multipart raises its own errors on a bad body
+                raise Unprocessable(f"malformed multipart body: {e}") from e
+        parser.finalize()
+        if collector.open_part or not collector.received:
+            raise Unprocessable("the multipart body ended early or held no parts")
+    finally:
+        collector.close()
+    return collector.received

@@ -1,0 +1,182 @@
+"""Content-addressed storage for model artefacts, golden sets and signatures.
+
+Files live at ``<root>/sha256/<2 hex>/<64 hex>``. Uploads are written to a staging directory
+under the same root while they are hashed (one pass, fixed memory), then linked into place, so a
+reader never sees a partial file and storing the same bytes twice keeps one copy. A stored file
+is never rewritten; the only way a stored file changes is tampering, which signature
+verification detects.
+
+Example::
+
+    store = BlobStore(Path("/tmp/lg-blobs"))
+    with store.staging() as stage:
+        received = stage.write_bytes("model_card.md", b"# card\\n", limit=1024)
+        added = store.commit(received)
+    assert store.path(received.sha256).read_bytes() == b"# card\\n"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from linegate.errors import PayloadTooLarge
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Writes are batched to this size before they hit the file: fewer syscalls, bounded memory.
+_WRITE_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A file written to staging: where it is, its SHA-256 (hex) and size."""
+
+    name: str
+    path: Path
+    sha256: str
+    size: int
+
+
+class Staging:
+    """A private directory for one request's uploads; removed with everything in it at exit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _target(self, name: str) -> Path:
+        if "/" in name or name in {"", ".", ".."}:
+            raise ValueError(f"invalid staged file name {name!r}")
+        return self.directory / name
+
+    async def receive(self, name: str, chunks: AsyncIterator[bytes], *, limit: int) -> Received:
+        """Write ``chunks`` to ``name`` while hashing; :class:`PayloadTooLarge` past ``limit``."""
+        writer = HashingWriter(self._target(name), limit=limit, name=name)
+        try:
+            async for chunk in chunks:
+                writer.write(chunk)
+        finally:
+            writer.close()
+        return writer.received()
+
+    def write_bytes(self, name: str, data: bytes, *, limit: int) -> Received:
+        writer = HashingWriter(self._target(name), limit=limit, name=name)
+        try:
+            writer.write(data)
+        finally:
+            writer.close()
+        return writer.received()
+
+
+class HashingWriter:
+    def __init__(self, path: Path, *, limit: int, name: str) -> None:
+        self.path = path
+        self.name = name
+        self.limit = limit
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._file: BinaryIO = path.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise PayloadTooLarge(f"{self.name} exceeds the {self.limit}-byte limit")
+        self._buffer += chunk
+        if len(self._buffer) >= _WRITE_CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            view = memoryview(self._buffer)
+            self._hash.update(view)
+            self._file.write(view)
+            view.release()
+            self._buffer.clear()
+
+    def close(self) -> None:
+        try:
+            self._flush()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+
+    def received(self) -> Received:
+        return Received(self.name, self.path, self._hash.hexdigest(), self.size)
+
+
+class BlobStore:
+    """Files named by SHA-256 under ``root`` (a local directory; the path is a setting)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._staging_root = root / ".staging"
+        self._staging_root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not _HEX64.match(digest):
+            raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
+        return self.root / "sha256" / digest[:2] / digest
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Staging]:
+        directory = Path(tempfile.mkdtemp(dir=self._staging_root))
+        try:
+            yield Staging(directory)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def commit(self, received: Received) -> bool:
+        """Link a staged file into place under its digest; True if the store did not have it."""
+        target = self.path(received.sha256)
+        if target.exists():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # A hard link, not a move: the staged name stays usable for the rest of the request.
+            os.link(received.path, target)
+        except FileExistsError:
+            return False  # a concurrent upload of the same bytes won
+        _fsync_dir(target.parent)
+        return True
+
+    def remove(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+
+    def materialise(self, files: Mapping[str, str], directory: Path) -> Path:
+        """Hard-link stored files into ``directory`` under their artefact names (no copying)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, digest in files.items():
+            os.link(self.path(digest), directory / name)
+        return directory
+
+    def sweep_staging(self, older_than_seconds: float = 3600) -> int:
+        """Remove staging directories a crashed request left behind; returns how many."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in self._staging_root.iterdir():
+            if entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
