@@ -4,11 +4,13 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from attestation.app import create_app as create_attestation_app
 from attestation.settings import AttestationSettings
 from linegate.auth import Role
+from linegate.errors import ServiceUnavailable
 from linegate.signing import generate_private_key, public_key_pem
 from linegate.testing.fixtures import bearer
 from linegate_cli.demo import (
@@ -66,8 +68,6 @@ class Supplier:
 async def stack(
     settings_factory: Any, serve_http: Any, service_client: Any, mint_token: Any, tmp_path: Any
 ) -> Any:
-    import httpx
-
     from registry.settings import RegistrySettings
 
     attestation_url = serve_http(create_attestation_app(settings_factory(AttestationSettings)))
@@ -194,3 +194,37 @@ def test_spdx3_ai_and_dataset_profiles_count() -> None:
     assert not evidence.matches("ml-bom", spdx_data)
     assert evidence.matches("dataset-provenance", spdx_data)
     assert evidence.matches("sbom", spdx_ai)
+
+
+async def test_the_registry_can_use_oauth2_client_credentials(
+    settings_factory: Any, serve_http: Any, mint_token: Any
+) -> None:
+    """Outside the embedded stack the registry authenticates with an OAuth2 client."""
+    from pydantic import SecretStr
+
+    from registry.settings import RegistrySettings
+
+    url = serve_http(create_attestation_app(settings_factory(AttestationSettings)))
+    admin = bearer(mint_token(Role.ADMIN, sub="admin"))
+    async with httpx.AsyncClient(base_url=url) as http:
+        r = await http.post("/v1/clients", json={"roles": ["auditor"]}, headers=admin)
+        assert r.status_code == 201, r.text
+        creds = r.json()
+    settings = settings_factory(
+        RegistrySettings,
+        attestation_url=url,
+        auth_issuer=DEFAULT_ISSUER,
+        attestation_client_id=creds["client_id"],
+        attestation_client_secret=SecretStr(creds["client_secret"]),
+    )
+    client = evidence.AttestationClient(settings)
+    try:
+        assert await client.attestations_for("ab" * 32) == []
+        wrong = evidence.AttestationClient(
+            settings.model_copy(update={"attestation_client_secret": SecretStr("nope")})
+        )
+        with pytest.raises(ServiceUnavailable, match="refused client"):
+            await wrong.attestations_for("ab" * 32)
+        await wrong.close()
+    finally:
+        await client.close()

@@ -17,7 +17,6 @@ A kind is *present* when a signed, verified and unexpired attestation of it name
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,8 +24,9 @@ from typing import Any
 
 import httpx
 
-from linegate.auth import Role, TokenIssuer
+from linegate.auth import Role
 from linegate.errors import ServiceUnavailable
+from linegate.service_auth import ServiceTokens
 from registry.settings import RegistrySettings
 
 EVIDENCE_KINDS: Mapping[str, str] = {
@@ -177,42 +177,17 @@ class AttestationClient:
         self._client = httpx.AsyncClient(
             base_url=settings.attestation_url, timeout=10.0, transport=transport
         )
-        self._token: str | None = None
-        self._token_expiry = 0.0
+        self._tokens = ServiceTokens(
+            settings,
+            subject="service:registry",
+            role=Role.AUDITOR,
+            client_id=settings.attestation_client_id,
+            client_secret=settings.attestation_client_secret,
+            setting_prefix="LINEGATE_ATTESTATION_CLIENT",
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
-
-    async def _bearer(self) -> str:
-        if self._token is not None and time.monotonic() < self._token_expiry - 30:
-            return self._token
-        s = self.settings
-        if s.attestation_client_id and s.attestation_client_secret:
-            response = await self._client.post(
-                "/oauth/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": s.attestation_client_id,
-                    "client_secret": s.attestation_client_secret.get_secret_value(),
-                    "scope": Role.AUDITOR.value,
-                },
-            )
-            if response.status_code != 200:
-                raise ServiceUnavailable(
-                    f"the attestation service refused the registry's client credentials "
-                    f"({response.status_code}); check LINEGATE_ATTESTATION_CLIENT_ID/SECRET"
-                )
-            body = response.json()
-            token, ttl = str(body["access_token"]), int(body.get("expires_in", 300))
-        elif not s.external_issuer:
-            token, ttl = TokenIssuer.embedded(s).issue("service:registry", [Role.AUDITOR])
-        else:
-            raise ServiceUnavailable(
-                "no credentials for the attestation service: set LINEGATE_ATTESTATION_CLIENT_ID "
-                "and LINEGATE_ATTESTATION_CLIENT_SECRET (an OAuth2 client with the auditor role)"
-            )
-        self._token, self._token_expiry = token, time.monotonic() + ttl
-        return token
 
     async def attestations_for(self, digest: str) -> list[dict[str, Any]]:
         """Every attestation whose subjects include ``sha256:<digest>`` (all pages)."""
@@ -223,7 +198,7 @@ class AttestationClient:
                 params = {"subject_digest": f"sha256:{digest}", "limit": "500"}
                 if cursor:
                     params["cursor"] = cursor
-                headers = {"Authorization": f"Bearer {await self._bearer()}"}
+                headers = {"Authorization": f"Bearer {await self._tokens.get(self._client)}"}
                 response = await self._client.get(
                     "/v1/attestations", params=params, headers=headers
                 )
