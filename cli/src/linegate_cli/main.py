@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -64,6 +65,63 @@ def token(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(value)
+
+
+@app.command()
+def agent(
+    device_id: Annotated[str, typer.Option("--device-id", help="This device's id")],
+    creds: Annotated[
+        Path,
+        typer.Option("--creds", exists=True, dir_okay=False, help="The device's nkey seed file"),
+    ],
+    release_key: Annotated[
+        list[Path],
+        typer.Option(
+            "--release-key",
+            exists=True,
+            dir_okay=False,
+            help="Gateway public key(s) (PEM) release metadata must be signed with",
+        ),
+    ],
+    model_key: Annotated[
+        list[Path],
+        typer.Option(
+            "--model-key",
+            exists=True,
+            dir_okay=False,
+            help="Registry public key(s) (PEM) model signatures must verify with",
+        ),
+    ],
+    nats_url: Annotated[
+        str | None, typer.Option("--nats-url", help="Default: LINEGATE_NATS_URL")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="Slots and state (default: <data dir>/agent/<id>)"),
+    ] = None,
+) -> None:
+    """Run the device agent: install verified releases from the desired state, report each step."""
+    import asyncio
+
+    from linegate_cli import agent as device_agent
+
+    settings = LinegateSettings()
+    try:
+        asyncio.run(
+            device_agent.main(
+                device_id=device_id,
+                creds=creds,
+                nats_url=nats_url or settings.nats_url,
+                state_dir=state_dir or settings.data_dir / "agent" / device_id,
+                release_key_paths=release_key,
+                model_key_paths=model_key,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    except Exception as e:  # a start-up failure is reported as one line, not a traceback
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
 
 
 if __name__ == "__main__":

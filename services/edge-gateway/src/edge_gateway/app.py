@@ -1,23 +1,64 @@
 """App factory: ``uvicorn edge_gateway.app:create_app --factory``."""
 
+import asyncio
+import contextlib
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import edge_gateway
+from edge_gateway import api, consumers, distribution
+from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
 from linegate.events import Streams
-from linegate.service import create_service_app
+from linegate.service import ServiceContext, create_service_app
+from linegate.signing import load_or_create_private_key
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("edge_gateway")
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
-    return create_service_app(
+    app: FastAPI
+
+    async def connect_when_ready(gw: distribution.Gateway) -> None:
+        # NATS may come up after the service: subscribe and repair the KV bucket once it does.
+        await gw.nats.wait_connected(timeout=365 * 24 * 3600)
+        app.state.subscriptions = await consumers.subscribe(gw)
+        await distribution.publish_desired(gw)
+
+    async def start_gateway(ctx: ServiceContext) -> None:
+        load_or_create_private_key(settings.release_key_path)
+        gw = distribution.Gateway(
+            settings=settings,
+            db=ctx.db,
+            audit=ctx.audit,
+            nats=ctx.nats,
+            registry=RegistryClient(settings),
+        )
+        app.state.gateway = gw
+        app.state.subscriptions = []
+        app.state.connect_task = asyncio.create_task(connect_when_ready(gw), name="gw-connect")
+
+    async def stop_gateway(ctx: ServiceContext) -> None:
+        app.state.connect_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.state.connect_task
+        for sub in app.state.subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        await app.state.gateway.registry.close()
+
+    app = create_service_app(
         settings,
         title="Linegate edge gateway",
         description=edge_gateway.__doc__ or "",
+        routers=[api.router],
         migrations=MIGRATIONS,
-        streams=(Streams.DEVICE,),
+        streams=(Streams.DEVICE, Streams.REGISTRY, Streams.TELEMETRY),
+        on_startup=[start_gateway],
+        on_shutdown=[stop_gateway],
     )
+    return app

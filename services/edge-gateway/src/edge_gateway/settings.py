@@ -1,6 +1,9 @@
 """Settings of the edge-gateway service (``LINEGATE_*`` environment variables)."""
 
+from pathlib import Path
 from typing import ClassVar
+
+from pydantic import Field, SecretStr
 
 from linegate.settings import LinegateSettings
 
@@ -8,3 +11,26 @@ from linegate.settings import LinegateSettings
 class GatewaySettings(LinegateSettings):
     service_name: ClassVar[str] = "edge_gateway"
     default_port: ClassVar[int] = 8103
+
+    #: EC key that signs release metadata (TUF targets) for devices; created on first start.
+    release_signing_key: Path | None = None
+    #: Release metadata expires after this long unless re-signed (devices refuse expired
+    #: metadata: a frozen mirror cannot keep them on an old release forever).
+    release_metadata_ttl_hours: int = Field(default=7 * 24, ge=1)
+    #: Re-sign metadata this long before it expires.
+    release_metadata_refresh_hours: int = Field(default=24, ge=1)
+    #: OAuth2 client (auditor role) for reading released artefacts from the registry; unset in
+    #: the embedded stack, where the gateway mints its own token.
+    registry_client_id: str | None = None
+    registry_client_secret: SecretStr | None = None
+    #: Object store chunk size and the number of chunks in flight when uploading.
+    object_chunk_bytes: int = Field(default=256 * 1024, ge=4096)
+    object_put_window: int = Field(default=64, ge=1)
+
+    @property
+    def release_key_path(self) -> Path:
+        return self.release_signing_key or self.keys_dir / "release-metadata.pem"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "edge_gateway" / "staging"

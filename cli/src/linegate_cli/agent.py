@@ -1,0 +1,383 @@
+"""``linegate agent``: the device agent that installs verified models on a line device.
+
+The agent watches its desired state (signed TUF release metadata in the KV bucket ``desired``,
+under its own device id), and for each new release:
+
+1. verifies the metadata with the gateway's pinned key: signature, expiry, and anti-rollback
+   against the security_version it runs (a lower one only with a signed rollback instruction);
+2. downloads every file from the object store into a staging slot, streamed and resumable, never
+   accepting more bytes than signed, and checks each length and SHA-256;
+3. verifies the OpenSSF model-signing bundle with the registry's pinned key, and that its manifest
+   is the one the release metadata names (no mix-and-match);
+4. loads the model with onnxruntime and runs a self-test;
+5. swaps atomically: the ``current`` symlink is replaced in one rename; the previous release
+   stays on disk (N-1) with the last known good one, so a rollback needs no network.
+
+Every step is reported on ``linegate.device.<id>.status`` (downloaded, verified, self_test,
+active, refused with the reason, rolled_back). A refusal leaves the running model untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from linegate.events import DeviceStatusV1, Subjects
+from linegate.modelsig import ModelSignatureError, verify_model
+from linegate.objstore import ObjectTransferError, download
+from linegate.release_metadata import (
+    Release,
+    ReleaseMetadataError,
+    check_file,
+    verify_release,
+)
+
+log = logging.getLogger("linegate.agent")
+MODELS_BUCKET = "models"
+SIGNATURE_FILE = "model.sig"
+MODEL_FILE = "model.onnx"
+
+Report = Callable[[DeviceStatusV1], Awaitable[None]]
+
+
+@dataclass
+class Installed:
+    model: str
+    version: str
+    security_version: int
+    slot: str
+    installed_at: str
+
+
+@dataclass
+class AgentState:
+    """What the device runs, kept in ``<state_dir>/state.json`` (written atomically)."""
+
+    active: Installed | None = None
+    previous: Installed | None = None
+    last_known_good: Installed | None = None
+    security_version: int = 0
+    #: After a rollback away from security_version N, releases up to N stay refused unless they
+    #: carry their own rollback instruction: a replay of the revoked release cannot return.
+    blocked_up_to: int = 0
+    history: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> AgentState:
+        if not path.exists():
+            return cls()
+        raw = json.loads(path.read_text())
+
+        def installed(value: Any) -> Installed | None:
+            return Installed(**value) if value else None
+
+        return cls(
+            active=installed(raw.get("active")),
+            previous=installed(raw.get("previous")),
+            last_known_good=installed(raw.get("last_known_good")),
+            security_version=int(raw.get("security_version", 0)),
+            blocked_up_to=int(raw.get("blocked_up_to", 0)),
+            history=list(raw.get("history", [])),
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w") as f:
+            json.dump(asdict(self), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+
+class Refused(Exception):
+    """A release the device will not install; the message is reported as the reason."""
+
+
+class DeviceAgent:
+    def __init__(
+        self,
+        device_id: str,
+        state_dir: Path,
+        *,
+        js: Any,
+        release_keys: Sequence[ec.EllipticCurvePublicKey],
+        model_key_paths: Sequence[Path],
+        report: Report,
+        download_timeout: float = 30.0,
+    ) -> None:
+        self.device_id = device_id
+        self.state_dir = state_dir
+        self.js = js
+        self.release_keys = list(release_keys)
+        self.model_key_paths = list(model_key_paths)
+        self._report = report
+        self.download_timeout = download_timeout
+        (state_dir / "slots").mkdir(parents=True, exist_ok=True)
+        (state_dir / "staging").mkdir(parents=True, exist_ok=True)
+        self.state = AgentState.load(self.state_path)
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def current(self) -> Path:
+        """The active model folder (a symlink swapped atomically)."""
+        return self.state_dir / "current"
+
+    async def report(self, state: str, release: Release | None = None, detail: str = "") -> None:
+        await self._report(
+            DeviceStatusV1(
+                device_id=self.device_id,
+                state=state,
+                model=release.model if release else None,
+                version=release.version if release else None,
+                detail=detail or None,
+            )
+        )
+
+    # -------------------------------------------------------------------------- install
+
+    async def apply(self, raw: bytes) -> bool:
+        """Install the release ``raw`` describes; False (and a refused report) if refused."""
+        try:
+            release = verify_release(
+                raw, self.release_keys, installed_security_version=self.state.security_version
+            )
+        except ReleaseMetadataError as e:
+            await self.report("refused", None, f"release metadata: {e}")
+            return False
+        if release.rollback is None and release.security_version <= self.state.blocked_up_to:
+            await self.report(
+                "refused",
+                release,
+                f"security_version {release.security_version} was rolled back from; only a "
+                f"release above {self.state.blocked_up_to} or a signed rollback installs",
+            )
+            return False
+        active = self.state.active
+        if active and (active.model, active.version) == (release.model, release.version):
+            await self.report("active", release, "already running")
+            return True
+        try:
+            slot = await self._stage(release)
+            await self._self_test(slot / release.model)
+        except Refused as e:
+            await self.report("refused", release, str(e))
+            return False
+        await self.report("self_test", release, "passed")
+        rolled_back = release.security_version < self.state.security_version
+        self._swap(release, slot)
+        await self.report("rolled_back" if rolled_back else "active", release)
+        return True
+
+    async def _stage(self, release: Release) -> Path:
+        name = f"{release.model}@{release.version}"
+        slot = self.state_dir / "slots" / name
+        if slot.exists():  # N-1 kept on disk: verify it again, no download needed
+            await self._verify_slot(release, slot)
+            return slot
+        staging = self.state_dir / "staging" / name
+        model_dir = staging / release.model
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for f in release.files:
+            target = staging / f.path if f.path == SIGNATURE_FILE else model_dir / f.path
+            if target.exists():
+                # A completed file from an interrupted staging counts only if it is this one.
+                if await asyncio.to_thread(_sha256, target) == f.sha256:
+                    continue
+                target.unlink()
+            try:
+                await download(
+                    self.js,
+                    MODELS_BUCKET,
+                    f.sha256,
+                    target,
+                    expected_size=f.length,
+                    expected_sha256=f.sha256,
+                    timeout=self.download_timeout,
+                )
+            except ObjectTransferError as e:
+                raise Refused(f"download of {f.path}: {e}") from e
+            try:
+                check_file(release, f.path, target.stat().st_size, f.sha256)
+            except ReleaseMetadataError as e:
+                raise Refused(str(e)) from e
+        await self.report("downloaded", release)
+        try:
+            await self._verify_slot(release, staging)
+        except Refused:
+            shutil.rmtree(staging, ignore_errors=True)  # never reuse files that failed
+            raise
+        staging.replace(slot)
+        return slot
+
+    async def _verify_slot(self, release: Release, slot: Path) -> None:
+        folder, signature = slot / release.model, slot / SIGNATURE_FILE
+        for f in release.files:
+            path = signature if f.path == SIGNATURE_FILE else folder / f.path
+            digest = await asyncio.to_thread(_sha256, path) if path.exists() else ""
+            try:
+                check_file(release, f.path, path.stat().st_size if path.exists() else -1, digest)
+            except ReleaseMetadataError as e:
+                raise Refused(str(e)) from e
+        errors = []
+        for key in self.model_key_paths:
+            try:
+                verified = await asyncio.to_thread(verify_model, folder, key, signature)
+            except ModelSignatureError as e:
+                errors.append(str(e))
+                continue
+            if verified.manifest_sha256 != release.manifest_sha256:
+                raise Refused(
+                    "the model signature is for another artefact than the release metadata "
+                    f"names (manifest {verified.manifest_sha256[:16]} != "
+                    f"{release.manifest_sha256[:16]})"
+                )
+            await self.report("verified", release)
+            return
+        raise Refused("model signature: " + "; ".join(errors))
+
+    async def _self_test(self, folder: Path) -> None:
+        try:
+            await asyncio.to_thread(self_test, folder)
+        except Exception as e:  # any failure to load or run the model fails the self-test
+            raise Refused(f"self-test failed: {e}") from e
+
+    def _swap(self, release: Release, slot: Path) -> None:
+        link_tmp = self.state_dir / "current.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            link_tmp.unlink()
+        link_tmp.symlink_to(slot / release.model, target_is_directory=True)
+        link_tmp.replace(self.current)  # rename(2): readers see the old or the new, never none
+        installed = Installed(
+            model=release.model,
+            version=release.version,
+            security_version=release.security_version,
+            slot=slot.name,
+            installed_at=datetime.now(UTC).isoformat(),
+        )
+        state = self.state
+        if state.active is not None:
+            state.previous = state.active
+            state.last_known_good = state.active
+        state.active = installed
+        # A rollback lowers what is installed but not the floor's history; the floor follows
+        # what runs, so the next update must be at least this (or carry an instruction).
+        state.security_version = release.security_version
+        if release.rollback is not None:
+            frm = int(release.rollback["from_security_version"])
+            state.blocked_up_to = max(state.blocked_up_to, frm)
+        state.history.append(f"{installed.installed_at} {release.model} {release.version}")
+        state.save(self.state_path)
+        self._prune(keep={installed.slot} | ({state.previous.slot} if state.previous else set()))
+
+    def _prune(self, keep: set[str]) -> None:
+        for slot in (self.state_dir / "slots").iterdir():
+            if slot.name not in keep:
+                shutil.rmtree(slot, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def self_test(folder: Path) -> None:
+    """Load ``model.onnx`` with onnxruntime and run it on a neutral input of its declared shape
+    (symbolic dimensions as 1): outputs must exist and be finite."""
+    import numpy as np
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+    )
+    feeds = {}
+    for spec in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+        dtype = np.float32 if "float" in spec.type else np.int64
+        feeds[spec.name] = np.full(shape, 0.5, dtype=dtype)
+    outputs = session.run(None, feeds)
+    if not outputs or not all(np.all(np.isfinite(np.asarray(o, dtype=float))) for o in outputs):
+        raise ValueError("the model produced no output or non-finite values")
+
+
+# ----------------------------------------------------------------------------------- loop
+
+
+async def run(agent: DeviceAgent, nc: Any) -> None:
+    """Apply every desired-state value of this device, now and on each change, forever."""
+    from linegate.nats_auth import watch_desired
+
+    async for entry in watch_desired(nc, agent.device_id):
+        if not entry.value:
+            continue  # desired state cleared: keep running what is installed
+        try:
+            await agent.apply(entry.value)
+        except Exception:  # never let one bad release stop the agent
+            log.exception("applying the desired state failed")
+
+
+def status_publisher(js: Any, device_id: str) -> Report:
+    async def publish(status: DeviceStatusV1) -> None:
+        await js.publish(
+            Subjects.device_status(device_id),
+            status.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": status.event_id},
+        )
+
+    return publish
+
+
+async def main(
+    *,
+    device_id: str,
+    creds: Path,
+    nats_url: str,
+    state_dir: Path,
+    release_key_paths: Sequence[Path],
+    model_key_paths: Sequence[Path],
+) -> None:
+    """Connect as the device and run until cancelled."""
+    from linegate.nats_auth import connect_device
+    from linegate.signing import load_public_key
+
+    keys = []
+    for path in release_key_paths:
+        key = load_public_key(path.read_bytes())
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise TypeError(f"{path} is not an EC public key (release metadata is ECDSA)")
+        keys.append(key)
+    nc = await connect_device(nats_url, creds, device_id=device_id, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream(timeout=10)
+        agent = DeviceAgent(
+            device_id,
+            state_dir,
+            js=js,
+            release_keys=keys,
+            model_key_paths=model_key_paths,
+            report=status_publisher(js, device_id),
+        )
+        await agent.report("online", None, "agent started")
+        await run(agent, nc)
+    finally:
+        await nc.drain()

@@ -1,0 +1,23 @@
+"""Errors of the edge-gateway service."""
+
+from linegate.errors import Conflict, NotFound, Unprocessable
+
+
+class DeviceNotFound(NotFound):
+    title = "Device not found"
+
+
+class ReleaseNotFound(NotFound):
+    title = "Release not found"
+
+
+class DeviceExists(Conflict):
+    title = "Device already registered"
+
+
+class ReleaseRevoked(Conflict):
+    title = "Release revoked"
+
+
+class DistributionRefused(Unprocessable):
+    title = "Release cannot be distributed"

@@ -1,0 +1,74 @@
+"""Reads released versions from the registry's public API (never its tables)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edge_gateway.errors import DistributionRefused
+from edge_gateway.settings import GatewaySettings
+from linegate.errors import ServiceUnavailable
+from linegate.roles import Role
+from linegate.service_auth import ServiceTokens
+
+
+class RegistryClient:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self._http = httpx.AsyncClient(base_url=settings.registry_url, timeout=60.0)
+        self._tokens = ServiceTokens(
+            settings,
+            subject="service:edge-gateway",
+            role=Role.AUDITOR,
+            client_id=settings.registry_client_id,
+            client_secret=settings.registry_client_secret,
+            setting_prefix="LINEGATE_REGISTRY_CLIENT",
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self._tokens.get(self._http)}"}
+
+    async def _get_json(self, path: str) -> Any:
+        try:
+            response = await self._http.get(path, headers=await self._headers())
+        except httpx.HTTPError as e:
+            raise ServiceUnavailable(f"the registry is unreachable: {e}") from e
+        if response.status_code == 404:
+            raise DistributionRefused(f"the registry has no {path}")
+        if response.status_code != 200:
+            raise ServiceUnavailable(f"the registry answered {response.status_code} to {path}")
+        return response.json()
+
+    async def version(self, model: str, version: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self._get_json(f"/v1/models/{model}/versions/{version}")
+        return body
+
+    async def signing_keys(self) -> list[str]:
+        body = await self._get_json("/v1/signing-keys")
+        return [str(k["public_key_pem"]) for k in body["keys"]]
+
+    async def download(self, path: str, dest: Path, *, sha256: str | None = None) -> str:
+        """Stream ``path`` to ``dest``; returns its sha256 and refuses a different one."""
+        digest = hashlib.sha256()
+        try:
+            async with self._http.stream("GET", path, headers=await self._headers()) as response:
+                if response.status_code != 200:
+                    raise DistributionRefused(
+                        f"the registry answered {response.status_code} to {path}"
+                    )
+                with dest.open("wb") as f:
+                    async for chunk in response.aiter_bytes(1024 * 1024):
+                        digest.update(chunk)
+                        f.write(chunk)
+        except httpx.HTTPError as e:
+            raise ServiceUnavailable(f"the registry is unreachable: {e}") from e
+        actual = digest.hexdigest()
+        if sha256 is not None and actual != sha256:
+            raise DistributionRefused(f"{path} has sha256 {actual}, the registry recorded {sha256}")
+        return actual
