@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Response, status
-from linegate.nats_auth import new_device_identity
 from sqlmodel import col, select
 
 from edge_gateway import distribution
@@ -21,6 +20,7 @@ from edge_gateway.schemas import (
     Selector,
 )
 from linegate.auth import Principal, Role
+from linegate.nats_auth import new_device_identity
 from linegate.service import SessionDep
 from linegate.signing import public_key_pem
 
