@@ -8,12 +8,24 @@ limit per part name, so memory stays fixed whatever the upload size.
 
 from __future__ import annotations
 
+import asyncio
+import queue
 from collections.abc import AsyncIterator, Mapping
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from linegate.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from registry.storage import HashingWriter, Received, Staging
+
+_BATCH_BYTES = 1024 * 1024
+_QUEUE_BATCHES = 16  # at most ~16 MiB waits for the disk
+
+
+async def _put(feed: queue.Queue[bytes | None], item: bytes | None) -> None:
+    try:
+        feed.put_nowait(item)
+    except queue.Full:
+        await asyncio.to_thread(feed.put, item)
 
 
 class _PartCollector:
@@ -113,17 +125,46 @@ async def receive_multipart(
         },
     )
     total = 0
-    try:
-        async for chunk in chunks:
-            total += len(chunk)
-            if total > max_total:
-                raise PayloadTooLarge(f"upload exceeds the {max_total}-byte limit")
+    # Parsing, hashing, writing and the final fsync run in a worker thread fed through a
+    # bounded queue: the event loop only receives, so network and disk overlap and the service
+    # keeps answering other requests during a multi-gigabyte upload.
+    feed: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
+    failed: list[BaseException] = []
+
+    def parse() -> None:
+        while (data := feed.get()) is not None:
+            if failed:
+                continue  # drain what the loop already queued
             try:
-                parser.write(chunk)
-            except (PayloadTooLarge, Unprocessable):
-                raise
-            except Exception as e:  # python-multipart raises its own errors on a bad body
-                raise Unprocessable(f"malformed multipart body: {e}") from e
+                parser.write(data)
+            except Exception as e:  # noqa: BLE001  (re-raised on the event loop below)
+                failed.append(e)
+
+    loop = asyncio.get_running_loop()
+    worker = loop.run_in_executor(None, parse)
+    batch = bytearray()
+    try:
+        try:
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > max_total:
+                    raise PayloadTooLarge(f"upload exceeds the {max_total}-byte limit")
+                if failed:
+                    break
+                batch += chunk
+                if len(batch) >= _BATCH_BYTES:
+                    await _put(feed, bytes(batch))
+                    batch.clear()
+            if batch and not failed:
+                await _put(feed, bytes(batch))
+        finally:
+            await _put(feed, None)
+            await worker
+        if failed:
+            error = failed[0]
+            if isinstance(error, PayloadTooLarge | Unprocessable):
+                raise error
+            raise Unprocessable(f"malformed multipart body: {error}") from error
         parser.finalize()
         if collector.open_part or not collector.received:
             raise Unprocessable("the multipart body ended early or held no parts")

@@ -34,6 +34,7 @@ from linegate.errors import PayloadTooLarge
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Writes are batched to this size before they hit the file: fewer syscalls, bounded memory.
 _WRITE_CHUNK = 1024 * 1024
+_WRITEBACK_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class HashingWriter:
         self._hash = hashlib.sha256()
         self._buffer = bytearray()
         self._file: BinaryIO = path.open("wb")
+        self._synced = 0
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -101,6 +103,13 @@ class HashingWriter:
             self._file.write(view)
             view.release()
             self._buffer.clear()
+            # Sync every few tens of MiB while data still arrives, so the disk works during
+            # the upload instead of one long fsync after it.
+            written = self._file.tell()
+            if written - self._synced >= _WRITEBACK_BYTES:
+                self._file.flush()
+                os.fdatasync(self._file.fileno())
+                self._synced = written
 
     def close(self) -> None:
         try:

