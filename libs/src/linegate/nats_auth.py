@@ -9,8 +9,10 @@ file). :func:`device_permissions` is its whole world, deny by default:
   ``$JS.API.DIRECT.GET.KV_desired.$KV.desired.<id>`` and filtered consumer create
   ``$JS.API.CONSUMER.CREATE.KV_desired.<name>.$KV.desired.<id>`` (nats-server >= 2.10 rejects a
   request whose body filter differs from the subject's);
-- read the ``models`` object store (stream info, message get, ephemeral consumers on
-  ``OBJ_models`` and their ``$JS.FC`` flow-control replies), never put, delete or purge;
+- read the ``models`` object store (stream names and info, message get, push and pull
+  consumers on ``OBJ_models`` with their ``$JS.FC`` flow-control replies, as nats-py's
+  ``ObjectStore.get`` and :func:`linegate.objstore.download` use them), never put, delete or
+  purge an object;
 - receive only on its own inbox prefix ``_INBOX.device.<id>``, so it cannot see replies, pub
   acks or pushed KV entries meant for anyone else (``_INBOX.>`` would leak them all).
 
@@ -41,16 +43,21 @@ on its inbox).
 
 Limits NATS itself imposes (not fixable with subject permissions):
 
-- Reply subjects are not authorised. A device can ask for a JetStream reply (a pub ack, an API
-  response, an object chunk) to be sent to any subject, and a push consumer's deliver subject
-  is not checked against the creator's permissions either (nats-server issue #8274). The bytes
-  are server-generated or stored data, never the device's own, but consumers of
-  ``linegate.device.>`` / ``linegate.telemetry.>`` must validate every payload (the ``...V1``
-  models with ``extra="forbid"``), check that the payload's ``device_id`` equals the subject
-  token, and commands (e.g. incident actions) must be authenticated by signature, not by the
-  subject they arrived on.
+- Reply subjects are not authorised. A device can have the reply to its own request (a pub
+  ack, an API response, a stored message from a direct get - a model chunk at worst) published
+  on any subject, e.g. another device's status subject. A push consumer's deliver subject is
+  not checked against its creator's permissions either (nats-server issue #8274); those
+  deliveries keep the stored message's own subject but are captured by streams listening on
+  the deliver subject. The bytes are the server's or stored data, never chosen freely by the
+  device, so consumers of ``linegate.device.>`` / ``linegate.telemetry.>`` must validate every
+  payload (the ``...V1`` models with ``extra="forbid"``) and check that its ``device_id``
+  equals the subject token, and commands (e.g. incident actions) must be authenticated by a
+  signature, never by the subject they arrived on.
 - Stream info on ``KV_desired`` (needed by ``js.key_value``) can list which keys exist and
   their message counts - device ids, never their values.
+- Consumer names are not subject-scoped, so a device may pull from or delete *another*
+  device's consumer on ``OBJ_models``: it can interrupt a download (which resumes), never
+  read anything it could not read anyway.
 
 Production
 ----------
@@ -66,17 +73,20 @@ with role ``device`` whose permissions are the templates of :func:`device_permis
         --allow-pub 'linegate.device.{{name()}}.status' \\
         --allow-pub 'linegate.telemetry.{{tag(line)}}.{{name()}}' \\
         --allow-pub '$JS.API.DIRECT.GET.KV_desired.$KV.desired.{{name()}}' \\
-        --allow-pub '$JS.API.CONSUMER.CREATE.KV_desired.*.$KV.desired.{{name()}}' ... \\
+        --allow-pub '$JS.API.CONSUMER.CREATE.KV_desired.*.$KV.desired.{{name()}}' \\
+        --allow-pub <the model-store subjects of device_permissions()> \\
         --allow-sub '_INBOX.device.{{name()}}.>'
     nsc add user --account LINEGATE -K device --name cam-l3-01 --tag line:l3 \\
-        --public-key <U... generated on the device>
-    nsc push   # to the resolver; `nsc revocations add-user` revokes a stolen device
+        --public-key <U... of the device; its seed never leaves it>
+    nsc push   # to the account resolver; `nsc revocations add-user` cuts off a stolen device
 
-The device then connects with ``user_credentials=<file>.creds`` (JWT + seed) instead of
-``nkeys_seed``. Each plant runs a leaf node (``leafnodes { remotes = [{url, credentials}] }``)
-bound to the same account with its own JetStream domain, so devices keep working on the
-plant's leaf when the WAN is down; the permissions above travel in the user JWTs and are
-enforced by the leaf the device is connected to.
+The device joins the issued user JWT and its own seed into a ``.creds`` file and connects with
+``user_credentials=`` instead of ``nkeys_seed=``. Each plant runs a leaf node
+(``leafnodes { remotes = [{url, credentials}] }``) bound to the same account, with a JetStream
+domain of its own that mirrors ``desired`` and ``models`` and sources device and telemetry
+streams up to the hub under the same stream names, so devices keep working when the WAN is
+down and the subjects above hold unchanged. The leaf enforces the permissions carried in each
+user JWT; a device never needs the hub.
 """
 
 from __future__ import annotations
@@ -95,7 +105,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 import nkeys  # type: ignore[import-untyped]
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
@@ -220,6 +229,9 @@ def device_permissions(device_id: str, *, line: str | None = None) -> dict[str, 
                 f"{JS_API}.DIRECT.GET.{MODELS_STREAM}.>",
                 f"{JS_API}.CONSUMER.CREATE.{MODELS_STREAM}",
                 f"{JS_API}.CONSUMER.CREATE.{MODELS_STREAM}.>",
+                # pull consumers of linegate.objstore.download (the agent's resumable fetch)
+                f"{JS_API}.CONSUMER.MSG.NEXT.{MODELS_STREAM}.*",
+                f"{JS_API}.CONSUMER.DELETE.{MODELS_STREAM}.*",
                 f"$JS.FC.{MODELS_STREAM}.>",
             ]
         },
@@ -320,17 +332,24 @@ async def connect_device(
     :func:`nats.connect` (e.g. ``error_cb``, ``max_reconnect_attempts``).
     """
     options.setdefault("name", f"device-{_device_id(device_id)}")
+    nc = NatsConnection()
     try:
-        return await nats.connect(
+        await nc.connect(
             url,
             nkeys_seed=str(creds_path),
             inbox_prefix=device_inbox_prefix(device_id),
             **options,
         )
-    except FileNotFoundError as e:
-        raise NatsAuthError(
-            f"no nkey seed file at {creds_path}: provision the device with write_creds()"
-        ) from e
+    except BaseException as e:
+        # nats-py leaves the socket of a refused connection open; close it ourselves
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if isinstance(e, FileNotFoundError):
+            raise NatsAuthError(
+                f"no nkey seed file at {creds_path}: provision the device with write_creds()"
+            ) from e
+        raise
+    return nc
 
 
 def _unavailable(device_id: str, e: Exception) -> NatsAuthError:
@@ -341,8 +360,9 @@ def _unavailable(device_id: str, e: Exception) -> NatsAuthError:
         )
     else:
         hint = (
-            "no reply: check that the device connected with connect_device() (its inbox "
-            "prefix) and that the server config lists this device"
+            "no reply in time: the server denies this device that key (a device reads only "
+            "its own), the device did not connect with connect_device() (its inbox "
+            "prefix), or NATS is unreachable"
         )
     return NatsAuthError(f"cannot read desired state of {device_id!r}: {hint} ({e!r})")
 
@@ -381,7 +401,7 @@ async def _create_desired_consumer(
         "ack_policy": "none",
         "max_deliver": 1,
         "idle_heartbeat": _ns(heartbeat),
-        # the device cannot delete consumers; the server drops this one once it is gone
+        # a device may not delete consumers: the server drops this one once no one listens
         "inactive_threshold": _ns(max(30.0, heartbeat * 6)),
         "mem_storage": True,
         "num_replicas": 1,
@@ -439,8 +459,12 @@ async def watch_desired(
                 except TimeoutError:
                     log.warning("desired-state watch missed heartbeats, re-creating it")
                     break
-                if (msg.headers or {}).get("Status"):
+                status = (msg.headers or {}).get("Status")
+                if status == "100":
                     continue  # idle heartbeat
+                if status is not None:
+                    log.warning("desired-state watch got status %s, re-creating it", status)
+                    break
                 entry = _entry_from_push(device_id, msg)
                 if entry.revision > last:
                     last = entry.revision
