@@ -55,6 +55,7 @@ class Subjects:
     INCIDENT_ACTION_ALL = "linegate.incident.action.>"
     DEVICE_STATUS_ALL = "linegate.device.*.status"
     TELEMETRY_ALL = "linegate.telemetry.>"
+    MAINTENANCE_ALL = "linegate.maintenance.>"
 
     @staticmethod
     def device_status(device_id: str) -> str:
@@ -67,6 +68,11 @@ class Subjects:
     @staticmethod
     def incident_action(kind: str) -> str:
         return f"linegate.incident.action.{subject_token(kind)}"
+
+    @staticmethod
+    def maintenance(asset: str) -> str:
+        """Where a device reports that ``asset``'s anomaly score crossed its threshold."""
+        return f"linegate.maintenance.{subject_token(asset)}"
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,18 @@ class Streams:
         "LINEGATE_TELEMETRY", (Subjects.TELEMETRY_ALL,), max_age=timedelta(days=7)
     )
     INCIDENT = StreamSpec("LINEGATE_INCIDENT", ("linegate.incident.>",))
+    MAINTENANCE = StreamSpec(
+        "LINEGATE_MAINTENANCE", (Subjects.MAINTENANCE_ALL,), max_age=timedelta(days=90)
+    )
 
-    ALL: ClassVar[tuple[StreamSpec, ...]] = (ATTESTATION, REGISTRY, DEVICE, TELEMETRY, INCIDENT)
+    ALL: ClassVar[tuple[StreamSpec, ...]] = (
+        ATTESTATION,
+        REGISTRY,
+        DEVICE,
+        TELEMETRY,
+        INCIDENT,
+        MAINTENANCE,
+    )
 
 
 class Buckets:
@@ -180,6 +196,24 @@ class IncidentOpenedV1(EventV1):
     line: str | None = None
     model: str | None = None
     version: str | None = None
+
+
+class MaintenanceAlertV1(EventV1):
+    """An asset's smoothed anomaly score crossed its threshold on the device.
+
+    Minimal by design: the figures that justify opening a maintenance incident, never the
+    sensor windows that produced them (they stay on the device).
+    """
+
+    kind: Literal["maintenance.alert.v1"] = "maintenance.alert.v1"
+    asset: str
+    ewma: float
+    threshold: float
+    last_score: float
+    #: Windows scored for this asset since the agent started (the EWMA's evidence base).
+    windows: int
+    #: sha256 of the anomaly model that scored them.
+    model_digest: str
 
 
 # ------------------------------------------------------------------------------ connection
@@ -320,3 +354,68 @@ async def publish(
         timeout=timeout,
         headers={"Nats-Msg-Id": event.event_id, "Linegate-Event": type(event).__name__},
     )
+
+
+# ------------------------------------------------------------------- telemetry payloads
+# Published by the device agent on ``Subjects.telemetry(line, device_id)``; consumed by the
+# incident service. No pixels ever leave the device: a record is referred to by its id.
+
+InferenceDecision = Literal["pass", "reject", "manual_inspection"]
+
+
+class InputStatsV1(BaseModel):
+    """Cheap statistics of one input image, so lighting drift or a dirty lens shows up as
+    input drift per camera: ``brightness`` is the mean, ``contrast`` the standard deviation and
+    ``sharpness`` the variance of a 4-neighbour Laplacian, all over the channel-mean image in
+    the units the model is fed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    brightness: float
+    contrast: float
+    sharpness: float
+
+
+class InferenceRecordV1(BaseModel):
+    """One inference on the line: the decision and what it rested on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    record_id: str
+    occurred_at: datetime
+    camera: str
+    decision: InferenceDecision
+    #: Why the decision is not a plain pass (below threshold, no model, the defect seen).
+    reason: str | None = None
+    label: str | None = None
+    confidence: float | None = None
+    model: str | None = None
+    version: str | None = None
+    threshold: float
+    stats: InputStatsV1
+    latency_ms: float
+
+
+class InferenceBatchV1(EventV1):
+    kind: Literal["telemetry.inference_batch.v1"] = "telemetry.inference_batch.v1"
+    line: str
+    device_id: str
+    records: list[InferenceRecordV1]
+    #: Records the device dropped (oldest first) since the previous batch it published,
+    #: because its bounded buffer filled while the publisher was down.
+    dropped: int = 0
+
+
+class OverrideV1(EventV1):
+    """An operator overrode a decision on the device; ``actor`` is the operator."""
+
+    kind: Literal["telemetry.override.v1"] = "telemetry.override.v1"
+    line: str
+    device_id: str
+    record_id: str
+    camera: str
+    model: str | None = None
+    version: str | None = None
+    original_decision: InferenceDecision
+    original_label: str | None = None
+    decision: Literal["pass", "reject"]
+    reason_code: str
+    rationale: str

@@ -1,0 +1,329 @@
+"""The local inference API the line calls (bind it to 127.0.0.1; it has no authentication)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Response
+from numpy.typing import NDArray
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    StringConstraints,
+    model_validator,
+)
+
+from linegate.errors import NotFound, Unprocessable, install_problem_handlers
+from linegate.events import InferenceDecision, InferenceRecordV1, InputStatsV1, OverrideV1
+from linegate_cli.edge.inference.runner import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    ActiveModel,
+    InvalidImage,
+    ModelFailed,
+    ModelRunner,
+    NoActiveModel,
+    Prediction,
+    decide,
+    input_stats,
+)
+from linegate_cli.edge.inference.telemetry import TelemetryBuffer
+
+DEFAULT_REASON_CODES = ("false_reject", "false_pass", "sensor_fault", "other")
+#: Largest image accepted, in values (4 Mi floats = 16 MiB as float32).
+MAX_IMAGE_VALUES = 1 << 22
+
+Token = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+
+Shape = Annotated[list[PositiveInt], Field(min_length=2, max_length=4)]
+
+
+class InvalidInferenceInput(Unprocessable):
+    title = "Image does not fit the model"
+
+
+class UnknownReasonCode(Unprocessable):
+    title = "Unknown reason code"
+
+
+class RecordNotFound(NotFound):
+    title = "Inference record not found"
+
+
+# ------------------------------------------------------------------------------ schemas
+
+
+class InferenceCreate(BaseModel):
+    """One image: ``image`` as nested lists, or ``image_b64`` (raw float32, little-endian,
+    C order) with its ``shape``; in the model's layout without the batch dimension."""
+
+    model_config = ConfigDict(extra="forbid")
+    camera: Token
+    image: list[Any] | None = None
+    image_b64: str | None = None
+    shape: (
+        Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=4)] | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_image(self) -> InferenceCreate:
+        if (self.image is None) == (self.image_b64 is None):
+            raise ValueError("give exactly one of image and image_b64")
+        if (self.image_b64 is None) != (self.shape is None):
+            raise ValueError("shape is required with image_b64, and only with it")
+        return self
+
+
+class InferenceRead(BaseModel):
+    record_id: str
+    decision: InferenceDecision
+    label: str | None
+    confidence: float | None
+    model: str | None
+    version: str | None
+    reason: str | None = None
+    threshold: float
+    stats: InputStatsV1
+    latency_ms: float
+
+
+class OverrideCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    record_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    decision: Literal["pass", "reject"]
+    reason_code: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    rationale: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=10, max_length=2000)
+    ]
+    operator: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+
+class OverrideRead(BaseModel):
+    override_id: str
+    record_id: str
+    decision: Literal["pass", "reject"]
+    reason_code: str
+    #: False (and status 202) when NATS is down: the override is queued on the device.
+    published: bool
+
+
+class StatusRead(BaseModel):
+    device_id: str
+    line: str
+    model: str | None
+    version: str | None
+    #: Why no model serves (every decision is then manual_inspection).
+    model_error: str | None = None
+    labels: list[str]
+    good_label: str | None
+    threshold: float
+    reason_codes: list[str]
+    buffered: int
+    dropped: int
+    overrides_pending: int
+    overrides_dropped: int
+    batches_published: int
+
+
+# ----------------------------------------------------------------------------- factory
+
+
+def create_inference_app(
+    runner: ModelRunner,
+    telemetry: TelemetryBuffer,
+    *,
+    device_id: str,
+    line: str,
+    threshold: float | None = None,
+    reason_codes: Sequence[str] = DEFAULT_REASON_CODES,
+    recent_records: int = 10_000,
+) -> FastAPI:
+    """The local API over ``runner`` and ``telemetry`` (whose flushing runs in the lifespan).
+
+    ``threshold`` (agent configuration) replaces the model's ``confidence_threshold``; ``None``
+    uses the model's (0.8 when preprocess.json sets none). Overrides name one of the last
+    ``recent_records`` records and one of ``reason_codes``.
+    """
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold {threshold} is not in (0, 1]")
+    codes = tuple(reason_codes)
+    if not codes:
+        raise ValueError("at least one override reason code is needed")
+    recent: OrderedDict[str, InferenceRecordV1] = OrderedDict()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await telemetry.start()
+        try:
+            yield
+        finally:
+            await telemetry.close()
+
+    app = FastAPI(title="Linegate device inference API", lifespan=lifespan)
+    install_problem_handlers(app)
+
+    def threshold_for(served: ActiveModel | Prediction | None) -> float:
+        if threshold is not None:
+            return threshold
+        return served.threshold if served is not None else DEFAULT_CONFIDENCE_THRESHOLD
+
+    @app.post("/v1/inference", response_model=InferenceRead)
+    async def create_inference(body: InferenceCreate) -> InferenceRead:
+        started = time.perf_counter()
+        image = _decode(body)
+        try:
+            active, prediction, stats, failure = await asyncio.to_thread(_infer, runner, image)
+        except InvalidImage as e:
+            raise InvalidInferenceInput(str(e)) from e
+        # The prediction names the model that made it, even if the link moved meanwhile.
+        limit = threshold_for(prediction or active)
+        decision = decide(prediction, limit, no_model_reason=failure or "no model")
+        served = prediction or active
+        record = InferenceRecordV1(
+            record_id=uuid.uuid4().hex,
+            occurred_at=datetime.now(UTC),
+            camera=body.camera,
+            decision=decision.outcome,
+            reason=decision.reason,
+            label=prediction.label if prediction else None,
+            confidence=prediction.confidence if prediction else None,
+            model=served.model if served else None,
+            version=served.version if served else None,
+            threshold=limit,
+            stats=InputStatsV1(**stats),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        recent[record.record_id] = record
+        while len(recent) > recent_records:
+            recent.popitem(last=False)
+        telemetry.add(record)
+        return InferenceRead.model_validate(record.model_dump())
+
+    @app.post("/v1/overrides", status_code=201, response_model=OverrideRead)
+    async def create_override(body: OverrideCreate, response: Response) -> OverrideRead:
+        if body.reason_code not in codes:
+            raise UnknownReasonCode(
+                f"reason code {body.reason_code!r} is not one of {list(codes)}",
+                extra={"allowed": list(codes)},
+            )
+        record = recent.get(body.record_id)
+        if record is None:
+            raise RecordNotFound(
+                f"no record {body.record_id!r} among the last {recent_records} on this device"
+            )
+        event = OverrideV1(
+            actor=body.operator,
+            line=line,
+            device_id=device_id,
+            record_id=record.record_id,
+            camera=record.camera,
+            model=record.model,
+            version=record.version,
+            original_decision=record.decision,
+            original_label=record.label,
+            decision=body.decision,
+            reason_code=body.reason_code,
+            rationale=body.rationale,
+        )
+        published = await telemetry.override(event)
+        if not published:
+            response.status_code = 202
+        return OverrideRead(
+            override_id=event.event_id,
+            record_id=record.record_id,
+            decision=body.decision,
+            reason_code=body.reason_code,
+            published=published,
+        )
+
+    @app.get("/v1/status", response_model=StatusRead)
+    async def read_status() -> StatusRead:
+        active: ActiveModel | None = None
+        error: str | None = None
+        try:
+            active = await asyncio.to_thread(runner.active)
+        except NoActiveModel as e:
+            error = str(e)
+        return StatusRead(
+            device_id=device_id,
+            line=line,
+            model=active.model if active else None,
+            version=active.version if active else None,
+            model_error=error,
+            labels=list(active.labels) if active else [],
+            good_label=active.good_label if active else None,
+            threshold=threshold_for(active),
+            reason_codes=list(codes),
+            buffered=telemetry.buffered,
+            dropped=telemetry.dropped_total,
+            overrides_pending=telemetry.overrides_pending,
+            overrides_dropped=telemetry.overrides_dropped,
+            batches_published=telemetry.batches_published,
+        )
+
+    return app
+
+
+def _infer(
+    runner: ModelRunner, image: NDArray[np.float32]
+) -> tuple[ActiveModel | None, Prediction | None, dict[str, float], str | None]:
+    """Active model, prediction, input statistics and why there is no prediction. Only an
+    image that does not fit the model raises; every other failure routes to manual inspection."""
+    active: ActiveModel | None = None
+    prediction: Prediction | None = None
+    failure: str | None = None
+    try:
+        active = runner.active()
+        prediction = runner.predict(image)
+    except NoActiveModel as e:
+        failure = str(e)
+    except ModelFailed as e:
+        failure = f"inference failed: {e}"
+    stats = input_stats(image, active.layout if active else "NCHW")
+    return active, prediction, stats, failure
+
+
+def _decode(body: InferenceCreate) -> NDArray[np.float32]:
+    if body.image_b64 is not None:
+        assert body.shape is not None  # the schema requires it with image_b64
+        count = math.prod(body.shape)
+        if count > MAX_IMAGE_VALUES:
+            raise InvalidInferenceInput(f"shape {body.shape} exceeds {MAX_IMAGE_VALUES} values")
+        if len(body.image_b64) > 4 * math.ceil(count * 4 / 3) + 4:  # refuse before decoding
+            raise InvalidInferenceInput(f"image_b64 is longer than shape {body.shape} needs")
+        try:
+            raw = base64.b64decode(body.image_b64, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise InvalidInferenceInput(f"image_b64 is not base64: {e}") from e
+        if len(raw) != 4 * count:
+            raise InvalidInferenceInput(
+                f"image_b64 holds {len(raw)} bytes; shape {body.shape} as float32 needs {4 * count}"
+            )
+        image = np.frombuffer(raw, dtype="<f4").reshape(body.shape).astype(np.float32)
+    else:
+        try:
+            image = np.asarray(body.image, dtype=np.float32)
+        except (ValueError, TypeError) as e:
+            raise InvalidInferenceInput(f"image is not a rectangular array of numbers: {e}") from e
+        if not 2 <= image.ndim <= 4 or image.size > MAX_IMAGE_VALUES:
+            raise InvalidInferenceInput(
+                f"image has shape {list(image.shape)}; expected 2 to 4 dimensions and at most "
+                f"{MAX_IMAGE_VALUES} values"
+            )
+    if not np.all(np.isfinite(image)):
+        raise InvalidInferenceInput("image holds NaN or infinite values")
+    return image
