@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import edge_gateway
-from edge_gateway import api, consumers, distribution
+from edge_gateway import api, api_rollouts, consumers, distribution, rollouts
 from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
 from linegate.events import Streams
@@ -27,6 +27,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # NATS may come up after the service: subscribe and repair the KV bucket once it does.
         await gw.nats.wait_connected(timeout=365 * 24 * 3600)
         app.state.subscriptions = await consumers.subscribe(gw)
+        app.state.subscriptions.append(await rollouts.kpis.subscribe(gw))
         await distribution.publish_desired(gw)
 
     async def start_gateway(ctx: ServiceContext) -> None:
@@ -41,8 +42,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.gateway = gw
         app.state.subscriptions = []
         app.state.connect_task = asyncio.create_task(connect_when_ready(gw), name="gw-connect")
+        app.state.rollout_evaluator = rollouts.evaluator.RolloutEvaluator(
+            gw,
+            interval=settings.rollout_evaluation_interval_seconds,
+            after_pass=ctx.outbox.wake,  # publish an abort's incident event at once
+        )
+        app.state.rollout_evaluator.start()
 
     async def stop_gateway(ctx: ServiceContext) -> None:
+        await app.state.rollout_evaluator.stop()
         app.state.connect_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await app.state.connect_task
@@ -55,9 +63,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings,
         title="Linegate edge gateway",
         description=edge_gateway.__doc__ or "",
-        routers=[api.router],
+        routers=[api.router, api_rollouts.router],
         migrations=MIGRATIONS,
-        streams=(Streams.DEVICE, Streams.REGISTRY, Streams.TELEMETRY),
+        # INCIDENT: a rollout abort opens an incident (linegate.incident.opened).
+        streams=(Streams.DEVICE, Streams.REGISTRY, Streams.TELEMETRY, Streams.INCIDENT),
         on_startup=[start_gateway],
         on_shutdown=[stop_gateway],
     )

@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_gateway import distribution
+from edge_gateway import distribution, rollouts
 from edge_gateway.distribution import Gateway
 from edge_gateway.models import Device
 from linegate.events import DeviceStatusV1, Subjects
@@ -47,6 +47,7 @@ async def on_device_status(gw: Gateway, subject: str, data: dict[str, Any]) -> N
         if status.state == "active":
             device.active_model, device.active_version = status.model, status.version
         session.add(device)
+        await rollouts.evaluator.record_device_status(session, device_id, status)
         if status.state in {"active", "refused", "rolled_back"}:
             await gw.audit.append(
                 session,

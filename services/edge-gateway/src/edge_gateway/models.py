@@ -72,3 +72,96 @@ class DesiredState(SQLModel, table=True):
     reason: str
     updated_at: datetime = Field(sa_type=TZ)
     updated_by: str
+
+
+# ------------------------------------------------------------------------------ rollouts
+# Staged rollouts (edge_gateway.rollouts): the plan, each device's place in it, the inference
+# outcomes telemetry reports per device and version, and the plants' maintenance windows.
+
+
+class Rollout(SQLModel, table=True):
+    """A staged rollout of one release to the devices its selector matches."""
+
+    __tablename__ = "rollout"
+
+    id: str = Field(primary_key=True)
+    model: str = Field(index=True)
+    version: str
+    release_id: str = Field(foreign_key="release.id")
+    selector: dict[str, Any] = _json(default_factory=dict)
+    #: Validated stage specs (``rollouts.schemas.Stage``), in order.
+    stages: list[dict[str, Any]] = _json(default_factory=list)
+    device_timeout_seconds: int
+    reason: str = Field(sa_type=sa.Text)
+    #: draft | running | paused | awaiting_approval | completed | aborted | rolled_back
+    state: str = Field(default="draft", index=True)
+    #: The state ``resume`` returns to (running or awaiting_approval).
+    resume_state: str | None = None
+    stage_index: int = -1
+    stage_started_at: datetime | None = Field(default=None, sa_type=TZ)
+    #: The evaluator's last verdict on the current stage: KPIs, what blocks it, breaches.
+    evaluation: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: Commands and transitions, newest last (the audit log holds the same, chained).
+    history: list[dict[str, Any]] = _json(default_factory=list)
+    abort_reason: str | None = Field(default=None, sa_type=sa.Text)
+    incident_id: str | None = None
+    created_at: datetime = Field(sa_type=TZ)
+    created_by: str
+    updated_at: datetime = Field(sa_type=TZ)
+
+
+class RolloutDevice(SQLModel, table=True):
+    """One device's place in a rollout, and the candidate's inference outcomes on it."""
+
+    __tablename__ = "rollout_device"
+
+    rollout_id: str = Field(primary_key=True, foreign_key="rollout.id")
+    device_id: str = Field(primary_key=True, foreign_key="device.id", index=True)
+    stage: int
+    #: waiting_window | assigned | installing | active | failed | skipped | cancelled |
+    #: rolled_back
+    state: str
+    #: The device's desired release before the rollout assigned the candidate.
+    previous_release_id: str | None = Field(default=None, foreign_key="release.id")
+    assigned_at: datetime | None = Field(default=None, sa_type=TZ)
+    #: Set when the device did not report within the rollout's device timeout.
+    late_since: datetime | None = Field(default=None, sa_type=TZ)
+    reported_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_report: str | None = Field(default=None, sa_type=sa.Text)
+    selftest_failed: bool = False
+    rollback_error: str | None = Field(default=None, sa_type=sa.Text)
+    inferences: int = 0
+    rejects: int = 0
+    manual: int = 0
+    confidence_sum: float = 0.0
+    confidence_n: int = 0
+
+
+class DeviceKpi(SQLModel, table=True):
+    """Inference outcomes per device and model version from telemetry: the baseline a
+    rollout compares its candidate against."""
+
+    __tablename__ = "device_kpi"
+
+    device_id: str = Field(primary_key=True, foreign_key="device.id")
+    model: str = Field(primary_key=True)
+    version: str = Field(primary_key=True)
+    inferences: int = 0
+    rejects: int = 0
+    manual: int = 0
+    confidence_sum: float = 0.0
+    confidence_n: int = 0
+    first_at: datetime = Field(sa_type=TZ)
+    last_at: datetime = Field(sa_type=TZ)
+
+
+class MaintenanceCalendar(SQLModel, table=True):
+    """Weekly windows in which devices of a plant (``line == ""``) or a line may install."""
+
+    __tablename__ = "maintenance_calendar"
+
+    plant: str = Field(primary_key=True)
+    line: str = Field(default="", primary_key=True)
+    windows: list[dict[str, Any]] = _json(default_factory=list)
+    updated_at: datetime = Field(sa_type=TZ)
+    updated_by: str

@@ -27,6 +27,10 @@ class GatewaySettings(LinegateSettings):
     object_chunk_bytes: int = Field(default=256 * 1024, ge=4096)
     object_put_window: int = Field(default=64, ge=1)
 
+    #: Seconds between rollout evaluator passes; 0 turns the periodic evaluator off (tests
+    #: drive it directly).
+    rollout_evaluation_interval_seconds: float = Field(default=10.0, ge=0)
+
     @property
     def release_key_path(self) -> Path:
         return self.release_signing_key or self.keys_dir / "release-metadata.pem"
