@@ -53,6 +53,10 @@ class Subjects:
     REGISTRY_REVOKED = "linegate.registry.revoked"
     INCIDENT_OPENED = "linegate.incident.opened"
     INCIDENT_ACTION_ALL = "linegate.incident.action.>"
+    #: The edge gateway's report on an incident action it carried out (or could not).
+    INCIDENT_ACTION_RESULT = "linegate.incident.action_result"
+    #: An incident froze (or released) a model version as evidence: no redeploy while frozen.
+    INCIDENT_FREEZE = "linegate.incident.freeze"
     DEVICE_STATUS_ALL = "linegate.device.*.status"
     TELEMETRY_ALL = "linegate.telemetry.>"
     MAINTENANCE_ALL = "linegate.maintenance.>"
@@ -214,6 +218,58 @@ class MaintenanceAlertV1(EventV1):
     windows: int
     #: sha256 of the anomaly model that scored them.
     model_digest: str
+
+
+IncidentActionKind = Literal["rollback", "manual_inspection", "resume_automatic", "raise_threshold"]
+
+
+class IncidentActionV1(EventV1):
+    """A corrective action that an authorised human approved on an incident; the edge gateway
+    carries it out. Published on ``Subjects.incident_action(action)``.
+
+    ``rollback`` moves the devices of ``line`` (all lines when None) that run ``model``
+    ``version`` to ``target_version`` with a signed rollback instruction; ``manual_inspection``
+    makes those devices route every part to manual inspection until ``resume_automatic``;
+    ``raise_threshold`` sets their confidence threshold to ``threshold``. ``actor`` is the
+    approver who released the action; ``approved_by`` lists every approver.
+    """
+
+    kind: Literal["incident.action.v1"] = "incident.action.v1"
+    action_id: str
+    incident_id: str
+    action: IncidentActionKind
+    model: str
+    version: str | None = None
+    line: str | None = None
+    device_ids: list[str] | None = None
+    target_version: str | None = None
+    threshold: float | None = None
+    approved_by: list[str]
+    rationale: str
+
+
+class IncidentActionResultV1(EventV1):
+    """The edge gateway's outcome for one ``IncidentActionV1``, on
+    ``Subjects.INCIDENT_ACTION_RESULT``."""
+
+    kind: Literal["incident.action_result.v1"] = "incident.action_result.v1"
+    action_id: str
+    incident_id: str
+    outcome: Literal["done", "failed"]
+    devices: list[str] = Field(default_factory=list)
+    detail: str | None = None
+
+
+class EvidenceFreezeV1(EventV1):
+    """An incident froze ``model`` ``version`` as evidence (``frozen=True``): nothing may
+    redeploy it until a responder releases the freeze (``frozen=False``)."""
+
+    kind: Literal["incident.freeze.v1"] = "incident.freeze.v1"
+    incident_id: str
+    model: str
+    version: str
+    frozen: bool
+    reason: str
 
 
 # ------------------------------------------------------------------------------ connection
