@@ -11,6 +11,23 @@ entry, and a truncated tail when a checkpoint names an entry that is gone.
 Appends serialise on the single ``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL;
 SQLite transactions are ``BEGIN IMMEDIATE``), so concurrent requests never fork the chain.
 
+**Proofs.** An entry is proven by the *segment* of the chain from it to a signed checkpoint:
+every entry from ``seq`` to the checkpoint's ``seq``, and the checkpoint's DSSE envelope. Each
+entry's hash covers its predecessor's, so the signed head hash commits to every entry of the
+segment; :func:`verify_proof` re-hashes the segment, checks the links and the signature, and
+needs nothing but the proof and the service's public key (offline). One segment proves every
+entry in it, which is how evidence bundles carry a service's log. Proofs are JSON
+(:data:`PROOF_TYPE`)::
+
+    {"type": PROOF_TYPE, "service": "registry", "entries": [<entry>, ...],
+     "checkpoint": {"seq", "hash", "time", "key_id", "envelope": <DSSE envelope>}}
+
+**Retention** is set by ``LINEGATE_AUDIT_LOG_RETENTION_DAYS`` (EU AI Act Art. 19(1) / 26(6):
+at least six months, :data:`AUDIT_LOG_RETENTION_FLOOR_DAYS`) and
+``LINEGATE_DOCUMENTATION_RETENTION_DAYS`` (Art. 18: ten years,
+:data:`DOCUMENTATION_RETENTION_FLOOR_DAYS`); settings below the floors are refused outside
+development. Nothing deletes audit entries today, so the log is kept at least that long.
+
 Example::
 
     audit = AuditLog("registry", signing_key, checkpoint_every=100)
@@ -45,6 +62,17 @@ from linegate.signing import (
 
 GENESIS_HASH = "0" * 64
 CHECKPOINT_PAYLOAD_TYPE = "application/vnd.linegate.audit-checkpoint.v1+json"
+PROOF_TYPE = "https://linegate.dev/audit/proof/v1"
+#: Six months at their longest (e.g. July to December): Art. 19(1) and 26(6) EU AI Act.
+AUDIT_LOG_RETENTION_FLOOR_DAYS = 184
+#: Ten years including three leap days: Art. 18(1) EU AI Act (technical documentation).
+DOCUMENTATION_RETENTION_FLOOR_DAYS = 3653
+#: Longest segment one proof carries (a larger range is split or checkpointed more often).
+MAX_PROOF_ENTRIES = 100_000
+
+
+class ProofUnavailable(Exception):
+    """No proof can be built: the entry does not exist or no checkpoint covers it yet."""
 
 
 class AuditEntry(SQLModel, table=True):
@@ -188,6 +216,69 @@ class AuditLog:
         await session.flush()
         return cp
 
+    async def checkpoint_now(
+        self, session: AsyncSession, *, actor: str, reason: str | None = None
+    ) -> AuditCheckpoint:
+        """Record who asked for a checkpoint, then sign the head that includes that entry.
+
+        Used before exporting proofs of recent entries: the request is itself a state change,
+        so it is in the log it checkpoints."""
+        entry = await self.append(
+            session, actor=actor, action="audit.checkpoint", subject="audit", reason=reason
+        )
+        cp = await self.checkpoint(session)
+        if cp is None:  # append() already signed it (seq was a multiple of checkpoint_every)
+            cp = await session.get(AuditCheckpoint, entry.seq)
+            assert cp is not None
+        return cp
+
+    @staticmethod
+    async def proof(
+        session: AsyncSession, seq: int, *, checkpoint: int | None = None, service: str
+    ) -> dict[str, Any]:
+        """The proof of entry ``seq``: the segment from it to the first checkpoint at or after
+        it (or to checkpoint ``checkpoint``). Raises :class:`ProofUnavailable`."""
+        if await session.get(AuditEntry, seq) is None:
+            raise ProofUnavailable(f"there is no audit entry {seq}")
+        if checkpoint is not None:
+            cp = await session.get(AuditCheckpoint, checkpoint)
+            if cp is None:
+                raise ProofUnavailable(f"there is no checkpoint at seq {checkpoint}")
+            if cp.seq < seq:
+                raise ProofUnavailable(
+                    f"checkpoint {checkpoint} is older than entry {seq} and cannot prove it"
+                )
+        else:
+            stmt = (
+                select(AuditCheckpoint)
+                .where(col(AuditCheckpoint.seq) >= seq)
+                .order_by(col(AuditCheckpoint.seq))
+                .limit(1)
+            )
+            cp = (await session.exec(stmt)).first()
+            if cp is None:
+                raise ProofUnavailable(
+                    f"no signed checkpoint covers entry {seq} yet: ask for one "
+                    "(POST /v1/audit/checkpoints) or wait for the next"
+                )
+        if cp.seq - seq + 1 > MAX_PROOF_ENTRIES:
+            raise ProofUnavailable(
+                f"entry {seq} is {cp.seq - seq + 1} entries before checkpoint {cp.seq}; "
+                f"a proof carries at most {MAX_PROOF_ENTRIES}"
+            )
+        stmt2 = (
+            select(AuditEntry)
+            .where(col(AuditEntry.seq) >= seq, col(AuditEntry.seq) <= cp.seq)
+            .order_by(col(AuditEntry.seq))
+        )
+        segment = list((await session.exec(stmt2)).all())
+        return {
+            "type": PROOF_TYPE,
+            "service": service,
+            "entries": [entry_to_dict(e) for e in segment],
+            "checkpoint": checkpoint_to_dict(cp),
+        }
+
     def _sign_checkpoint(self, seq: int, h: str, t: datetime) -> AuditCheckpoint:
         statement = {"service": self.service, "seq": seq, "hash": h, "time": _iso(t)}
         envelope = dsse_sign(canonical_json(statement), CHECKPOINT_PAYLOAD_TYPE, self._key)
@@ -291,6 +382,171 @@ def verify_chain(
                 f"checkpoint {cp.seq}: entry {cp.seq} hash differs from the signed one"
             )
     return report
+
+
+def entry_to_dict(e: AuditEntry) -> dict[str, Any]:
+    """An entry as JSON, with its time exactly as it was hashed."""
+    return {
+        "seq": e.seq,
+        "time": _iso(e.time),
+        "actor": e.actor,
+        "action": e.action,
+        "subject": e.subject,
+        "reason": e.reason,
+        "payload_digest": e.payload_digest,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    }
+
+
+def checkpoint_to_dict(cp: AuditCheckpoint) -> dict[str, Any]:
+    """A checkpoint as JSON, its DSSE envelope as an object."""
+    return {
+        "seq": cp.seq,
+        "hash": cp.hash,
+        "time": _iso(cp.time),
+        "key_id": cp.key_id,
+        "envelope": json.loads(cp.envelope),
+    }
+
+
+@dataclass
+class ProofReport:
+    """Outcome of :func:`verify_proof`: what it proves and every problem found."""
+
+    service: str | None = None
+    first: int | None = None
+    last: int | None = None
+    checkpoint_seq: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def proves(self, seq: int) -> bool:
+        return (
+            self.ok
+            and self.first is not None
+            and self.last is not None
+            and self.first <= seq <= self.last
+        )
+
+
+def _entry_from(item: Any) -> AuditEntry:
+    if not isinstance(item, dict):
+        raise TypeError("an entry is not a JSON object")
+    t = datetime.fromisoformat(str(item["time"]))
+    return AuditEntry(
+        seq=int(item["seq"]),
+        time=t,
+        actor=str(item["actor"]),
+        action=str(item["action"]),
+        subject=str(item["subject"]),
+        reason=None if item.get("reason") is None else str(item["reason"]),
+        payload_digest=str(item["payload_digest"]),
+        prev_hash=str(item["prev_hash"]),
+        hash=str(item["hash"]),
+    )
+
+
+def verify_proof(
+    proof: Any,
+    keys: Sequence[PublicKey],
+    *,
+    service: str | None = None,
+    seqs: Sequence[int] = (),
+) -> ProofReport:
+    """Verify an audit proof offline: every entry re-hashes to its ``hash``, each links to the
+    one before, the last is the checkpoint's head, and the checkpoint's DSSE signature verifies
+    with one of ``keys`` over that (service, seq, hash). ``seqs`` must all lie in the segment.
+
+    Example::
+
+        report = verify_proof(json.loads(raw), [load_public_key(pem)], service="registry")
+        assert report.ok and report.proves(42)
+    """
+    report = ProofReport()
+    if not isinstance(proof, dict) or proof.get("type") != PROOF_TYPE:
+        report.errors.append(f"not an audit proof (type must be {PROOF_TYPE})")
+        return report
+    report.service = str(proof.get("service"))
+    if service is not None and proof.get("service") != service:
+        report.errors.append(f"proof is for service {proof.get('service')!r}, not {service!r}")
+    entries = _proof_entries(proof, report)
+    if entries:
+        report.first, report.last = entries[0].seq, entries[-1].seq
+        _check_segment(entries, report)
+        _check_proof_checkpoint(proof, entries[-1], keys, report)
+        for seq in seqs:
+            if not entries[0].seq <= seq <= entries[-1].seq:
+                report.errors.append(f"entry {seq} is not in the proven segment")
+    return report
+
+
+def _proof_entries(proof: dict[str, Any], report: ProofReport) -> list[AuditEntry]:
+    raw_entries = proof.get("entries")
+    if not isinstance(raw_entries, list) or not raw_entries:
+        report.errors.append("proof has no entries")
+        return []
+    try:
+        return [_entry_from(item) for item in raw_entries]
+    except (KeyError, ValueError, TypeError) as e:
+        report.errors.append(f"malformed entry: {e}")
+        return []
+
+
+def _check_segment(entries: Sequence[AuditEntry], report: ProofReport) -> None:
+    prev = entries[0].prev_hash
+    for i, e in enumerate(entries):
+        if i and e.seq != entries[i - 1].seq + 1:
+            report.errors.append(f"seq {e.seq}: expected seq {entries[i - 1].seq + 1}")
+        if e.prev_hash != prev:
+            report.errors.append(f"seq {e.seq}: prev_hash does not match the previous entry's hash")
+        recomputed = entry_hash(
+            seq=e.seq,
+            time=e.time,
+            actor=e.actor,
+            action=e.action,
+            subject=e.subject,
+            reason=e.reason,
+            payload_digest=e.payload_digest,
+            prev_hash=e.prev_hash,
+        )
+        if recomputed != e.hash:
+            report.errors.append(f"seq {e.seq}: content does not match its hash (entry edited)")
+        prev = e.hash
+
+
+def _check_proof_checkpoint(
+    proof: dict[str, Any], last: AuditEntry, keys: Sequence[PublicKey], report: ProofReport
+) -> None:
+    cp = proof.get("checkpoint")
+    if not isinstance(cp, dict):
+        report.errors.append("proof has no checkpoint")
+        return
+    try:
+        verified = dsse_verify(cp.get("envelope") or {}, keys)
+        statement = json.loads(verified.payload)
+    except (SignatureError, ValueError) as e:
+        report.errors.append(f"checkpoint {cp.get('seq')}: signature invalid ({e})")
+        return
+    if verified.payload_type != CHECKPOINT_PAYLOAD_TYPE:
+        report.errors.append(f"checkpoint: wrong payload type {verified.payload_type}")
+    if not isinstance(statement, dict):
+        report.errors.append("checkpoint: signed statement is not a JSON object")
+        return
+    report.checkpoint_seq = statement.get("seq")
+    if statement.get("seq") != last.seq or statement.get("hash") != last.hash:
+        report.errors.append(
+            f"checkpoint {statement.get('seq')}: the signed head is not the segment's last "
+            f"entry {last.seq}"
+        )
+    if statement.get("service") != proof.get("service"):
+        report.errors.append(
+            f"checkpoint signed by service {statement.get('service')!r}, "
+            f"proof names {proof.get('service')!r}"
+        )
 
 
 async def verify_log(

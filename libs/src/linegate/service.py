@@ -28,10 +28,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from linegate.audit import AuditLog, verify_log
+from linegate.audit import AuditLog, ProofUnavailable, checkpoint_to_dict, verify_log
 from linegate.auth import Principal, PrincipalDep, Role, TokenValidator, require
 from linegate.db import Database
-from linegate.errors import install_problem_handlers
+from linegate.errors import NotFound, install_problem_handlers
 from linegate.events import NatsClient, StreamSpec
 from linegate.observability import Metrics, configure_logging
 from linegate.outbox import OutboxRelay
@@ -141,6 +141,52 @@ def _common_router() -> APIRouter:
     @router.get("/v1/audit/checkpoints", tags=["audit"], summary="Signed audit checkpoints")
     async def list_audit_checkpoints(session: SessionDep, _: AuditorDep) -> list[dict[str, Any]]:
         return [c.model_dump(mode="json") for c in await AuditLog.checkpoints(session)]
+
+    @router.post(
+        "/v1/audit/checkpoints",
+        tags=["audit"],
+        status_code=201,
+        summary="Sign a checkpoint over the current head now (the request is logged first)",
+    )
+    async def create_audit_checkpoint(
+        ctx: ContextDep,
+        session: SessionDep,
+        principal: AuditorDep,
+        reason: Annotated[str | None, Query(max_length=2000)] = None,
+    ) -> dict[str, Any]:
+        cp = await ctx.audit.checkpoint_now(session, actor=principal.actor, reason=reason)
+        return checkpoint_to_dict(cp)
+
+    @router.get(
+        "/v1/audit/entries/{seq}/proof",
+        tags=["audit"],
+        summary="An entry with the chain segment to a signed checkpoint (verify offline)",
+        responses={404: {"description": "No such entry, or no checkpoint covers it yet"}},
+    )
+    async def get_audit_proof(
+        ctx: ContextDep,
+        session: SessionDep,
+        _: AuditorDep,
+        seq: int,
+        checkpoint: Annotated[int | None, Query(ge=1)] = None,
+    ) -> dict[str, Any]:
+        try:
+            return await AuditLog.proof(
+                session, seq, checkpoint=checkpoint, service=ctx.settings.service_name
+            )
+        except ProofUnavailable as e:
+            raise NotFound(str(e), extra={"seq": seq}) from e
+
+    @router.get(
+        "/v1/audit/retention", tags=["audit"], summary="How long logs and documents are kept"
+    )
+    async def audit_retention(ctx: ContextDep) -> dict[str, Any]:
+        return {
+            "service": ctx.settings.service_name,
+            "audit_log_retention_days": ctx.settings.audit_log_retention_days,
+            "documentation_retention_days": ctx.settings.documentation_retention_days,
+            "environment": ctx.settings.environment.value,
+        }
 
     @router.get(
         "/v1/audit/public-key", tags=["audit"], summary="Key the audit checkpoints verify against"

@@ -81,6 +81,12 @@ class LinegateSettings(BaseSettings):
 
     #: Append a signed checkpoint to the audit log after this many entries.
     audit_checkpoint_every: int = Field(default=100, ge=1)
+    #: Days audit log entries are kept at least (EU AI Act Art. 19(1), 26(6): six months).
+    #: Outside development, values below 184 days are refused.
+    audit_log_retention_days: int = Field(default=184, ge=1)
+    #: Days technical documentation and evidence bundles are kept (Art. 18(1): ten years).
+    #: Outside development, values below 3653 days are refused.
+    documentation_retention_days: int = Field(default=3653, ge=1)
 
     @property
     def issuer(self) -> str:
@@ -98,6 +104,22 @@ class LinegateSettings(BaseSettings):
     @property
     def listen_port(self) -> int:
         return self.port if self.port is not None else self.default_port
+
+    @model_validator(mode="after")
+    def _refuse_short_retention(self) -> Self:
+        # Kept here rather than imported from linegate.audit so settings import nothing heavy.
+        floors = {
+            "LINEGATE_AUDIT_LOG_RETENTION_DAYS": (self.audit_log_retention_days, 184),
+            "LINEGATE_DOCUMENTATION_RETENTION_DAYS": (self.documentation_retention_days, 3653),
+        }
+        if self.environment is not Environment.DEVELOPMENT:
+            short = [f"{k}={v} (at least {floor})" for k, (v, floor) in floors.items() if v < floor]
+            if short:
+                raise ValueError(
+                    "retention below the EU AI Act minimum (Art. 18, 19: documentation ten "
+                    "years, logs six months): " + "; ".join(short)
+                )
+        return self
 
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Self:
