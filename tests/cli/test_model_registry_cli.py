@@ -30,6 +30,15 @@ def registry_url(settings_factory: Any, serve_http: Any, mint_token: Any) -> str
         http.post("/v1/inventory/systems", json=system_body(tier=1)).raise_for_status()
         body = {"name": MODEL, "system_id": "weld-seam-qa-line3", "critical_classes": ["scratch"]}
         http.post("/v1/models", json=body).raise_for_status()
+        for approver in ("alex-approver", "bea-approver"):  # tier 1: training is required
+            training = {
+                "person": approver,
+                "role": "approver",
+                "system_id": "weld-seam-qa-line3",
+                "course": "Release approval",
+                "valid_until": "2099-12-31T00:00:00Z",
+            }
+            http.post("/v1/competence", json=training).raise_for_status()
         http.post(
             f"/v1/models/{MODEL}/golden-sets",
             content=golden_npz(),

@@ -21,6 +21,8 @@ from registry.settings import RegistrySettings
 MODEL = "weld-seam-inspector"
 SYSTEM = "weld-seam-qa-line3"
 LABELS = ("ok", "scratch", "dent")
+#: The approvers the tests use; create_system records their training on the system.
+APPROVERS = ("alex-approver", "bea-approver")
 
 
 def system_body(
@@ -71,12 +73,37 @@ class RegistryClient:
     def auth(self, *roles: Role, sub: str = "qa-lead") -> dict[str, str]:
         return bearer(self.mint(*(roles or (Role.REGISTRY_APPROVE,)), sub=sub))
 
-    async def create_system(self, **kw: Any) -> dict[str, Any]:
-        r = await self.client.post(
-            "/v1/inventory/systems", json=system_body(**kw), headers=self.auth()
-        )
+    async def create_system(
+        self, *, trained: tuple[str, ...] = APPROVERS, **kw: Any
+    ) -> dict[str, Any]:
+        """Add the system and record current approver training for ``trained`` on it."""
+        body = system_body(**kw)
+        r = await self.client.post("/v1/inventory/systems", json=body, headers=self.auth())
         assert r.status_code == 201, r.text
+        for person in trained:
+            await self.train(person, system_id=body["id"])
         return r.json()  # type: ignore[no-any-return]
+
+    async def train(
+        self,
+        person: str,
+        *,
+        system_id: str = SYSTEM,
+        role: str = "approver",
+        valid_until: str = "2099-12-31T00:00:00Z",
+        **kw: Any,
+    ) -> Any:
+        body = {
+            "person": person,
+            "role": role,
+            "system_id": system_id,
+            "course": "Release approval for AI inspection systems",
+            "valid_until": valid_until,
+            **kw,
+        }
+        r = await self.client.post("/v1/competence", json=body, headers=self.auth())
+        assert r.status_code == 201, r.text
+        return r.json()
 
     async def create_model(self, name: str = MODEL, system_id: str = SYSTEM, **kw: Any) -> Any:
         body = {"name": name, "system_id": system_id, "critical_classes": ["scratch"], **kw}

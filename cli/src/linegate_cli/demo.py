@@ -225,6 +225,18 @@ def seed_registry(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
             "good_class": "ok",
         }
         http.post("/v1/models", json=line, headers=qa).raise_for_status()
+        # Tier 1: approvals need current approver training (the competence register); each
+        # approver's training is recorded by someone else (QA by its trainer, the rest by QA).
+        for person, recorder in (("jonas.weber", qa), ("lena.hoffmann", auth("tom.trainer"))):
+            training = {
+                "person": person,
+                "role": "approver",
+                "system_id": SYSTEM["id"],
+                "course": "Release approval and human oversight for weld-seam inspection",
+                "evidence": "LMS record QA-AI-101",
+                "valid_until": (datetime.now(UTC) + timedelta(days=365)).isoformat(),
+            }
+            http.post("/v1/competence", json=training, headers=recorder).raise_for_status()
         golden = golden_set_npz(demo / "golden-set.npz")
         http.post(
             f"/v1/models/{MODEL_NAME}/golden-sets",
@@ -232,7 +244,10 @@ def seed_registry(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
             params={"description": "line 3 weld seams, 40 per class"},
             headers={**qa, "content-type": "application/octet-stream"},
         ).raise_for_status()
-        done.append("AI system weld-seam-qa-line3 in the inventory (high-risk, NIST tier 1)")
+        done.append(
+            "AI system weld-seam-qa-line3 in the inventory (high-risk, NIST tier 1); approver "
+            "training of jonas.weber and lena.hoffmann in the competence register"
+        )
         uploader = auth("dana.datasci")
         files = {
             part: (name, (folder / name).read_bytes())

@@ -26,7 +26,7 @@ from linegate.signing import (
     dsse_sign,
     load_or_create_private_key,
 )
-from registry import evidence
+from registry import competence, evidence
 from registry.errors import (
     AlreadyExists,
     InvalidGoldenSet,
@@ -41,6 +41,7 @@ from registry.models import (
     AiSystem,
     Approval,
     Blob,
+    CompetenceRole,
     EuCategory,
     GoldenSet,
     ModelLine,
@@ -272,6 +273,11 @@ async def decide(
         if any(a.approver == actor.subject for a in decisions):
             raise AlreadyExists(f"{actor.subject} already decided on {model_name} {version_name}")
         now = datetime.now(UTC)
+        system = await _system_of(repo, line)
+        # Annex IV 2(e) / Art. 14: oversight by people with the necessary training.
+        eligible = await competence.eligibility(
+            repo, system, actor.subject, CompetenceRole.APPROVER, now
+        )
         approval = Approval(
             id=uuid.uuid4().hex,
             version_id=version.id,
@@ -279,12 +285,14 @@ async def decide(
             decision=body.decision,
             rationale=rationale,
             created_at=now,
+            competence_record_id=eligible.record.id if eligible.record else None,
+            flags=list(eligible.flags),
         )
         if body.decision == "reject":
             version.state = VersionState.REJECTED
         else:
             approvers = {a.approver for a in decisions if a.decision == "approve"} | {actor.subject}
-            if len(approvers) >= approvals_required(await _system_of(repo, line)):
+            if len(approvers) >= approvals_required(system):
                 version.state = VersionState.APPROVED
                 version.approved_at = now
         await repo.add(approval, version)
@@ -293,7 +301,12 @@ async def decide(
             actor=actor.actor,
             action=f"model.version.{'approved' if body.decision == 'approve' else 'rejected'}",
             subject=f"model:{model_name}@{version_name}",
-            payload={"approval": approval.id, "state": version.state},
+            payload={
+                "approval": approval.id,
+                "state": version.state,
+                "competence_record": approval.competence_record_id,
+                "flags": approval.flags,
+            },
             reason=rationale,
         )
         return version
@@ -374,7 +387,13 @@ async def release(
             "signature": verified.model_dump(),
             "validation_id": run.id if run else None,
             "approvals": [
-                {"approver": a.approver, "decision": a.decision, "rationale": a.rationale}
+                {
+                    "approver": a.approver,
+                    "decision": a.decision,
+                    "rationale": a.rationale,
+                    "competence_record_id": a.competence_record_id,
+                    "flags": list(a.flags),
+                }
                 for a in approvals
             ],
             "note": note,

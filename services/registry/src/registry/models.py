@@ -193,3 +193,35 @@ class Approval(SQLModel, table=True):
     decision: str  # approve | reject
     rationale: str
     created_at: datetime = Field(sa_type=TZ)
+    #: The competence record that made the approver eligible (None: none was current).
+    competence_record_id: str | None = None
+    #: What an auditor should look at (e.g. no current training on a tier 2-3 system).
+    flags: list[str] = _json(default_factory=list)
+
+
+class CompetenceRole(StrEnum):
+    """What a person is trained to do on a system (NIS2 Art. 21(2)(g), EU AI Act Art. 4, 14)."""
+
+    APPROVER = "approver"  # decides on model versions at the release gate
+    OVERRIDE = "override"  # overrides a model's decision on the line
+    RESPONDER = "responder"  # handles AI incidents
+
+
+class CompetenceRecord(SQLModel, table=True):
+    """One person's training for one role on one AI system, valid until a date."""
+
+    __tablename__ = "competence_record"
+
+    id: str = Field(primary_key=True)
+    person: str = Field(index=True)  # the token subject the person signs in as
+    role: str = Field(index=True)
+    system_id: str = Field(foreign_key="ai_system.id", index=True)
+    course: str
+    evidence: str = ""  # certificate number, LMS record, ...
+    trained_at: datetime = Field(sa_type=TZ)
+    valid_until: datetime = Field(sa_type=TZ)
+    recorded_by: str
+    recorded_at: datetime = Field(sa_type=TZ)
+    revoked_at: datetime | None = Field(default=None, sa_type=TZ)
+    revoked_by: str | None = None
+    revoke_reason: str | None = None

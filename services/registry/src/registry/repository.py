@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -12,6 +13,7 @@ from registry.models import (
     AiSystem,
     Approval,
     Blob,
+    CompetenceRecord,
     GoldenSet,
     InventoryCandidate,
     ModelLine,
@@ -148,3 +150,44 @@ class RegistryRepository:
             .order_by(col(Approval.created_at))
         )
         return list((await self.session.exec(stmt)).all())
+
+    # ----------------------------------------------------------------------- competence
+
+    async def competence(self, record_id: str) -> CompetenceRecord | None:
+        return await self.session.get(CompetenceRecord, record_id)
+
+    async def competence_records(
+        self,
+        *,
+        person: str | None = None,
+        system_id: str | None = None,
+        role: str | None = None,
+    ) -> list[CompetenceRecord]:
+        stmt = select(CompetenceRecord).order_by(
+            col(CompetenceRecord.person), col(CompetenceRecord.valid_until).desc()
+        )
+        if person is not None:
+            stmt = stmt.where(CompetenceRecord.person == person)
+        if system_id is not None:
+            stmt = stmt.where(CompetenceRecord.system_id == system_id)
+        if role is not None:
+            stmt = stmt.where(CompetenceRecord.role == role)
+        return list((await self.session.exec(stmt)).all())
+
+    async def current_competence(
+        self, person: str, system_id: str, role: str, at: datetime
+    ) -> CompetenceRecord | None:
+        """The record (longest valid) that makes ``person`` competent now, if any."""
+        stmt = (
+            select(CompetenceRecord)
+            .where(
+                CompetenceRecord.person == person,
+                CompetenceRecord.system_id == system_id,
+                CompetenceRecord.role == role,
+                col(CompetenceRecord.revoked_at).is_(None),
+                col(CompetenceRecord.trained_at) <= at,
+                col(CompetenceRecord.valid_until) > at,
+            )
+            .order_by(col(CompetenceRecord.valid_until).desc())
+        )
+        return (await self.session.exec(stmt)).first()

@@ -326,6 +326,8 @@ class ApprovalRead(BaseModel):
     decision: str
     rationale: str
     created_at: datetime
+    competence_record_id: str | None = None
+    flags: list[str] = Field(default_factory=list)
 
 
 class RevokeRequest(Strict):
@@ -371,6 +373,66 @@ class SigningKey(BaseModel):
     key_id: str
     algorithm: str
     public_key_pem: str
+
+
+# ------------------------------------------------------------------------------ competence
+
+CompetenceRoleName = Literal["approver", "override", "responder"]
+
+
+class CompetenceCreate(Strict):
+    person: str = Field(
+        min_length=1, max_length=200, description="The subject the person's tokens carry"
+    )
+    role: CompetenceRoleName
+    system_id: str = Field(pattern=SLUG)
+    course: str = Field(min_length=1, max_length=500)
+    evidence: str = Field(default="", max_length=2000, description="Certificate or LMS record")
+    trained_at: datetime | None = Field(default=None, description="Default: now")
+    valid_until: datetime
+
+    @model_validator(mode="after")
+    def _dates(self) -> Self:
+        for name in ("trained_at", "valid_until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} needs a time zone (e.g. a trailing Z)")
+        if self.trained_at is not None and self.valid_until <= self.trained_at:
+            raise ValueError("valid_until must be after trained_at")
+        return self
+
+
+class CompetenceRead(BaseModel):
+    id: str
+    person: str
+    role: str
+    system_id: str
+    course: str
+    evidence: str
+    trained_at: datetime
+    valid_until: datetime
+    recorded_by: str
+    recorded_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+    revoke_reason: str | None
+    current: bool
+
+
+class CompetenceRevoke(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CompetenceCheck(BaseModel):
+    person: str
+    system_id: str
+    role: str
+    current: bool
+    record_id: str | None
+    valid_until: datetime | None
+    nist_tier: int | None
+    #: What the release gate does without current training: refuse (tier 1) or flag (2-3).
+    without_training: Literal["refuse", "flag"]
 
 
 VersionRead.model_rebuild()

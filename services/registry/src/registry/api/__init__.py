@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from registry.api import inventory, models
+from registry.api import competence, inventory, models
 
 router = APIRouter()
-for module in (inventory, models):
+for module in (inventory, models, competence):
     router.include_router(module.router)
