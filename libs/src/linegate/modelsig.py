@@ -6,11 +6,10 @@ grow with file size) and writes a Sigstore bundle whose DSSE envelope carries an
 statement listing each file's digest; :func:`verify_model` checks the envelope against a public
 key, re-hashes the directory and names any file that was added, removed or changed.
 
-Only key-based signing is implemented. Certificates and Sigstore keyless are configuration for
-later; nothing here reaches the network (``model_signing``'s Sigstore verifier fetches trust
-roots, so it is never used). Everything in the directory is signed, ``.git*`` paths included,
-except ``ignore_paths`` and the signature file itself when it lies inside the directory; the
-signed statement records the ignored paths, so verification ignores them too.
+Key-based and certificate signing never reach the network. Everything in the directory is
+signed, ``.git*`` paths included, except ``ignore_paths`` and the signature file itself when it
+lies inside the directory; the signed statement records the ignored paths, so verification
+ignores them too.
 
 Example::
 
@@ -27,6 +26,22 @@ Example::
     sign_model(model, Path("release.pem"), Path("model.sig"))
     verified = verify_model(model, Path("release.pub.pem"), Path("model.sig"))
     print(verified.manifest_sha256, [f.path for f in verified.files])
+
+Certificates: :func:`sign_model_certificate` signs with an EC key and its code-signing
+certificate (plus the intermediates, shipped in the bundle); :func:`verify_model_certificate`
+verifies against a pinned chain holding the root CA (never the operating system's roots), and
+checks what ``model_signing`` does not (see :mod:`linegate._modelsig_x509`): the signing
+certificate and its CAs are valid *now*, and the leaf is a code-signing certificate::
+
+    sign_model_certificate(model, Path("model.sig"), private_key=Path("signer.key.pem"),
+                           certificate=Path("signer.pem"), certificate_chain=[Path("ca.pem")])
+    verified = verify_model_certificate(model, Path("root-ca.pem"), Path("model.sig"))
+    print(verified.certificate.subject, verified.certificate.sha256_fingerprint)
+
+Sigstore keyless (:func:`sign_model_sigstore`, :func:`verify_model_sigstore`) needs Fulcio and
+Rekor to sign, so it is online by nature; both refuse to run without a pinned trust config
+(``model_signing`` would otherwise fetch the production trust root), and verification is offline
+against it.
 """
 
 from __future__ import annotations
@@ -38,30 +53,49 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from linegate._modelsig_x509 import (
+    CertificateError,
+    SigningCertificate,
+    check_signing_certificate,
+    describe,
+    load_certificate,
+    load_certificates,
+    verify_chain,
+)
 from linegate.signing import SignatureError, key_id, load_private_key, load_public_key
 
 if TYPE_CHECKING:
     from model_signing.hashing import Config as HashingConfig
     from model_signing.manifest import Manifest
+    from model_signing.verifying import Config as VerifyingConfig
 
 __all__ = [
     "ModelSignatureError",
+    "SignatureKind",
     "SignedFile",
     "SignedStatement",
+    "SigningCertificate",
     "VerifiedModel",
     "read_signature",
     "sign_model",
+    "sign_model_certificate",
+    "sign_model_sigstore",
+    "signature_kind",
     "signed_digests",
     "verify_model",
+    "verify_model_certificate",
+    "verify_model_sigstore",
 ]
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -89,13 +123,15 @@ class VerifiedModel:
     just computed from the directory. ``manifest_sha256`` is the statement's subject digest
     (SHA-256 over every file digest in path order): one value that names this exact model
     version. ``key_id`` is Linegate's id of the public key that verified it
-    (:func:`linegate.signing.key_id`).
+    (:func:`linegate.signing.key_id`). ``certificate`` is the signing certificate when the
+    signature was verified with a certificate chain or Sigstore (``None`` for a bare key).
     """
 
     files: tuple[SignedFile, ...]
     manifest_sha256: str
     key_id: str
     model_name: str
+    certificate: SigningCertificate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +139,10 @@ class _Statement:
     """The parts of a bundle's in-toto statement that Linegate reads (unverified until used)."""
 
     key_hint: str | None
+    #: DER certificates of ``verificationMaterial.x509CertificateChain`` (leaf first).
+    certificates: tuple[bytes, ...]
+    #: DER of a Sigstore bundle's single ``verificationMaterial.certificate``.
+    sigstore_certificate: bytes | None
     model_name: str
     manifest_sha256: str
     files: tuple[SignedFile, ...]
@@ -126,24 +166,14 @@ def sign_model(
     everything under it. The signature is written atomically: a reader never sees half of it.
     Raises :class:`ModelSignatureError` when the key, the directory or the write fails.
     """
-    from model_signing import signing
-
     root = _model_root(model_dir)
     _load_ec_private_key(private_key_pem_path)
-    ignored = _relative_ignore_paths(root, ignore_paths, signature_path)
-    # model_signing writes the signature with a plain write_text; sign into a private directory
-    # and move the result into place so a concurrent verifier never reads a partial bundle.
-    with tempfile.TemporaryDirectory(prefix="linegate-modelsig-") as tmp:
-        unsigned = Path(tmp) / "model.sig"
-        try:
-            # model_signing's constructors lack annotations (its methods are typed).
-            signer = signing.Config()  # type: ignore[no-untyped-call]
-            signer.use_elliptic_key_signer(private_key=private_key_pem_path).set_hashing_config(
-                _hashing_config(ignored)
-            ).sign(root, unsigned)
-        except Exception as e:  # any failure of the third-party signer is a signing failure
-            raise ModelSignatureError(f"cannot sign model directory {root}: {_reason(e)}") from e
-        _write_atomically(signature_path, unsigned.read_bytes())
+    _run_signer(
+        root,
+        signature_path,
+        ignore_paths,
+        lambda config: config.use_elliptic_key_signer(private_key=private_key_pem_path),
+    )
 
 
 # ---------------------------------------------------------------------------------- verify
@@ -164,49 +194,297 @@ def verify_model(
     :class:`ModelSignatureError` naming the added, removed or changed files, or saying that the
     signature does not match the key.
     """
-    from model_signing import verifying
-
     root = _model_root(model_dir)
     public_key = _load_ec_public_key(public_key_pem_path)
     raw = _read_signature(signature_path)
     statement = _parse_bundle(raw, signature_path)
-    _check_key_hint(statement, public_key, public_key_pem_path)
+    _check_key_hint(statement, public_key, public_key_pem_path, signature_path)
     _check_serialization(statement, signature_path)
-    ignored = _relative_ignore_paths(root, ignore_paths, signature_path)
-    hashing_config, hashed = _recording_hashing_config(ignored)
 
-    # model_signing re-reads its inputs from paths; hand it private copies of exactly the bytes
-    # parsed above, so the digests returned are the ones whose signature was checked.
-    with tempfile.TemporaryDirectory(prefix="linegate-modelsig-") as tmp:
-        sig_copy, key_copy = Path(tmp) / "model.sig", Path(tmp) / "key.pub.pem"
-        sig_copy.write_bytes(raw)
+    def use_key(verifier: VerifyingConfig, tmp: Path) -> VerifyingConfig:
+        key_copy = tmp / "key.pub.pem"
         key_copy.write_bytes(_spki_pem(public_key))
-        try:
-            verifier = verifying.Config()  # type: ignore[no-untyped-call]
-            verifier.use_elliptic_key_verifier(public_key=key_copy).set_hashing_config(
-                hashing_config
-            ).verify(root, sig_copy)
-        except InvalidSignature as e:
-            raise ModelSignatureError(
-                f"signature {signature_path} does not verify with public key "
-                f"{public_key_pem_path} (key {key_id(public_key)[:16]}): the bundle was altered "
-                "or signed with a different key"
-            ) from e
-        except Exception as e:  # any other failure of the third-party verifier fails verification
-            raise _explain_failure(e, root, signature_path, statement, hashed) from e
+        return verifier.use_elliptic_key_verifier(public_key=key_copy)
 
-    actual = hashed.manifest
-    if actual is None or _files_of(actual) != statement.files:
-        # Unreachable unless model_signing's notion of a match diverges from ours: fail closed.
-        raise ModelSignatureError(
-            f"model directory {root} verified but its digests differ from the signed statement"
-        )
+    _run_verifier(
+        root,
+        raw,
+        signature_path,
+        statement,
+        ignore_paths,
+        use_key,
+        bad_signature=f"signature {signature_path} does not verify with public key "
+        f"{public_key_pem_path} (key {key_id(public_key)[:16]}): the bundle was altered "
+        "or signed with a different key",
+    )
     return VerifiedModel(
         files=statement.files,
         manifest_sha256=statement.manifest_sha256,
         key_id=key_id(public_key),
         model_name=statement.model_name,
     )
+
+
+# ----------------------------------------------------------------------------- certificates
+
+
+def sign_model_certificate(
+    model_dir: Path,
+    signature_path: Path,
+    *,
+    private_key: Path,
+    certificate: Path,
+    certificate_chain: Sequence[Path],
+    ignore_paths: Sequence[Path] = (),
+    at: datetime | None = None,
+) -> SigningCertificate:
+    """Sign every file in ``model_dir`` with an EC key and its code-signing certificate.
+
+    ``certificate_chain`` are PEM files with the intermediates (and, optionally, the root) that
+    lead from ``certificate`` to the root a verifier pins; they travel in the bundle. Refuses a
+    certificate that does not belong to the key, is not a code-signing certificate
+    (``digitalSignature`` key usage and ``codeSigning`` extended key usage) or is not valid at
+    ``at`` (default: now): such a signature would not verify. Returns the signing certificate.
+    """
+    root = _model_root(model_dir)
+    key = _load_ec_private_key(private_key)
+    moment = _moment(at)
+    try:
+        cert = load_certificate(certificate, "signing certificate")
+        for path in certificate_chain:
+            load_certificates(path, "certificate chain")
+        check_signing_certificate(cert, f"cannot sign with {certificate}", moment)
+    except CertificateError as e:
+        raise ModelSignatureError(str(e)) from e
+    if cert.public_key() != key.public_key():
+        raise ModelSignatureError(
+            f"signing certificate {certificate} ({cert.subject.rfc4514_string()}) is not the "
+            f"certificate of private key {private_key} (key {key_id(key.public_key())[:16]})"
+        )
+
+    def use_certificate(config: Any) -> Any:
+        return config.use_certificate_signer(
+            private_key=private_key,
+            signing_certificate=certificate,
+            certificate_chain=list(certificate_chain),
+        )
+
+    _run_signer(root, signature_path, ignore_paths, use_certificate)
+    return describe(cert)
+
+
+def verify_model_certificate(
+    model_dir: Path,
+    certificate_chain_pem_path: Path,
+    signature_path: Path,
+    *,
+    ignore_paths: Sequence[Path] = (),
+    at: datetime | None = None,
+) -> VerifiedModel:
+    """Verify a certificate-signed ``signature_path`` over ``model_dir`` offline.
+
+    ``certificate_chain_pem_path`` is the pinned trust: a PEM file with the root CA (and
+    optionally intermediates); nothing else is trusted, never the operating system's roots.
+    The signing certificate must chain to it, be a code-signing certificate, and it and its
+    CAs must be valid at ``at`` (default: now; the bundle has no trusted timestamp, so a model
+    must be re-signed before its certificate expires). Files are checked as by
+    :func:`verify_model`. Raises :class:`ModelSignatureError` saying which check failed.
+    """
+    root = _model_root(model_dir)
+    moment = _moment(at)
+    raw = _read_signature(signature_path)
+    statement = _parse_bundle(raw, signature_path)
+    where = f"signature {signature_path}"
+    if not statement.certificates:
+        raise ModelSignatureError(
+            f"{where} carries no certificate chain: "
+            + (
+                "it was signed with a bare key; verify it with the public key"
+                if statement.key_hint
+                else "it was not made by certificate signing"
+            )
+        )
+    _check_serialization(statement, signature_path)
+    try:
+        leaf, *intermediates = (x509.load_der_x509_certificate(c) for c in statement.certificates)
+        check_signing_certificate(leaf, where, moment)
+        path = verify_chain(leaf, intermediates, certificate_chain_pem_path, where, moment)
+    except CertificateError as e:
+        raise ModelSignatureError(str(e)) from e
+    except ValueError as e:  # a DER certificate that does not parse
+        raise ModelSignatureError(f"{where} holds a malformed certificate: {e}") from e
+    pinned = certificate_chain_pem_path
+
+    def use_chain(verifier: VerifyingConfig, tmp: Path) -> VerifyingConfig:
+        chain_copy = tmp / "pinned-chain.pem"
+        chain_copy.write_bytes(Path(pinned).read_bytes())
+        return verifier.use_certificate_verifier(certificate_chain=[chain_copy])
+
+    signer = describe(leaf, path)
+    _run_verifier(
+        root,
+        raw,
+        signature_path,
+        statement,
+        ignore_paths,
+        use_chain,
+        bad_signature=f"{where} does not verify with its signing certificate {signer.subject}: "
+        "the bundle was altered",
+    )
+    return VerifiedModel(
+        files=statement.files,
+        manifest_sha256=statement.manifest_sha256,
+        key_id=signer.key_id,
+        model_name=statement.model_name,
+        certificate=signer,
+    )
+
+
+# -------------------------------------------------------------------------------- sigstore
+
+
+def sign_model_sigstore(
+    model_dir: Path,
+    signature_path: Path,
+    *,
+    identity_token: Path,
+    trust_config: Path,
+    ignore_paths: Sequence[Path] = (),
+) -> None:
+    """Sign ``model_dir`` keyless with Sigstore: ONLINE (the OIDC issuer, Fulcio and Rekor).
+
+    ``identity_token`` is a file holding the OIDC identity token (e.g. a CI workload token with
+    audience ``sigstore``); ``trust_config`` is a pinned Sigstore ``ClientTrustConfig`` JSON
+    (trusted root and signing config) naming the Fulcio, Rekor and issuer to use. Both are
+    checked offline first; ``model_signing``'s own defaults (ambient credentials, a browser
+    flow, the production trust fetched over TUF) are never used.
+    """
+    root = _model_root(model_dir)
+    _load_trust_config(trust_config)
+    token = _load_identity_token(identity_token)
+
+    def use_sigstore(config: Any) -> Any:
+        return config.use_sigstore_signer(
+            use_ambient_credentials=False,
+            use_staging=False,
+            identity_token=token,
+            trust_config=Path(trust_config),
+        )
+
+    _run_signer(root, signature_path, ignore_paths, use_sigstore)
+
+
+def verify_model_sigstore(
+    model_dir: Path,
+    signature_path: Path,
+    *,
+    identity: str,
+    oidc_issuer: str,
+    trust_config: Path,
+    ignore_paths: Sequence[Path] = (),
+) -> VerifiedModel:
+    """Verify a Sigstore-signed ``signature_path`` offline against a pinned trust config.
+
+    The Fulcio certificate must name ``identity`` (its SAN) and ``oidc_issuer``, chain to the
+    pinned trusted root, and the bundle's Rekor entry must verify against the pinned log keys
+    (``model_signing`` delegates to sigstore-python's verifier). Files are checked as by
+    :func:`verify_model`.
+    """
+    root = _model_root(model_dir)
+    if not identity or not oidc_issuer:
+        raise ModelSignatureError(
+            "Sigstore verification needs the expected signer identity and OIDC issuer"
+        )
+    pinned = _load_trust_config(trust_config)
+    raw = _read_signature(signature_path)
+    statement = _parse_bundle(raw, signature_path)
+    where = f"signature {signature_path}"
+    if statement.sigstore_certificate is None:
+        raise ModelSignatureError(
+            f"{where} carries no Sigstore certificate: it was signed with "
+            + ("a certificate chain" if statement.certificates else "a bare key")
+        )
+    _check_serialization(statement, signature_path)
+
+    def use_sigstore(verifier: VerifyingConfig, tmp: Path) -> VerifyingConfig:
+        config_copy = tmp / "trust_config.json"
+        config_copy.write_bytes(pinned)
+        return verifier.use_sigstore_verifier(
+            identity=identity, oidc_issuer=oidc_issuer, use_staging=False, trust_config=config_copy
+        )
+
+    _run_verifier(
+        root,
+        raw,
+        signature_path,
+        statement,
+        ignore_paths,
+        use_sigstore,
+        bad_signature=f"{where} does not verify with its Sigstore certificate",
+    )
+    leaf = x509.load_der_x509_certificate(statement.sigstore_certificate)
+    signer = describe(leaf)
+    return VerifiedModel(
+        files=statement.files,
+        manifest_sha256=statement.manifest_sha256,
+        key_id=signer.key_id,
+        model_name=statement.model_name,
+        certificate=signer,
+    )
+
+
+def _load_trust_config(path: Path | None) -> bytes:
+    """The bytes of a pinned Sigstore ClientTrustConfig, after parsing them (offline)."""
+    if path is None:
+        raise ModelSignatureError(
+            "Sigstore needs a pinned trust config (a ClientTrustConfig JSON file); Linegate "
+            "never falls back to the production trust root fetched over the network"
+        )
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ModelSignatureError(f"cannot read Sigstore trust config {path}: {_reason(e)}") from e
+    from sigstore.models import ClientTrustConfig
+
+    try:
+        config = ClientTrustConfig.from_json(raw.decode())
+        config.trusted_root  # noqa: B018  (parsing the root is the check)
+    except Exception as e:  # sigstore raises pydantic, JSON and its own errors here
+        raise ModelSignatureError(
+            f"Sigstore trust config {path} is not a ClientTrustConfig JSON: {_reason(e)}"
+        ) from e
+    return raw
+
+
+def _load_identity_token(path: Path | None) -> str:
+    if path is None:
+        raise ModelSignatureError("Sigstore signing needs an identity token file")
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelSignatureError(f"cannot read identity token {path}: {_reason(e)}") from e
+    from sigstore.oidc import IdentityError, IdentityToken
+
+    try:
+        IdentityToken(token)  # checks audience, expiry and claims, offline (no signature check)
+    except IdentityError as e:
+        raise ModelSignatureError(f"identity token {path} is unusable: {_reason(e)}") from e
+    return token
+
+
+#: How a model-signing bundle was signed.
+SignatureKind = Literal["key", "certificate", "sigstore"]
+
+
+def signature_kind(signature_path: Path) -> SignatureKind:
+    """How ``signature_path`` was signed, read WITHOUT verifying it: a bare ``key`` (public-key
+    hint), a ``certificate`` chain, or ``sigstore`` (one Fulcio certificate and a log entry)."""
+    statement = _parse_bundle(_read_signature(signature_path), signature_path)
+    if statement.certificates:
+        return "certificate"
+    if statement.sigstore_certificate is not None:
+        return "sigstore"
+    return "key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +518,80 @@ def signed_digests(signature_path: Path) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------------------- internals
+
+
+def _moment(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    if at.tzinfo is None:
+        raise ModelSignatureError("the verification time must be timezone-aware")
+    return at
+
+
+def _run_signer(
+    root: Path,
+    signature_path: Path,
+    ignore_paths: Sequence[Path],
+    configure: Callable[[Any], Any],
+) -> None:
+    """Sign ``root`` with the signer ``configure`` sets on a ``model_signing.signing.Config``."""
+    from model_signing import signing
+
+    ignored = _relative_ignore_paths(root, ignore_paths, signature_path)
+    # model_signing writes the signature with a plain write_text; sign into a private directory
+    # and move the result into place so a concurrent verifier never reads a partial bundle.
+    with tempfile.TemporaryDirectory(prefix="linegate-modelsig-") as tmp:
+        unsigned = Path(tmp) / "model.sig"
+        try:
+            # model_signing's constructors lack annotations (its methods are typed).
+            signer = configure(signing.Config())  # type: ignore[no-untyped-call]
+            signer.set_hashing_config(_hashing_config(ignored)).sign(root, unsigned)
+        except Exception as e:  # any failure of the third-party signer is a signing failure
+            raise ModelSignatureError(f"cannot sign model directory {root}: {_reason(e)}") from e
+        _write_atomically(signature_path, unsigned.read_bytes())
+
+
+def _run_verifier(
+    root: Path,
+    raw: bytes,
+    signature_path: Path,
+    statement: _Statement,
+    ignore_paths: Sequence[Path],
+    configure: Callable[[VerifyingConfig, Path], VerifyingConfig],
+    *,
+    bad_signature: str,
+) -> None:
+    """Run ``model_signing``'s verifier (set by ``configure``) over ``root`` and ``raw``.
+
+    ``configure`` gets a private temporary directory for any file the verifier must read.
+    Raises :class:`ModelSignatureError` with ``bad_signature`` when the envelope's signature is
+    wrong, or naming the files that differ from the statement.
+    """
+    from model_signing import verifying
+
+    ignored = _relative_ignore_paths(root, ignore_paths, signature_path)
+    hashing_config, hashed = _recording_hashing_config(ignored)
+    # model_signing re-reads its inputs from paths; hand it private copies of exactly the bytes
+    # parsed by the caller, so the digests returned are the ones whose signature was checked.
+    with tempfile.TemporaryDirectory(prefix="linegate-modelsig-") as tmp:
+        sig_copy = Path(tmp) / "model.sig"
+        sig_copy.write_bytes(raw)
+        try:
+            verifier = verifying.Config()  # type: ignore[no-untyped-call]
+            configure(verifier, Path(tmp)).set_hashing_config(hashing_config).verify(root, sig_copy)
+        except InvalidSignature as e:
+            raise ModelSignatureError(bad_signature) from e
+        except ModelSignatureError:
+            raise
+        except Exception as e:  # any other failure of the third-party verifier fails verification
+            raise _explain_failure(e, root, signature_path, statement, hashed) from e
+
+    actual = hashed.manifest
+    if actual is None or _files_of(actual) != statement.files:
+        # Unreachable unless model_signing's notion of a match diverges from ours: fail closed.
+        raise ModelSignatureError(
+            f"model directory {root} verified but its digests differ from the signed statement"
+        )
 
 
 def _hashing_config(ignored: Iterable[Path], config: HashingConfig | None = None) -> HashingConfig:
@@ -418,7 +770,12 @@ def _parse_bundle(raw: bytes, signature_path: Path) -> _Statement:
             raise invalid("not a JSON object")
         if bundle.get("mediaType") != BUNDLE_MEDIA_TYPE:
             raise invalid(f"media type {bundle.get('mediaType')!r}, expected {BUNDLE_MEDIA_TYPE}")
-        hint = (bundle["verificationMaterial"].get("publicKey") or {}).get("hint") or None
+        material = bundle["verificationMaterial"]
+        hint = (material.get("publicKey") or {}).get("hint") or None
+        chain = (material.get("x509CertificateChain") or {}).get("certificates") or []
+        certificates = tuple(base64.b64decode(c["rawBytes"], validate=True) for c in chain)
+        single = (material.get("certificate") or {}).get("rawBytes")
+        sigstore_certificate = base64.b64decode(single, validate=True) if single else None
         envelope = bundle["dsseEnvelope"]
         if envelope["payloadType"] != IN_TOTO_PAYLOAD_TYPE:
             raise invalid(f"payload type {envelope['payloadType']!r}")
@@ -436,6 +793,8 @@ def _parse_bundle(raw: bytes, signature_path: Path) -> _Statement:
         files = tuple(sorted(SignedFile(str(r["name"]), str(r["digest"])) for r in resources))
         return _Statement(
             key_hint=str(hint) if hint else None,
+            certificates=certificates,
+            sigstore_certificate=sigstore_certificate,
             model_name=str(subject["name"]),
             manifest_sha256=str(subject["digest"]["sha256"]),
             files=files,
@@ -450,11 +809,20 @@ def _parse_bundle(raw: bytes, signature_path: Path) -> _Statement:
 
 
 def _check_key_hint(
-    statement: _Statement, public_key: ec.EllipticCurvePublicKey, public_key_path: Path
+    statement: _Statement,
+    public_key: ec.EllipticCurvePublicKey,
+    public_key_path: Path,
+    signature_path: Path,
 ) -> None:
     # model_signing (1.1 here) names the signing key by the SHA-256 of its PEM; checking it here
     # gives the clearest message for the commonest mistake, and bundles without it would make
     # model_signing print a warning on stdout, which would break the CLI's one-line output.
+    if statement.key_hint is None and (statement.certificates or statement.sigstore_certificate):
+        how = "a certificate chain" if statement.certificates else "Sigstore (keyless)"
+        raise ModelSignatureError(
+            f"signature {signature_path} was made with {how}, not a bare key: verify it with "
+            "the pinned certificate chain or Sigstore trust config instead of a public key"
+        )
     if statement.key_hint is None:
         raise ModelSignatureError(
             "signature has no public-key hint (it was made by an older model_signing); "
