@@ -21,6 +21,20 @@ registry's public key (``GET /v1/signing-keys``) without any network access::
 Exit status 0 prints that one line; 1 prints ``error: <reason>`` (on stderr), naming the files that
 were added, removed or changed, or saying the signature does not match the key. Suppliers and
 developers sign with ``linegate model sign DIR --key PEM --signature FILE``.
+
+Certificate signing adds ``--certificate PEM --certificate-chain PEM`` to ``sign``; such a
+signature verifies with ``--certificate-chain ROOT.pem`` (the pinned root CA, instead of
+``--public-key``), and the line names the signing certificate::
+
+    linegate model sign ./weld-seam-inspector --key signer.key.pem --certificate signer.pem \
+        --certificate-chain intermediate.pem --signature model.sig
+    linegate model verify ./weld-seam-inspector --signature model.sig --certificate-chain root.pem
+    verified: 3 files, manifest sha256:5f41e9..., certificate CN=release-signer,O=Plant \
+        (sha256 3a7bd3e2360a3d29), key 0b8c316a4c179e25
+
+Sigstore keyless: ``sign --identity-token FILE --trust-config JSON`` (online: Fulcio, Rekor) and
+``verify --trust-config JSON --identity ID --oidc-issuer URL`` (offline against the pinned
+trust config; never the network-fetched production trust).
 """
 
 from __future__ import annotations
@@ -35,7 +49,17 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
-from linegate.modelsig import ModelSignatureError, sign_model, signed_digests, verify_model
+from linegate.modelsig import (
+    ModelSignatureError,
+    VerifiedModel,
+    sign_model,
+    sign_model_certificate,
+    sign_model_sigstore,
+    signed_digests,
+    verify_model,
+    verify_model_certificate,
+    verify_model_sigstore,
+)
 from linegate.signing import SignatureError, key_id, load_private_key
 
 app = typer.Typer(
@@ -60,6 +84,12 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _usage(message: str) -> typer.Exit:
+    # Exit 2 like a missing option: the command line, not the model, is wrong.
+    typer.echo(f"usage error: {message}", err=True)
+    return typer.Exit(2)
+
+
 def _absolute(paths: list[Path] | None) -> list[Path]:
     # The library reads relative ignore paths from the model folder; a shell user means the cwd.
     return [p.absolute() for p in paths or []]
@@ -75,48 +105,167 @@ def verify(
         ),
     ],
     public_key: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--public-key", metavar="PEM", help="The PEM public key the signature must verify with"
         ),
-    ],
+    ] = None,
     ignore_path: IgnorePaths = None,
+    certificate_chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate-chain",
+            metavar="PEM",
+            help="Instead of --public-key: the pinned root CA (and intermediates) a "
+            "certificate-signed signature must chain to; nothing else is trusted",
+        ),
+    ] = None,
+    trust_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-config",
+            metavar="JSON",
+            help="Instead of --public-key: a pinned Sigstore ClientTrustConfig (needs "
+            "--identity and --oidc-issuer)",
+        ),
+    ] = None,
+    identity: Annotated[
+        str | None, typer.Option("--identity", help="Sigstore: the expected signer identity")
+    ] = None,
+    oidc_issuer: Annotated[
+        str | None, typer.Option("--oidc-issuer", help="Sigstore: the expected OIDC issuer")
+    ] = None,
 ) -> None:
     """Verify a model folder against its signature offline: exit 0 and one `verified:` line."""
-    try:
-        verified = verify_model(
-            model_dir, public_key, signature, ignore_paths=_absolute(ignore_path)
+    options = {"--public-key": public_key, "--certificate-chain": certificate_chain}
+    given = [name for name, value in (options | {"--trust-config": trust_config}).items() if value]
+    if len(given) != 1:
+        raise _usage(
+            "give exactly one of --public-key PEM, --certificate-chain PEM or --trust-config JSON"
+            + (f" (got {', '.join(given)})" if given else "")
         )
+    ignored = _absolute(ignore_path)
+    try:
+        if public_key is not None:
+            verified = verify_model(model_dir, public_key, signature, ignore_paths=ignored)
+        elif certificate_chain is not None:
+            verified = verify_model_certificate(
+                model_dir, certificate_chain, signature, ignore_paths=ignored
+            )
+        else:
+            if not identity or not oidc_issuer:
+                raise _usage("--trust-config needs --identity and --oidc-issuer")
+            verified = verify_model_sigstore(
+                model_dir,
+                signature,
+                identity=identity,
+                oidc_issuer=oidc_issuer,
+                trust_config=trust_config,  # type: ignore[arg-type]  # checked above
+                ignore_paths=ignored,
+            )
     except ModelSignatureError as e:
         raise _fail(str(e)) from e
-    typer.echo(
-        f"verified: {len(verified.files)} files, manifest sha256:{verified.manifest_sha256}, "
-        f"key {verified.key_id[:16]}"
-    )
+    typer.echo(_verified_line(verified))
+
+
+def _verified_line(verified: VerifiedModel) -> str:
+    line = f"verified: {len(verified.files)} files, manifest sha256:{verified.manifest_sha256}, "
+    if verified.certificate is not None:
+        cert = verified.certificate
+        names = (
+            f" [{', '.join(cert.subject_alternative_names)}]"
+            if cert.subject_alternative_names
+            else ""
+        )
+        line += f"certificate {cert.subject}{names} (sha256 {cert.sha256_fingerprint[:16]}), "
+    return line + f"key {verified.key_id[:16]}"
 
 
 @app.command()
 def sign(
     model_dir: ModelDir,
-    key: Annotated[
-        Path, typer.Option("--key", metavar="PEM", help="The EC private key (PEM) to sign with")
-    ],
     signature: Annotated[
         Path,
         typer.Option(
             "--signature", metavar="FILE", help="Where to write the signature (may be inside DIR)"
         ),
     ],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", "--signing-key", metavar="PEM", help="The EC private key (PEM) to sign with"
+        ),
+    ] = None,
     ignore_path: IgnorePaths = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate",
+            metavar="PEM",
+            help="Sign with this code-signing certificate of --key (certificate signing)",
+        ),
+    ] = None,
+    certificate_chain: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--certificate-chain",
+            metavar="PEM",
+            help="With --certificate: the intermediates (repeat, or one file) shipped in the "
+            "signature",
+        ),
+    ] = None,
+    identity_token: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity-token",
+            metavar="FILE",
+            help="Sigstore keyless instead of --key: the OIDC identity token (ONLINE: Fulcio, "
+            "Rekor); needs --trust-config",
+        ),
+    ] = None,
+    trust_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-config", metavar="JSON", help="Sigstore: the pinned ClientTrustConfig"
+        ),
+    ] = None,
 ) -> None:
     """Sign every file in a model folder with an EC key (for suppliers and development)."""
+    if (key is None) == (identity_token is None):
+        raise _usage("give --key PEM, or --identity-token FILE for Sigstore keyless")
+    if certificate_chain and certificate is None:
+        raise _usage("--certificate-chain needs --certificate")
+    ignored = _absolute(ignore_path)
     try:
-        sign_model(model_dir, key, signature, ignore_paths=_absolute(ignore_path))
+        if identity_token is not None:
+            sign_model_sigstore(
+                model_dir,
+                signature,
+                identity_token=identity_token,
+                trust_config=trust_config,  # type: ignore[arg-type]  # None is refused inside
+                ignore_paths=ignored,
+            )
+            typer.echo(f"signed: {len(signed_digests(signature))} files into {signature}, Sigstore")
+            return
+        assert key is not None  # for mypy: one of the two is set (checked above)
+        by = ""
+        if certificate is not None:
+            cert = sign_model_certificate(
+                model_dir,
+                signature,
+                private_key=key,
+                certificate=certificate,
+                certificate_chain=certificate_chain or [],
+                ignore_paths=ignored,
+            )
+            by = f"certificate {cert.subject}, "
+        else:
+            sign_model(model_dir, key, signature, ignore_paths=ignored)
         files = signed_digests(signature)
         signer = load_private_key(key.read_bytes()).public_key()
     except (ModelSignatureError, SignatureError, OSError) as e:
         raise _fail(str(e)) from e
-    typer.echo(f"signed: {len(files)} files into {signature}, key {key_id(signer)[:16]}")
+    typer.echo(f"signed: {len(files)} files into {signature}, {by}key {key_id(signer)[:16]}")
 
 
 # -------------------------------------------------------------------------------- registry
