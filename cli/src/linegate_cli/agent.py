@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -323,26 +323,43 @@ def self_test(folder: Path) -> None:
 # ----------------------------------------------------------------------------------- loop
 
 
-async def run(agent: DeviceAgent, nc: Any) -> None:
-    """Apply every desired-state value of this device, now and on each change, forever."""
-    from linegate.nats_auth import watch_desired
+async def run(agent: DeviceAgent, nc: Any, *, retry_seconds: float = 5.0) -> None:
+    """Apply every desired-state value of this device, now and on each change, forever.
 
-    async for entry in watch_desired(nc, agent.device_id):
-        if not entry.value:
-            continue  # desired state cleared: keep running what is installed
+    Until the gateway has created the desired-state bucket (or while the server refuses the
+    watch), the agent keeps running what it has and retries."""
+    from linegate.nats_auth import NatsAuthError, watch_desired
+
+    while True:
         try:
-            await agent.apply(entry.value)
-        except Exception:  # never let one bad release stop the agent
-            log.exception("applying the desired state failed")
+            async for entry in watch_desired(nc, agent.device_id):
+                if not entry.value:
+                    continue  # desired state cleared: keep running what is installed
+                try:
+                    await agent.apply(entry.value)
+                except Exception:  # never let one bad release stop the agent
+                    log.exception("applying the desired state failed")
+        except NatsAuthError as e:
+            log.warning("cannot watch the desired state yet (%s); retrying", e)
+            await asyncio.sleep(retry_seconds)
 
 
 def status_publisher(js: Any, device_id: str) -> Report:
+    """Publish reports to the device's status subject (JetStream, deduplicated by event id).
+
+    A report that cannot be stored (NATS down, stream missing) is logged and dropped: reporting
+    must never stop the device from installing or serving; the next report carries the state.
+    """
+
     async def publish(status: DeviceStatusV1) -> None:
-        await js.publish(
-            Subjects.device_status(device_id),
-            status.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": status.event_id},
-        )
+        try:
+            await js.publish(
+                Subjects.device_status(device_id),
+                status.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": status.event_id},
+            )
+        except Exception as e:  # noqa: BLE001  (any NATS failure: log, keep going)
+            log.warning("status report %s not stored: %r", status.state, e)
 
     return publish
 
@@ -355,8 +372,12 @@ async def main(
     state_dir: Path,
     release_key_paths: Sequence[Path],
     model_key_paths: Sequence[Path],
+    line: str | None = None,
+    serve_port: int | None = None,
 ) -> None:
-    """Connect as the device and run until cancelled."""
+    """Connect as the device and run until cancelled; with ``serve_port``, also serve the
+    local inference API on 127.0.0.1 (:mod:`linegate_cli.edge.inference`), publishing its
+    telemetry for ``line``."""
     from linegate.nats_auth import connect_device
     from linegate.signing import load_public_key
 
@@ -378,6 +399,64 @@ async def main(
             report=status_publisher(js, device_id),
         )
         await agent.report("online", None, "agent started")
-        await run(agent, nc)
+        # A TaskGroup: if either job fails, the other is cancelled (and cleans up) too.
+        async with asyncio.TaskGroup() as jobs:
+            jobs.create_task(run(agent, nc), name="agent-desired-state")
+            if serve_port is not None:
+                jobs.create_task(
+                    _serve_inference(nc, device_id, line or "unknown", state_dir, serve_port),
+                    name="agent-inference-api",
+                )
     finally:
-        await nc.drain()
+        try:
+            await nc.drain()
+        except Exception:  # noqa: BLE001  (a drain that times out must not mask the exit)
+            await nc.close()
+
+
+async def _serve_inference(nc: Any, device_id: str, line: str, state_dir: Path, port: int) -> None:
+    import uvicorn
+
+    from linegate_cli.edge.inference import (
+        DEFAULT_REASON_CODES,
+        ModelRunner,
+        TelemetryBuffer,
+        create_inference_app,
+        jetstream_publisher,
+    )
+
+    telemetry = TelemetryBuffer(jetstream_publisher(nc), line=line, device_id=device_id)
+    app = create_inference_app(
+        ModelRunner(state_dir),
+        telemetry,
+        device_id=device_id,
+        line=line,
+        threshold=None,
+        reason_codes=DEFAULT_REASON_CODES,
+    )
+    # Loopback only: the line's controller is on the device; the API has no authentication.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = _embedded_server(config)
+    serving = asyncio.create_task(server.serve(), name="uvicorn")
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        # Cancelling serve() would abandon its listening socket and skip the lifespan
+        # shutdown (the last telemetry flush): ask it to exit and wait until it has.
+        server.should_exit = True
+        await serving
+        raise
+
+
+def _embedded_server(config: Any) -> Any:
+    """uvicorn's server without its signal handlers: the agent's process owns SIGINT/SIGTERM
+    (the CLI turns them into cancellation, which stops the server gracefully). uvicorn is
+    imported here, not at module level, so ``linegate`` starts fast."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server(config)

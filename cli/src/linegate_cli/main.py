@@ -99,6 +99,13 @@ def agent(
         Path | None,
         typer.Option("--state-dir", help="Slots and state (default: <data dir>/agent/<id>)"),
     ] = None,
+    line: Annotated[
+        str | None, typer.Option("--line", help="The device's line (telemetry subject)")
+    ] = None,
+    serve_port: Annotated[
+        int | None,
+        typer.Option("--serve-port", help="Serve the local inference API on 127.0.0.1:PORT"),
+    ] = None,
 ) -> None:
     """Run the device agent: install verified releases from the desired state, report each step."""
     import asyncio
@@ -115,6 +122,8 @@ def agent(
                 state_dir=state_dir or settings.data_dir / "agent" / device_id,
                 release_key_paths=release_key,
                 model_key_paths=model_key,
+                line=line,
+                serve_port=serve_port,
             )
         )
     except KeyboardInterrupt:
