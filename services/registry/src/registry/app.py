@@ -12,6 +12,7 @@ from registry import api
 from registry.evidence import AttestationClient
 from registry.settings import RegistrySettings
 from registry.storage import BlobStore
+from registry.techfile.sources import Sources
 from registry.versions import Registry
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,9 +37,11 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             outbox=ctx.outbox,
             report_key_path=settings.keys_dir / f"{settings.service_name}.pem",
         )
+        app.state.sources = Sources(settings)
 
     async def stop_registry(ctx: ServiceContext) -> None:
         await app.state.registry.attestations.close()
+        await app.state.sources.close()
 
     app = create_service_app(
         settings,

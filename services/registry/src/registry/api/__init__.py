@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from registry.api import competence, inventory, models
+from registry.api import competence, compliance, inventory, models
 
 router = APIRouter()
-for module in (inventory, models, competence):
+for module in (compliance, inventory, models, competence):
     router.include_router(module.router)

@@ -1,0 +1,228 @@
+"""The auditor's evidence bundle of one model version: one ``.tar.gz`` that verifies offline.
+
+Layout (under ``evidence-<model>-<version>/``)::
+
+    manifest.dsse.json              DSSE envelope of an in-toto Statement v1 whose subjects are
+                                    every other file with its sha256 (signed by the registry)
+    technical-file.json / .html     the Annex IV technical file
+    model/<version>.sig             OpenSSF model-signing bundles of the versions it cites
+    golden-set/<run>.dsse.json      signed golden-set reports (canonical JSON of the envelope)
+    attestations/<id>.raw           every cited attestation, the bytes the supplier uploaded
+    attestations/<id>.json          its record at the attestation service
+    audit/<service>.proof.json      audit log segment to a freshly signed checkpoint, per service
+    competence.json                 the system's competence register
+    incidents/*.json                incident records and monitors, when the service answered
+    keys/registry.pem               registry service key: manifest, checkpoints, reports
+    keys/model-signing.pem          model signature key
+    keys/<service>-audit.pem        other services' audit checkpoint keys
+    keys/suppliers/<id>.json        suppliers' public keys (attestation signatures)
+
+The manifest's signer is the registry's service key (``GET /v1/audit/public-key`` of the
+registry): the auditor pins it once, and ``linegate evidence verify BUNDLE --trust PEM`` checks
+everything else from the bundle alone. Creating a bundle is audited (``evidence.exported``) and
+its own entry is inside the registry's proof.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from linegate.audit import AuditCheckpoint, AuditLog
+from linegate.auth import Principal
+from linegate.signing import (
+    IN_TOTO_PAYLOAD_TYPE,
+    canonical_json,
+    dsse_sign,
+    load_or_create_private_key,
+    public_key_pem,
+)
+from registry.techfile import document, html
+from registry.techfile.facts import gather
+from registry.techfile.sources import Missing, Sources
+from registry.versions import Registry
+
+BUNDLE_PREDICATE = "https://linegate.dev/evidence-bundle/v1"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+MANIFEST = "manifest.dsse.json"
+
+
+@dataclass
+class Bundle:
+    files: dict[str, bytes] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    audit_entries: dict[str, list[int]] = field(default_factory=dict)
+
+    def add_json(self, name: str, value: Any) -> None:
+        self.files[name] = json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _attestations(bundle: Bundle, sources: Sources, ids: list[str]) -> set[str]:
+    suppliers: set[str] = set()
+    for attestation_id in ids:
+        record = await sources.json("attestation", f"/v1/attestations/{attestation_id}")
+        raw = await sources.request("attestation", "GET", f"/v1/attestations/{attestation_id}/raw")
+        if isinstance(record, Missing) or isinstance(raw, Missing):
+            reason = record.reason if isinstance(record, Missing) else raw.reason  # type: ignore[union-attr]
+            bundle.missing.append(f"attestation {attestation_id}: {reason}")
+            continue
+        bundle.files[f"attestations/{attestation_id}.raw"] = raw.content
+        bundle.add_json(f"attestations/{attestation_id}.json", record)
+        if record.get("supplier"):
+            suppliers.add(str(record["supplier"]))
+    for supplier in sorted(suppliers):
+        keys = await sources.json("attestation", f"/v1/suppliers/{supplier}/keys")
+        if isinstance(keys, Missing):
+            bundle.missing.append(f"keys of supplier {supplier}: {keys.reason}")
+        else:
+            bundle.add_json(f"keys/suppliers/{supplier}.json", keys)
+    return suppliers
+
+
+async def _remote_audit(
+    bundle: Bundle, sources: Sources, service: str, subjects: set[str], reason: str
+) -> None:
+    """Checkpoint the other service's log now and carry the segment from the first entry
+    about ``subjects`` to that checkpoint."""
+    if not subjects:
+        return
+    key = await sources.request(service, "GET", "/v1/audit/public-key", auth=False)
+    if isinstance(key, Missing):
+        bundle.missing.append(f"{service} audit log: {key.reason}")
+        return
+    seqs: list[int] = []
+    after = 0
+    while True:
+        page = await sources.json(service, "/v1/audit/entries", {"after": after, "limit": 1000})
+        if isinstance(page, Missing):
+            bundle.missing.append(f"{service} audit log: {page.reason}")
+            return
+        seqs += [int(e["seq"]) for e in page if str(e.get("subject")) in subjects]
+        if len(page) < 1000:
+            break
+        after = int(page[-1]["seq"])
+    if not seqs:
+        bundle.missing.append(f"{service} audit log: no entry about {sorted(subjects)}")
+        return
+    cp = await sources.request(service, "POST", "/v1/audit/checkpoints", params={"reason": reason})
+    if isinstance(cp, Missing):
+        bundle.missing.append(f"{service} audit checkpoint: {cp.reason}")
+        return
+    proof = await sources.json(
+        service, f"/v1/audit/entries/{min(seqs)}/proof", {"checkpoint": cp.json()["seq"]}
+    )
+    if isinstance(proof, Missing):
+        bundle.missing.append(f"{service} audit proof: {proof.reason}")
+        return
+    bundle.files[f"keys/{service}-audit.pem"] = key.content
+    bundle.add_json(f"audit/{service}.proof.json", proof)
+    bundle.audit_entries[service] = sorted(seqs)
+
+
+def _archive(root: str, files: dict[str, bytes], at: datetime) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(f"{root}/{name}")
+            info.size = len(files[name])
+            info.mtime = int(at.timestamp())
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(files[name]))
+    return buffer.getvalue()
+
+
+async def export(
+    registry: Registry, sources: Sources, actor: Principal, model: str, version: str
+) -> tuple[str, bytes]:
+    """Build the bundle; returns (file name, tar.gz bytes)."""
+    now = datetime.now(UTC)
+    facts = await gather(registry, sources, model, version)
+    doc = document.build(facts, now=now)
+    bundle = Bundle()
+    if isinstance(facts.attestations, Missing):
+        bundle.missing.append(f"attestations: {facts.attestations.reason}")
+    links = document.links(doc)
+    attestation_ids = sorted({str(x["id"]) for x in links if x["type"] == "attestation"})
+    await _attestations(bundle, sources, attestation_ids)
+    reason = f"evidence bundle of {model} {version}"
+    await _remote_audit(bundle, sources, "attestation", set(attestation_ids), reason)
+    if isinstance(facts.incidents, Missing):
+        bundle.missing.append(f"incidents: {facts.incidents.reason}")
+    else:
+        bundle.add_json("incidents/incidents.json", facts.incidents)
+        ids = {str(i.get("id")) for i in facts.incidents if i.get("id")}
+        await _remote_audit(
+            bundle, sources, "incident", {f"incident:{i}" for i in ids} | ids, reason
+        )
+    if not isinstance(facts.monitors, Missing):
+        bundle.add_json("incidents/monitors.json", facts.monitors)
+
+    signatures = {x["version"]: x for x in links if x["type"] == "model-signature"}
+    for v in facts.versions:
+        if v.version in signatures:
+            bundle.files[f"model/{v.version}.sig"] = registry.store.path(
+                v.signature_digest
+            ).read_bytes()
+    for run in facts.validations:
+        bundle.files[f"golden-set/{run.id}.dsse.json"] = canonical_json(run.envelope)
+    bundle.add_json("competence.json", [r.model_dump(mode="json") for r in facts.competence])
+    service_key = load_or_create_private_key(registry.report_key_path)
+    bundle.files["keys/registry.pem"] = public_key_pem(service_key.public_key())
+    bundle.files["keys/model-signing.pem"] = registry.public_key_pem()
+    techfile = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+    bundle.files["technical-file.json"] = techfile
+    bundle.files["technical-file.html"] = html.render(doc).encode()
+
+    first = min((x["seq"] for x in links if x["type"] == "audit-entry"), default=None)
+    async with registry.db.session() as session:
+        entry = await registry.audit.append(
+            session,
+            actor=actor.actor,
+            action="evidence.exported",
+            subject=f"model:{model}@{version}",
+            payload={"technical_file": f"sha256:{_sha256(techfile)}", "missing": bundle.missing},
+            reason=reason,
+        )
+        cp = await registry.audit.checkpoint(session)
+        if cp is None:  # append() signed it already (seq a multiple of checkpoint_every)
+            cp = await session.get(AuditCheckpoint, entry.seq)
+        assert cp is not None
+        proof = await AuditLog.proof(
+            session, first or entry.seq, checkpoint=cp.seq, service=registry.settings.service_name
+        )
+    bundle.add_json("audit/registry.proof.json", proof)
+    bundle.audit_entries["registry"] = sorted(
+        {x["seq"] for x in links if x["type"] == "audit-entry"} | {entry.seq}
+    )
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [
+            {"name": name, "digest": {"sha256": _sha256(data)}}
+            for name, data in sorted(bundle.files.items())
+        ],
+        "predicateType": BUNDLE_PREDICATE,
+        "predicate": {
+            "model": model,
+            "version": version,
+            "artefactDigest": doc["artefact_digest"],
+            "createdAt": now.isoformat(),
+            "createdBy": actor.actor,
+            "auditEntries": bundle.audit_entries,
+            "missing": bundle.missing,
+            "checkpoint": cp.seq,
+            "retention": facts.retention,
+        },
+    }
+    envelope = dsse_sign(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, service_key)
+    bundle.add_json(MANIFEST, envelope)
+    root = f"evidence-{model}-{version}"
+    return f"{root}.tar.gz", _archive(root, bundle.files, now)
