@@ -142,14 +142,16 @@ class CodeSigningPki:
         code_signing: bool = True,
         digital_signature: bool = True,
         san_email: str | None = "release-signer@plant.example",
+        key: ec.EllipticCurvePrivateKey | None = None,
     ) -> LeafFiles:
         """A code-signing leaf from the intermediate, its key and certificate written as PEM.
 
         By default valid from a day ago for 30 days, with key usage ``digitalSignature``,
         extended key usage ``codeSigning`` and an e-mail SAN; the keywords take each away.
+        ``key`` certifies an existing key (e.g. a registry's) instead of a fresh one.
         """
         now = datetime.now(UTC)
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = key or ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(name))

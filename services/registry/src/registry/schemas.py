@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
+from linegate.modelsig import SigningCertificate
 from registry.models import EuCategory
 
 SLUG = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -367,12 +368,20 @@ class VerifyResult(BaseModel):
     manifest_digest: str | None = None
     key_id: str | None = None
     files: list[dict[str, str]] = Field(default_factory=list)
+    #: The signing certificate, for certificate and Sigstore signatures.
+    certificate: SigningCertificate | None = None
 
 
 class SigningKey(BaseModel):
     key_id: str
     algorithm: str
     public_key_pem: str
+    #: ``key``, ``certificate`` or ``sigstore`` (LINEGATE_MODEL_SIGNING_METHOD).
+    method: str = "key"
+    #: With certificate signing: the signing certificate and the pinned chain (PEM) that
+    #: ``linegate model verify --certificate-chain`` takes.
+    certificate_pem: str | None = None
+    certificate_chain_pem: str | None = None
 
 
 # ------------------------------------------------------------------------------ competence

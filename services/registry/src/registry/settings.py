@@ -1,9 +1,9 @@
 """Settings of the registry service (``LINEGATE_*`` environment variables)."""
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from linegate.settings import LinegateSettings
 
@@ -35,6 +35,18 @@ class RegistrySettings(LinegateSettings):
     onnx_runtime_check_max_bytes: int = Field(default=256 * MiB, ge=0)
     #: EC private key (PEM) the registry signs model versions with; created on first start.
     model_signing_key: Path | None = None
+    #: How versions are signed (see registry.model_signers): ``key`` (the key above),
+    #: ``certificate`` (the key above, which must then be set, with its code-signing
+    #: certificate and a chain file holding the intermediates and the root CA, pinned for
+    #: verification) or ``sigstore`` (keyless and online: identity token file and a pinned
+    #: ClientTrustConfig; verified for the identity and OIDC issuer below).
+    model_signing_method: Literal["key", "certificate", "sigstore"] = "key"
+    model_signing_certificate: Path | None = None
+    model_signing_certificate_chain: Path | None = None
+    model_signing_identity_token: Path | None = None
+    model_signing_trust_config: Path | None = None
+    model_signing_sigstore_identity: str | None = None
+    model_signing_sigstore_oidc_issuer: str | None = None
     #: OAuth2 client credentials for reading evidence from the attestation service. Unset in
     #: the embedded stack, where the registry mints its own auditor token.
     attestation_client_id: str | None = None
@@ -44,6 +56,29 @@ class RegistrySettings(LinegateSettings):
     )
     #: Shortest written rationale an approval or rejection accepts.
     min_rationale_chars: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _require_the_signing_method_settings(self) -> Self:
+        needed = {
+            "key": (),
+            "certificate": (
+                "model_signing_key",
+                "model_signing_certificate",
+                "model_signing_certificate_chain",
+            ),
+            "sigstore": (
+                "model_signing_identity_token",
+                "model_signing_trust_config",
+                "model_signing_sigstore_identity",
+                "model_signing_sigstore_oidc_issuer",
+            ),
+        }[self.model_signing_method]
+        if missing := [f"LINEGATE_{n.upper()}" for n in needed if getattr(self, n) is None]:
+            raise ValueError(
+                f"LINEGATE_MODEL_SIGNING_METHOD={self.model_signing_method} needs "
+                + ", ".join(missing)
+            )
+        return self
 
     @property
     def storage_dir(self) -> Path:

@@ -32,11 +32,9 @@ from linegate.errors import Unprocessable
 from linegate.modelsig import (
     ModelSignatureError,
     read_signature,
-    sign_model,
-    verify_model,
 )
 from linegate.outbox import OutboxRelay
-from linegate.signing import key_id, load_or_create_private_key, public_key_pem
+from linegate.signing import load_or_create_private_key, public_key_pem
 from registry.errors import (
     AlreadyExists,
     DigestMismatch,
@@ -47,6 +45,7 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.evidence import AttestationClient
+from registry.model_signers import ModelSigner, model_signer, verify_stored_signature
 from registry.models import Blob, ModelLine, ModelVersion, VersionState
 from registry.multipart import receive_multipart
 from registry.onnx_inspect import InvalidOnnx, inspect_onnx
@@ -89,7 +88,11 @@ class Registry:
         return public_key_pem(key.public_key())
 
     def signing_key_id(self) -> str:
-        return key_id(load_or_create_private_key(self.signing_key_path).public_key())
+        return self.model_signer().key_id()
+
+    def model_signer(self) -> ModelSigner:
+        """The signer LINEGATE_MODEL_SIGNING_METHOD selects (key, certificate or sigstore)."""
+        return model_signer(self.settings)
 
 
 # ------------------------------------------------------------------------------ model lines
@@ -190,7 +193,7 @@ def _hash_file(name: str, source: Path) -> Received:
 
 
 def _sign_folder(
-    stage_dir: Path, model_name: str, parts: dict[str, Received], key_path: Path
+    stage_dir: Path, model_name: str, parts: dict[str, Received], signer: ModelSigner
 ) -> tuple[Received, str, list[dict[str, Any]]]:
     """Hard-link the parts into an artefact folder and sign it; returns the signature file,
     the manifest digest and the signed file list."""
@@ -200,7 +203,7 @@ def _sign_folder(
         if part in ARTEFACT_FILES:
             os.link(received.path, folder / ARTEFACT_FILES[part])
     signature = stage_dir / "model.sig"
-    sign_model(folder, key_path, signature)
+    signer.sign(folder, signature)
     statement = read_signature(signature)
     sizes = {ARTEFACT_FILES[p]: r.size for p, r in parts.items() if p in ARTEFACT_FILES}
     files = [{"path": f.path, "sha256": f.sha256, "size": sizes[f.path]} for f in statement.files]
@@ -248,7 +251,7 @@ async def push_version(
         _check_sidecars(parts)
         try:
             signature, manifest, files = await asyncio.to_thread(
-                _sign_folder, stage.directory, model_name, parts, registry.signing_key_path
+                _sign_folder, stage.directory, model_name, parts, registry.model_signer()
             )
         except ModelSignatureError as e:
             raise InvalidArtefact(f"the registry could not sign the artefact: {e}") from e
@@ -332,7 +335,8 @@ async def _remove_unreferenced(registry: Registry, digests: list[str]) -> None:
 
 
 def verify_stored(registry: Registry, version: ModelVersion) -> VerifyResult:
-    """Re-hash the stored files of ``version`` and check its signature with the registry key."""
+    """Re-hash the stored files of ``version`` and check its signature with the registry's
+    pinned trust for how it was signed (its key, certificate chain or Sigstore identity)."""
     store = registry.store
     with tempfile.TemporaryDirectory(dir=store.root / ".staging") as tmp:
         try:
@@ -345,7 +349,9 @@ def verify_stored(registry: Registry, version: ModelVersion) -> VerifyResult:
         key = Path(tmp) / "key.pub.pem"
         key.write_bytes(registry.public_key_pem())
         try:
-            verified = verify_model(folder, key, store.path(version.signature_digest))
+            verified = verify_stored_signature(
+                registry.settings, folder, store.path(version.signature_digest), key
+            )
         except ModelSignatureError as e:
             return VerifyResult(verified=False, reason=str(e).replace(tmp, "<stored>"))
     return VerifyResult(
@@ -353,4 +359,5 @@ def verify_stored(registry: Registry, version: ModelVersion) -> VerifyResult:
         manifest_digest=verified.manifest_sha256,
         key_id=verified.key_id,
         files=[{"path": f.path, "sha256": f.sha256} for f in verified.files],
+        certificate=verified.certificate,
     )

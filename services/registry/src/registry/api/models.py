@@ -19,6 +19,7 @@ from registry.deps import (
     WriterDep,
 )
 from registry.errors import VersionNotFound
+from registry.model_signers import published_signing_keys
 from registry.models import ModelVersion, VersionState
 from registry.repository import RegistryRepository
 from registry.schemas import (
@@ -325,13 +326,6 @@ async def revoke_version(
 
 @router.get("/v1/signing-keys", tags=["keys"])
 async def signing_keys(registry: RegistryDep) -> dict[str, list[SigningKey]]:
-    """The public keys (PEM) model release signatures verify against (no token needed)."""
-    return {
-        "keys": [
-            SigningKey(
-                key_id=registry.signing_key_id(),
-                algorithm="ecdsa-p256-sha256",
-                public_key_pem=registry.public_key_pem().decode(),
-            )
-        ]
-    }
+    """The public keys (PEM) model release signatures verify against (no token needed), with
+    the certificate and pinned chain when the registry signs with a certificate."""
+    return {"keys": published_signing_keys(registry.settings)}

@@ -1,0 +1,176 @@
+"""How the registry signs model versions, chosen by ``LINEGATE_MODEL_SIGNING_METHOD``.
+
+- ``key`` (default): the registry's own EC key (``model_signing_key``, made on first start).
+- ``certificate``: ``model_signing_key`` with its code-signing certificate
+  (``model_signing_certificate``) and a chain file (``model_signing_certificate_chain``: the
+  intermediates and the root CA). The chain travels in each signature and is published at
+  ``GET /v1/signing-keys``; the registry verifies against it (pinned, never the OS roots).
+- ``sigstore``: keyless, ONLINE at push time (the OIDC issuer, Fulcio, Rekor) with an identity
+  token file and a pinned trust config; verified offline against that trust config for the
+  configured identity and issuer.
+
+Verification follows how each stored signature was made, so versions signed before the method
+changed keep verifying (a key signature with the registry key, and so on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from linegate.modelsig import (
+    ModelSignatureError,
+    VerifiedModel,
+    sign_model,
+    sign_model_certificate,
+    sign_model_sigstore,
+    signature_kind,
+    verify_model,
+    verify_model_certificate,
+    verify_model_sigstore,
+)
+from linegate.signing import key_id, load_or_create_private_key, public_key_pem
+from registry.schemas import SigningKey
+from registry.settings import RegistrySettings
+
+
+class ModelSigner(Protocol):
+    """Signs an artefact folder; ``key_id`` is what the version records as its signer."""
+
+    @property
+    def method(self) -> str: ...
+
+    def sign(self, folder: Path, signature: Path) -> None: ...
+
+    def key_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeySigner:
+    key: Path
+    method: str = "key"
+
+    def sign(self, folder: Path, signature: Path) -> None:
+        sign_model(folder, self.key, signature)
+
+    def key_id(self) -> str:
+        return key_id(load_or_create_private_key(self.key).public_key())
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSigner:
+    key: Path
+    certificate: Path
+    chain: Path
+    method: str = "certificate"
+
+    def sign(self, folder: Path, signature: Path) -> None:
+        sign_model_certificate(
+            folder,
+            signature,
+            private_key=self.key,
+            certificate=self.certificate,
+            certificate_chain=[self.chain],
+        )
+
+    def key_id(self) -> str:
+        return key_id(load_or_create_private_key(self.key).public_key())
+
+
+@dataclass(frozen=True, slots=True)
+class SigstoreSigner:
+    identity_token: Path
+    trust_config: Path
+    identity: str
+    oidc_issuer: str
+    method: str = "sigstore"
+
+    def sign(self, folder: Path, signature: Path) -> None:
+        sign_model_sigstore(
+            folder, signature, identity_token=self.identity_token, trust_config=self.trust_config
+        )
+
+    def key_id(self) -> str:
+        # Keyless: each signature has its own short-lived key, so the version records the
+        # identity it is bound to instead (SHA-256 of "issuer identity").
+        return hashlib.sha256(f"{self.oidc_issuer} {self.identity}".encode()).hexdigest()
+
+
+def model_signer(settings: RegistrySettings) -> ModelSigner:
+    """The signer ``settings.model_signing_method`` selects (its settings are validated)."""
+    if settings.model_signing_method == "certificate":
+        assert settings.model_signing_certificate is not None  # the settings validated these
+        assert settings.model_signing_certificate_chain is not None
+        return CertificateSigner(
+            settings.signing_key_path,
+            settings.model_signing_certificate,
+            settings.model_signing_certificate_chain,
+        )
+    if settings.model_signing_method == "sigstore":
+        s = settings
+        assert s.model_signing_identity_token is not None  # the settings validated these
+        assert s.model_signing_trust_config is not None
+        assert s.model_signing_sigstore_identity is not None
+        assert s.model_signing_sigstore_oidc_issuer is not None
+        return SigstoreSigner(
+            s.model_signing_identity_token,
+            s.model_signing_trust_config,
+            s.model_signing_sigstore_identity,
+            s.model_signing_sigstore_oidc_issuer,
+        )
+    return KeySigner(settings.signing_key_path)
+
+
+def verify_stored_signature(
+    settings: RegistrySettings, folder: Path, signature: Path, public_key: Path
+) -> VerifiedModel:
+    """Verify a stored version the way its signature was made, with the registry's pinned
+    trust: its public key, its certificate chain, or its Sigstore trust config and identity."""
+    kind = signature_kind(signature)
+    if kind == "certificate":
+        chain = settings.model_signing_certificate_chain
+        if chain is None:
+            raise ModelSignatureError(
+                "the version is certificate-signed but no LINEGATE_MODEL_SIGNING_CERTIFICATE_CHAIN"
+                " is configured to verify it against"
+            )
+        return verify_model_certificate(folder, chain, signature)
+    if kind == "sigstore":
+        s = settings
+        if not (
+            s.model_signing_trust_config
+            and s.model_signing_sigstore_identity
+            and s.model_signing_sigstore_oidc_issuer
+        ):
+            raise ModelSignatureError(
+                "the version is Sigstore-signed but no pinned trust config, identity and issuer "
+                "are configured to verify it against"
+            )
+        return verify_model_sigstore(
+            folder,
+            signature,
+            identity=s.model_signing_sigstore_identity,
+            oidc_issuer=s.model_signing_sigstore_oidc_issuer,
+            trust_config=s.model_signing_trust_config,
+        )
+    return verify_model(folder, public_key, signature)
+
+
+def published_signing_keys(settings: RegistrySettings) -> list[SigningKey]:
+    """What ``GET /v1/signing-keys`` publishes: the public key that verifies key signatures
+    and, with certificate signing, that key's certificate and the pinned chain (PEM)."""
+    key = load_or_create_private_key(settings.signing_key_path).public_key()
+    entry = SigningKey(
+        key_id=key_id(key),
+        algorithm="ecdsa-p256-sha256",
+        public_key_pem=public_key_pem(key).decode(),
+    )
+    if settings.model_signing_method == "certificate":
+        assert settings.model_signing_certificate is not None  # the settings validated these
+        assert settings.model_signing_certificate_chain is not None
+        entry.method = "certificate"
+        entry.certificate_pem = settings.model_signing_certificate.read_text()
+        entry.certificate_chain_pem = settings.model_signing_certificate_chain.read_text()
+    return [entry]
