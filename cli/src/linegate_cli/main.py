@@ -9,7 +9,7 @@ import typer
 
 from linegate.roles import Role
 from linegate.settings import LinegateSettings
-from linegate_cli import attest, inventory, model
+from linegate_cli import attest, evidence, inventory, model, techfile
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -18,6 +18,8 @@ app = typer.Typer(
 app.add_typer(attest.app, name="attest")
 app.add_typer(inventory.app, name="inventory")
 app.add_typer(model.app, name="model")
+app.add_typer(evidence.app, name="evidence")
+app.command(name="techfile")(techfile.techfile)
 
 
 @app.command()
