@@ -49,16 +49,19 @@ from linegate.signing import load_or_create_private_key, private_key_pem
 __all__ = [
     "ClientRecord",
     "ClientStore",
+    "GrantRefused",
     "KeySource",
     "Principal",
     "PrincipalDep",
     "RemoteJWKS",
     "Role",
     "StaticKeySource",
+    "TokenGrant",
     "TokenIssuer",
     "TokenValidator",
     "check_client_secret",
     "current_principal",
+    "grant_client_credentials",
     "hash_client_secret",
     "new_client_secret",
     "parse_roles",
@@ -392,6 +395,67 @@ class ClientStore(Protocol):
     async def get_client(self, client_id: str) -> ClientRecord | None: ...
 
 
+@dataclass(frozen=True)
+class TokenGrant:
+    """An access token issued by :func:`grant_client_credentials`."""
+
+    access_token: str
+    expires_in: int
+    roles: frozenset[Role]
+
+
+class GrantRefused(Exception):
+    """A client-credentials request refused, with its RFC 6749 section 5.2 error code."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+async def grant_client_credentials(
+    store: ClientStore,
+    issuer: TokenIssuer,
+    *,
+    client_id: str | None,
+    client_secret: str | None,
+    scope: str | None = None,
+) -> TokenGrant:
+    """The client-credentials grant: authenticate the client, narrow its roles to ``scope``
+    and issue a token; raises :class:`GrantRefused`. The token endpoint and every other way
+    of signing in with client credentials (the attestation portal) go through here, so there
+    is one credential check."""
+    if not client_id or not client_secret:
+        raise GrantRefused(401, "invalid_client", "client authentication is required")
+    client = await store.get_client(client_id)
+    if (
+        client is None
+        or not client.active
+        or not check_client_secret(client_secret, client.secret_hash)
+    ):
+        raise GrantRefused(401, "invalid_client", "unknown client or wrong secret")
+    roles = set(client.roles)
+    if scope:
+        requested = set(scope.split())
+        unknown = requested - {r.value for r in roles}
+        if unknown:
+            raise GrantRefused(
+                400,
+                "invalid_scope",
+                f"scope not granted to this client: {' '.join(sorted(unknown))}",
+            )
+        roles = {r for r in roles if r.value in requested}
+    token, expires_in = issuer.issue(
+        client.client_id,
+        roles,
+        tenant=client.tenant,
+        device_id=client.device_id,
+        client_id=client.client_id,
+    )
+    return TokenGrant(token, expires_in, frozenset(roles))
+
+
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     # RFC 6749 section 5.2 members inside an RFC 9457 problem, so both kinds of client cope.
     return problem_response(
@@ -441,39 +505,18 @@ def token_router(
         basic = _basic_credentials(request)
         if basic is not None:
             client_id, client_secret = basic
-        if not client_id or not client_secret:
-            return _oauth_error(401, "invalid_client", "client authentication is required")
-        client = await store.get_client(client_id)
-        if (
-            client is None
-            or not client.active
-            or not check_client_secret(client_secret, client.secret_hash)
-        ):
-            return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
-        roles = set(client.roles)
-        if scope:
-            requested = set(scope.split())
-            unknown = requested - {r.value for r in roles}
-            if unknown:
-                return _oauth_error(
-                    400,
-                    "invalid_scope",
-                    f"scope not granted to this client: {' '.join(sorted(unknown))}",
-                )
-            roles = {r for r in roles if r.value in requested}
-        token, expires_in = issuer.issue(
-            client.client_id,
-            roles,
-            tenant=client.tenant,
-            device_id=client.device_id,
-            client_id=client.client_id,
-        )
+        try:
+            grant = await grant_client_credentials(
+                store, issuer, client_id=client_id, client_secret=client_secret, scope=scope
+            )
+        except GrantRefused as e:
+            return _oauth_error(e.status, e.error, e.description)
         return JSONResponse(
             {
-                "access_token": token,
+                "access_token": grant.access_token,
                 "token_type": "Bearer",
-                "expires_in": expires_in,
-                "scope": " ".join(sorted(roles)),
+                "expires_in": grant.expires_in,
+                "scope": " ".join(sorted(grant.roles)),
             },
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
