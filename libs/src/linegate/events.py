@@ -27,7 +27,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linegate.settings import LinegateSettings
 
@@ -59,6 +59,8 @@ class Subjects:
     INCIDENT_FREEZE = "linegate.incident.freeze"
     DEVICE_STATUS_ALL = "linegate.device.*.status"
     TELEMETRY_ALL = "linegate.telemetry.>"
+    #: KPI samples of every line (five tokens, so never a device's four-token subject).
+    KPI_ALL = "linegate.telemetry.*.mes.kpi"
     MAINTENANCE_ALL = "linegate.maintenance.>"
 
     @staticmethod
@@ -68,6 +70,13 @@ class Subjects:
     @staticmethod
     def telemetry(line: str, device_id: str) -> str:
         return f"linegate.telemetry.{subject_token(line)}.{subject_token(device_id)}"
+
+    @staticmethod
+    def kpi(line: str) -> str:
+        """Where the MES / line integration publishes ``KpiSampleV1`` for ``line``: inside the
+        telemetry stream, but five tokens long, so no device (confined to
+        ``linegate.telemetry.<line>.<its id>``) can publish there."""
+        return f"linegate.telemetry.{subject_token(line)}.mes.kpi"
 
     @staticmethod
     def incident_action(kind: str) -> str:
@@ -475,3 +484,40 @@ class OverrideV1(EventV1):
     decision: Literal["pass", "reject"]
     reason_code: str
     rationale: str
+
+
+class KpiSampleV1(EventV1):
+    """Production figures of one line (or one station of it) over a window, published by the
+    MES / line integration on ``Subjects.kpi(line)``.
+
+    ``escapes`` are the parts of this window that failed later: downstream tests or the
+    customer's incoming inspection. They are what the model's own confidence cannot show, so
+    the incident service sets them against the model's pass rate per shift. Escapes found late
+    for an earlier window come as another sample of that window with ``produced=0``: the
+    samples of a window add up.
+    """
+
+    kind: Literal["telemetry.kpi_sample.v1"] = "telemetry.kpi_sample.v1"
+    line: str
+    #: The plant's shift label (e.g. ``night``), kept as given.
+    shift: str | None = None
+    station: str | None = None
+    window_start: datetime
+    window_end: datetime
+    produced: int = Field(ge=0)
+    scrap: int = Field(default=0, ge=0)
+    rework: int = Field(default=0, ge=0)
+    escapes: int = Field(default=0, ge=0)
+    #: Overall equipment effectiveness of the window, 0..1.
+    oee: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: The inspection model the line ran in the window, when the MES knows it.
+    model: str | None = None
+    version: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KpiSampleV1:
+        if self.window_end <= self.window_start:
+            raise ValueError("window_end must be after window_start")
+        if self.scrap + self.rework > self.produced:
+            raise ValueError("scrap + rework exceed produced")
+        return self

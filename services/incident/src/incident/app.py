@@ -5,19 +5,46 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import incident
+from incident.feedback import api as feedback_api
+from incident.monitors import api as monitors_api
+from incident.postmarket import api as postmarket_api
 from incident.settings import IncidentSettings
+from incident.telemetry import api as telemetry_api
+from incident.telemetry.runtime import Telemetry
 from linegate.events import Streams
-from linegate.service import create_service_app
+from linegate.service import ServiceContext, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(settings: IncidentSettings | None = None) -> FastAPI:
     settings = settings or IncidentSettings()
-    return create_service_app(
+    app: FastAPI
+
+    async def start_telemetry(ctx: ServiceContext) -> None:
+        # The sink is looked up at each signal: whatever the incident module attached.
+        app.state.telemetry = Telemetry.build(
+            ctx, settings, lambda: getattr(app.state, "signal_sink", None)
+        )
+        app.state.telemetry.start()
+
+    async def stop_telemetry(ctx: ServiceContext) -> None:
+        await app.state.telemetry.stop()
+
+    app = create_service_app(
         settings,
         title="Linegate incident",
         description=incident.__doc__ or "",
+        routers=[
+            telemetry_api.router,
+            monitors_api.router,
+            feedback_api.router,
+            postmarket_api.router,
+        ],
         migrations=MIGRATIONS,
-        streams=(Streams.INCIDENT,),
+        # TELEMETRY: inference batches, overrides and KPI samples feed the monitors.
+        streams=(Streams.INCIDENT, Streams.TELEMETRY),
+        on_startup=[start_telemetry],
+        on_shutdown=[stop_telemetry],
     )
+    return app

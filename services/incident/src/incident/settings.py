@@ -1,6 +1,8 @@
 """Settings of the incident service (``LINEGATE_*`` environment variables)."""
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr
 
 from linegate.settings import LinegateSettings
 
@@ -8,3 +10,28 @@ from linegate.settings import LinegateSettings
 class IncidentSettings(LinegateSettings):
     service_name: ClassVar[str] = "incident"
     default_port: ClassVar[int] = 8104
+
+    # -- telemetry ingest and monitors (incident.telemetry, incident.monitors) --------------
+    #: Durable pull consumer on the telemetry stream; every replica fetches from it, so they
+    #: share the messages (JetStream's queue group for pull consumers).
+    telemetry_consumer: str = "incident-telemetry"
+    #: Messages fetched, processed in one transaction and acked together.
+    telemetry_fetch_batch: int = Field(default=256, ge=1, le=10_000)
+    #: Redelivery after this long without an ack (a replica died mid-batch).
+    telemetry_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    #: Shifts are the aggregation windows: local start times and their names.
+    shift_starts: tuple[str, ...] = ("06:00", "14:00", "22:00")
+    shift_names: tuple[str, ...] = ("early", "late", "night")
+    shift_timezone: str = "UTC"
+    #: Risk tier assumed when the registry is unreachable or does not list the model
+    #: (1, the strictest, unless configured otherwise); the monitor state says so.
+    monitor_default_tier: Literal[1, 2, 3] = 1
+    #: Shortest spacing of real-time (tier 1) evaluations after new telemetry; 0 stops the
+    #: background evaluator (tests drive it).
+    monitor_interval_seconds: float = Field(default=0.25, ge=0)
+    #: How long a risk tier read from the registry is trusted before it is read again.
+    monitor_tier_refresh_seconds: float = Field(default=300.0, ge=0)
+    #: OAuth2 client (auditor role) for reading the registry's inventory; unset in the
+    #: embedded stack, where the service mints its own token.
+    registry_client_id: str | None = None
+    registry_client_secret: SecretStr | None = None

@@ -34,6 +34,7 @@ def row(
     device_id: str | None = None,
     line: str | None = None,
     station: str | None = None,
+    record_id: str | None = None,
 ) -> dict[str, Any]:
     """One log row as :func:`record_many` takes it; ``payload`` may be JSON text already."""
     return {
@@ -47,6 +48,7 @@ def row(
         "device_id": device_id,
         "line": line,
         "station": station,
+        "record_id": record_id,
         "payload": payload if isinstance(payload, str) else dumps(payload),
     }
 

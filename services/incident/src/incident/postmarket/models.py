@@ -8,8 +8,6 @@ reproduces what was observed, not what the monitors made of it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 
 TZ = sa.DateTime(timezone=True)
@@ -32,6 +30,8 @@ postmarket_event = sa.Table(
     sa.Column("device_id", sa.String(64), nullable=True),
     sa.Column("line", sa.String(64), nullable=True),
     sa.Column("station", sa.String(64), nullable=True),
+    #: The inference record an inference, override or feedback row is about.
+    sa.Column("record_id", sa.String(128), nullable=True),
     sa.Column("payload", sa.Text, nullable=False),
 )
 
@@ -42,9 +42,5 @@ INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ix_postmarket_device", ("device_id", "id")),
     ("ix_postmarket_line", ("line", "id")),
     ("ix_postmarket_occurred", ("occurred_at",)),
+    ("ix_postmarket_record", ("record_id",)),
 )
-
-
-def columns() -> list[sa.Column[Any]]:
-    """Fresh copies of the table's columns (for the migration)."""
-    return [c.copy() for c in postmarket_event.columns]

@@ -1,0 +1,33 @@
+"""Typed helpers for Core statements on a SQLModel session.
+
+SQLModel's ``AsyncSession.exec`` overloads name its own ``Select`` type; the telemetry tables
+are Core tables (additive upserts, executemany), whose ``sqlalchemy.Select`` it accepts at run
+time but not in the type checker. These helpers keep that one cast in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+async def fetch_all(session: AsyncSession, stmt: sa.Select[Any]) -> list[sa.RowMapping]:
+    result = await session.exec(cast(Any, stmt))
+    return list(result.mappings().all())
+
+
+async def fetch_one(session: AsyncSession, stmt: sa.Select[Any]) -> sa.RowMapping | None:
+    result = await session.exec(cast(Any, stmt))
+    row: sa.RowMapping | None = result.mappings().first()
+    return row
+
+
+async def execute(
+    session: AsyncSession,
+    stmt: sa.Executable,
+    params: Sequence[Mapping[str, Any]] | None = None,
+) -> Any:
+    return await session.exec(cast(Any, stmt), params=params)

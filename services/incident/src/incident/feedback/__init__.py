@@ -1,0 +1,1 @@
+"""Operator feedback: line staff report a wrong output; reports feed the monitors."""

@@ -1,0 +1,143 @@
+"""The durable JetStream pull consumer that feeds :class:`TelemetryIngest`.
+
+Every replica fetches from the same durable consumer (``telemetry_consumer``), so JetStream
+hands each message to one of them: the queue group of pull consumers. A fetched batch is
+processed in one transaction and acked after the commit; if the commit fails nothing is acked
+and the batch comes back after ``ack_wait``. A message that breaks processing on its own (a
+bug, not the database) is found by retrying the batch one message at a time and is
+dead-lettered, so one bad message never blocks the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from incident.telemetry.ingest import Incoming, Outcome, TelemetryIngest
+from linegate.events import NatsClient, Streams, Subjects
+
+log = logging.getLogger("incident.telemetry.consumer")
+
+OnOutcome = Callable[[Outcome], Awaitable[None] | None]
+
+
+class TelemetryConsumer:
+    def __init__(
+        self,
+        nats: NatsClient,
+        ingest: TelemetryIngest,
+        *,
+        durable: str,
+        batch: int = 256,
+        ack_wait: float = 30.0,
+        on_outcome: OnOutcome | None = None,
+    ) -> None:
+        self.nats = nats
+        self.ingest = ingest
+        self.durable = durable
+        self.batch = batch
+        self.ack_wait = ack_wait
+        self.on_outcome = on_outcome
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._sub: Any = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="incident-telemetry")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _subscribe(self) -> Any:
+        await self.nats.wait_connected(timeout=365 * 24 * 3600)
+        return await self.nats.js.pull_subscribe(
+            Subjects.TELEMETRY_ALL,
+            durable=self.durable,
+            stream=Streams.TELEMETRY.name,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.ack_wait,
+                max_ack_pending=max(self.batch * 8, 1000),
+            ),
+        )
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                if self._sub is None:
+                    self._sub = await self._subscribe()
+                try:
+                    msgs = await self._sub.fetch(self.batch, timeout=1.0)
+                except (TimeoutError, NatsTimeoutError):
+                    continue
+                await self.handle(msgs)
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("telemetry fetch failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def handle(self, msgs: list[Any]) -> None:
+        """Process and ack one fetched batch (or leave it unacked for redelivery)."""
+        incoming = [Incoming(m.subject, m.data, _stream_seq(m)) for m in msgs]
+        try:
+            outcome = await self.ingest.process(incoming)
+        except (OperationalError, DBAPIError):
+            # The database (or a concurrent replica's insert of the same id): all come again.
+            log.warning("telemetry batch not committed; redelivering", exc_info=True)
+            for m in msgs:
+                with contextlib.suppress(Exception):
+                    await m.nak(delay=1)
+            return
+        except Exception:
+            log.exception("telemetry batch failed; retrying its messages one by one")
+            await self._one_by_one(msgs, incoming)
+            return
+        for m in msgs:
+            await m.ack()
+        await self._report(outcome)
+
+    async def _one_by_one(self, msgs: list[Any], incoming: list[Incoming]) -> None:
+        for m, inc in zip(msgs, incoming, strict=True):
+            try:
+                outcome = await self.ingest.process([inc])
+            except (OperationalError, DBAPIError):
+                await m.nak(delay=1)
+                continue
+            except Exception as e:
+                log.exception("telemetry message %s cannot be processed", inc.stream_seq)
+                outcome = await self.ingest.dead_letter(inc, f"processing failed: {e!r}")
+            await m.ack()
+            await self._report(outcome)
+
+    async def _report(self, outcome: Outcome) -> None:
+        if self.on_outcome is not None:
+            result = self.on_outcome(outcome)
+            if result is not None:
+                await result
+
+
+def _stream_seq(m: Any) -> int | None:
+    try:
+        return int(m.metadata.sequence.stream)
+    except Exception:  # noqa: BLE001 - a message without JetStream metadata
+        return None

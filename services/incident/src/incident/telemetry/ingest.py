@@ -1,0 +1,475 @@
+"""Telemetry ingest: validate, deduplicate, aggregate and log a batch of messages at once.
+
+:meth:`TelemetryIngest.process` takes the messages of one JetStream fetch and, in one
+transaction, (1) skips events already counted (``telemetry_seen``: a redelivery after a lost
+ack, or a replica's retry), (2) adds every new event to its windows with additive upserts,
+(3) appends the raw events to the post-market log, (4) dead-letters what cannot be used, with
+the reason, and (5) marks all of them seen. The caller acks only after that commit, so a crash
+anywhere before it means redelivery and a crash after it means a duplicate that step (1) drops:
+every event is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from pydantic import Field, TypeAdapter, ValidationError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from incident import postmarket
+from incident._sql import fetch_all
+from incident.telemetry.models import (
+    CAMERA_SUMS,
+    HIST,
+    KPI_SUMS,
+    N_BINS,
+    WINDOW_SUMS,
+    camera_window,
+    kpi_window,
+    telemetry_dead_letter,
+    telemetry_seen,
+    telemetry_window,
+)
+from incident.telemetry.shifts import ShiftCalendar
+from linegate.db import Database
+from linegate.events import InferenceBatchV1, KpiSampleV1, OverrideV1
+
+log = logging.getLogger("incident.telemetry")
+
+TelemetryEvent = Annotated[InferenceBatchV1 | OverrideV1 | KpiSampleV1, Field(discriminator="kind")]
+#: Dead-lettered payloads are kept up to this many bytes.
+MAX_DEAD_LETTER_BYTES = 64 * 1024
+#: (model, version, line): what one set of monitors watches.
+GroupKey = tuple[str, str, str]
+
+
+@functools.cache
+def _adapter() -> TypeAdapter[InferenceBatchV1 | OverrideV1 | KpiSampleV1]:
+    return TypeAdapter(TelemetryEvent)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message as the ingest sees it (independent of nats-py)."""
+
+    subject: str
+    data: bytes
+    stream_seq: int | None = None
+
+
+@dataclass
+class Outcome:
+    events: int = 0
+    records: int = 0
+    duplicates: int = 0
+    #: (category, reason) of each message dead-lettered.
+    dead_letters: list[tuple[str, str]] = field(default_factory=list)
+    #: Monitor groups whose windows this batch changed.
+    touched: set[GroupKey] = field(default_factory=set)
+    #: (line, shift start) of the KPI windows this batch changed.
+    kpi_keys: set[tuple[str, datetime]] = field(default_factory=set)
+    dropped: int = 0
+
+
+class DeadLetter(Exception):
+    """A message that can never be used; carries the reason and a short category (the
+    ``reason`` label of the dead-letter counter)."""
+
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category = category
+        self.reason = reason
+
+
+def _reason(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", "")))
+    more = f" (+{e.error_count() - 5} more)" if e.error_count() > 5 else ""
+    return "invalid payload: " + "; ".join(parts) + more
+
+
+def parse(msg: Incoming) -> InferenceBatchV1 | OverrideV1 | KpiSampleV1:
+    """The event in ``msg``, or :class:`DeadLetter` saying why there is none."""
+    try:
+        event = _adapter().validate_json(msg.data)
+    except ValidationError as e:
+        if e.errors() and e.errors()[0].get("type") == "json_invalid":
+            raise DeadLetter("not_json", "not JSON") from e
+        raise DeadLetter("invalid", _reason(e)) from e
+    tokens = msg.subject.split(".")
+    if isinstance(event, KpiSampleV1):
+        if len(tokens) != 5 or tokens[3:] != ["mes", "kpi"]:
+            raise DeadLetter(
+                "subject", f"a KPI sample on {msg.subject}, not linegate.telemetry.<line>.mes.kpi"
+            )
+        if tokens[2] != event.line:
+            raise DeadLetter(
+                "subject", f"subject line {tokens[2]!r} but payload line {event.line!r}"
+            )
+        return event
+    # The subject is what the server let the device publish on: trust it over the payload.
+    if len(tokens) != 4:
+        raise DeadLetter(
+            "subject", f"device telemetry on {msg.subject}, not linegate.telemetry.<line>.<id>"
+        )
+    if (tokens[2], tokens[3]) != (event.line, event.device_id):
+        raise DeadLetter(
+            "subject",
+            f"subject names line {tokens[2]!r} device {tokens[3]!r} but the payload says "
+            f"line {event.line!r} device {event.device_id!r}",
+        )
+    if isinstance(event, OverrideV1) and not event.rationale.strip():
+        raise DeadLetter(
+            "no_rationale", "override without a rationale (a reversal needs one, EU AI Act Art. 14)"
+        )
+    return event
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+class WindowSums:
+    """In-memory sums of one batch, flushed as one upsert per table."""
+
+    def __init__(self, shifts: ShiftCalendar) -> None:
+        self.shifts = shifts
+        self.windows: dict[tuple[str, str, str, datetime], list[float]] = {}
+        self.meta: dict[datetime, tuple[datetime, str]] = {}
+        self.cameras: dict[tuple[str, str, str, str, str, datetime], list[float]] = {}
+        self.kpis: dict[tuple[str, datetime], list[float]] = {}
+
+    def _bucket(self, t: datetime) -> datetime:
+        shift = self.shifts.shift_of(t)
+        self.meta.setdefault(shift.start, (shift.end, shift.name))
+        return shift.start
+
+    def _window(self, model: str, version: str, line: str, t: datetime) -> list[float]:
+        key = (model, version, line, self._bucket(t))
+        w = self.windows.get(key)
+        if w is None:
+            w = self.windows[key] = [0.0] * len(WINDOW_SUMS)
+        return w
+
+    def add_batch(self, batch: InferenceBatchV1) -> None:
+        i_conf = WINDOW_SUMS.index("conf_n")
+        i_hist = WINDOW_SUMS.index(HIST[0])
+        i_lat = WINDOW_SUMS.index("latency_sum")
+        for r in batch.records:
+            if r.model is None or r.version is None:
+                continue  # no model decided (fail-safe manual inspection): not a model's KPI
+            w = self._window(r.model, r.version, batch.line, r.occurred_at)
+            w[0] += 1
+            if r.decision == "pass":
+                w[1] += 1
+            elif r.decision == "reject":
+                w[2] += 1
+            else:
+                w[3] += 1
+            c = r.confidence
+            if c is not None:
+                w[i_conf] += 1
+                w[i_conf + 1] += c
+                w[i_conf + 2] += c * c
+                w[i_hist + min(max(int(c * N_BINS), 0), N_BINS - 1)] += 1
+            w[i_lat] += r.latency_ms
+            ck = (
+                r.model,
+                r.version,
+                batch.line,
+                batch.device_id,
+                r.camera,
+                self._bucket(r.occurred_at),
+            )
+            cw = self.cameras.get(ck)
+            if cw is None:
+                cw = self.cameras[ck] = [0.0] * len(CAMERA_SUMS)
+            s = r.stats
+            cw[0] += 1
+            cw[1] += s.brightness
+            cw[2] += s.brightness * s.brightness
+            cw[3] += s.contrast
+            cw[4] += s.contrast * s.contrast
+            cw[5] += s.sharpness
+            cw[6] += s.sharpness * s.sharpness
+
+    def add_override(self, o: OverrideV1) -> None:
+        if o.model is None or o.version is None:
+            return
+        w = self._window(o.model, o.version, o.line, o.occurred_at)
+        w[WINDOW_SUMS.index("overrides")] += 1
+        to = "overrides_to_pass" if o.decision == "pass" else "overrides_to_reject"
+        w[WINDOW_SUMS.index(to)] += 1
+
+    def add_feedback(self, model: str, version: str, line: str, t: datetime) -> None:
+        self._window(model, version, line, t)[WINDOW_SUMS.index("feedback")] += 1
+
+    def add_kpi(self, k: KpiSampleV1) -> None:
+        middle = _utc(k.window_start) + (_utc(k.window_end) - _utc(k.window_start)) / 2
+        key = (k.line, self._bucket(middle))
+        w = self.kpis.get(key)
+        if w is None:
+            w = self.kpis[key] = [0.0] * len(KPI_SUMS)
+        w[0] += 1
+        w[1] += k.produced
+        w[2] += k.scrap
+        w[3] += k.rework
+        w[4] += k.escapes
+        if k.oee is not None:
+            w[5] += k.oee
+            w[6] += 1
+
+    async def flush(self, session: AsyncSession, now: datetime) -> None:
+        ints = {c for c in WINDOW_SUMS if c not in {"conf_sum", "conf_sumsq", "latency_sum"}}
+        rows: list[dict[str, Any]] = []
+        for (model, version, line, start), sums in sorted(self.windows.items()):
+            end, name = self.meta[start]
+            row: dict[str, Any] = {
+                "model": model,
+                "version": version,
+                "line": line,
+                "bucket_start": start,
+                "bucket_end": end,
+                "shift": name,
+                "updated_at": now,
+            }
+            row.update(
+                {c: int(v) if c in ints else v for c, v in zip(WINDOW_SUMS, sums, strict=True)}
+            )
+            rows.append(row)
+        await upsert_add(session, telemetry_window, WINDOW_SUMS, rows)
+        cams: list[dict[str, Any]] = []
+        for (model, version, line, device, camera, start), sums in sorted(self.cameras.items()):
+            row = {
+                "model": model,
+                "version": version,
+                "line": line,
+                "device_id": device,
+                "camera": camera,
+                "bucket_start": start,
+                "updated_at": now,
+            }
+            row.update(
+                {c: int(v) if c == "n" else v for c, v in zip(CAMERA_SUMS, sums, strict=True)}
+            )
+            cams.append(row)
+        await upsert_add(session, camera_window, CAMERA_SUMS, cams)
+        kpis: list[dict[str, Any]] = []
+        for (line, start), sums in sorted(self.kpis.items()):
+            end, name = self.meta[start]
+            row = {
+                "line": line,
+                "bucket_start": start,
+                "bucket_end": end,
+                "shift": name,
+                "updated_at": now,
+            }
+            row.update(
+                {c: v if c == "oee_sum" else int(v) for c, v in zip(KPI_SUMS, sums, strict=True)}
+            )
+            kpis.append(row)
+        await upsert_add(session, kpi_window, KPI_SUMS, kpis)
+
+
+async def upsert_add(
+    session: AsyncSession, table: sa.Table, sums: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows`` or add their ``sums`` to the rows already there (by primary key)."""
+    if not rows:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    values: dict[str, Any] = {c: table.c[c] + ins.excluded[c] for c in sums}
+    values["updated_at"] = ins.excluded.updated_at
+    stmt = ins.on_conflict_do_update(index_elements=keys, set_=values)
+    await session.exec(stmt, params=list(rows))
+
+
+class TelemetryIngest:
+    """Turns fetched telemetry messages into windows, log rows and dead letters."""
+
+    def __init__(self, db: Database, shifts: ShiftCalendar) -> None:
+        self.db = db
+        self.shifts = shifts
+
+    async def process(self, messages: Sequence[Incoming]) -> Outcome:
+        """Count ``messages`` once, in one transaction; raise on a database failure (the caller
+        then acks nothing and the messages come again)."""
+        out = Outcome()
+        now = datetime.now(UTC)
+        valid: list[tuple[Incoming, InferenceBatchV1 | OverrideV1 | KpiSampleV1]] = []
+        dead: list[tuple[Incoming, DeadLetter]] = []
+        for m in messages:
+            try:
+                valid.append((m, parse(m)))
+            except DeadLetter as e:
+                dead.append((m, e))
+        async with self.db.session() as session:
+            keys = [e.event_id for _, e in valid] + [_dead_key(m) for m, _ in dead]
+            seen = await _already_seen(session, keys)
+            sums = WindowSums(self.shifts)
+            log_rows: list[dict[str, Any]] = []
+            fresh: list[str] = []
+            for _, event in valid:
+                if event.event_id in seen:
+                    out.duplicates += 1
+                    continue
+                seen.add(event.event_id)
+                fresh.append(event.event_id)
+                out.events += 1
+                self._add(event, sums, log_rows, now, out)
+            dead_rows: list[dict[str, Any]] = []
+            for m, dl in dead:
+                key = _dead_key(m)
+                if key in seen:
+                    out.duplicates += 1
+                    continue
+                seen.add(key)
+                fresh.append(key)
+                out.dead_letters.append((dl.category, dl.reason))
+                dead_rows.append(_dead_row(m, dl.reason, now))
+            await sums.flush(session, now)
+            await postmarket.record_many(session, log_rows)
+            if dead_rows:
+                await session.exec(telemetry_dead_letter.insert(), params=dead_rows)
+            if fresh:
+                await session.exec(
+                    telemetry_seen.insert(),
+                    params=[{"event_id": k, "seen_at": now} for k in fresh],
+                )
+            out.touched = {(m, v, line) for m, v, line, _ in sums.windows}
+            out.kpi_keys = set(sums.kpis)
+        return out
+
+    def _add(
+        self,
+        event: InferenceBatchV1 | OverrideV1 | KpiSampleV1,
+        sums: WindowSums,
+        log_rows: list[dict[str, Any]],
+        now: datetime,
+        out: Outcome,
+    ) -> None:
+        if isinstance(event, InferenceBatchV1):
+            sums.add_batch(event)
+            out.records += len(event.records)
+            out.dropped += event.dropped
+            head = (
+                f'{{"batch_event_id":{json.dumps(event.event_id)},"line":"{event.line}",'
+                f'"device_id":"{event.device_id}","record":'
+            )
+            for r in event.records:
+                log_rows.append(
+                    {
+                        "kind": "inference",
+                        "occurred_at": _utc(r.occurred_at),
+                        "recorded_at": now,
+                        "event_id": event.event_id,
+                        "incident_id": None,
+                        "model": r.model,
+                        "version": r.version,
+                        "device_id": event.device_id,
+                        "line": event.line,
+                        "station": None,
+                        "record_id": r.record_id,
+                        "payload": head + r.model_dump_json() + "}",
+                    }
+                )
+        elif isinstance(event, OverrideV1):
+            sums.add_override(event)
+            out.records += 1
+            log_rows.append(
+                postmarket.row(
+                    kind="override",
+                    occurred_at=event.occurred_at,
+                    payload=event.model_dump_json(),
+                    recorded_at=now,
+                    event_id=event.event_id,
+                    model=event.model,
+                    version=event.version,
+                    device_id=event.device_id,
+                    line=event.line,
+                    record_id=event.record_id,
+                )
+            )
+        else:
+            sums.add_kpi(event)
+            out.records += 1
+            log_rows.append(
+                postmarket.row(
+                    kind="kpi_sample",
+                    occurred_at=event.window_end,
+                    payload=event.model_dump_json(),
+                    recorded_at=now,
+                    event_id=event.event_id,
+                    model=event.model,
+                    version=event.version,
+                    line=event.line,
+                    station=event.station,
+                )
+            )
+
+    async def dead_letter(self, msg: Incoming, reason: str) -> Outcome:
+        """Dead-letter ``msg`` on its own (it broke processing), once."""
+        out = Outcome()
+        now = datetime.now(UTC)
+        key = _dead_key(msg)
+        async with self.db.session() as session:
+            if await _already_seen(session, [key]):
+                out.duplicates = 1
+                return out
+            await session.exec(telemetry_dead_letter.insert(), params=[_dead_row(msg, reason, now)])
+            await session.exec(telemetry_seen.insert(), params=[{"event_id": key, "seen_at": now}])
+        out.dead_letters.append(("processing", reason))
+        return out
+
+    async def prune_seen(self, older_than: timedelta) -> int:
+        """Forget ids seen before the stream could still redeliver them (bounded table)."""
+        cutoff = datetime.now(UTC) - older_than
+        async with self.db.session() as session:
+            result = await session.exec(
+                sa.delete(telemetry_seen).where(telemetry_seen.c.seen_at < cutoff)
+            )
+            return int(result.rowcount or 0)
+
+
+def _dead_key(m: Incoming) -> str:
+    if m.stream_seq is not None:
+        return f"dl:{m.stream_seq}"
+    return "dl:" + hashlib.sha256(m.subject.encode() + b"\0" + m.data).hexdigest()
+
+
+def _dead_row(m: Incoming, reason: str, now: datetime) -> dict[str, Any]:
+    data = m.data[:MAX_DEAD_LETTER_BYTES]
+    return {
+        "received_at": now,
+        "subject": m.subject[:255],
+        "stream_seq": m.stream_seq,
+        "reason": reason,
+        "data": data.decode("utf-8", errors="replace"),
+        "truncated": len(m.data) > MAX_DEAD_LETTER_BYTES,
+    }
+
+
+async def _already_seen(session: AsyncSession, keys: Iterable[str]) -> set[str]:
+    keys = list(dict.fromkeys(keys))
+    seen: set[str] = set()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        rows = await fetch_all(
+            session,
+            sa.select(telemetry_seen.c.event_id).where(telemetry_seen.c.event_id.in_(chunk)),
+        )
+        seen.update(str(r["event_id"]) for r in rows)
+    return seen

@@ -1,0 +1,211 @@
+"""Telemetry ingest on real NATS and a real database: exactly-once counting across
+redelivery and restarts, dead letters for what cannot be used, the post-market log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from incident.telemetry.ingest import Incoming
+from linegate.auth import Role
+from linegate.events import OverrideV1, Subjects
+from tests.incident.telemetry_support import (
+    DEVICES,
+    LINE,
+    MODEL,
+    STABLE,
+    VERSION,
+    day,
+    production_run,
+    wait_for,
+)
+
+
+async def test_a_run_is_counted_once_into_windows_and_the_log(line_factory: Any) -> None:
+    run = production_run(day(STABLE))
+    async with line_factory() as line:
+        await line.publish_run(run)
+        await line.wait_ingested(run)
+        r = await line.client.get(
+            "/v1/telemetry/windows",
+            params={"model": MODEL, "version": VERSION, "line": LINE},
+            headers=line.auth(Role.AUDITOR),
+        )
+        assert r.status_code == 200, r.text
+        windows = r.json()
+        assert [w["shift"] for w in windows] == ["night", "late", "early"]
+        assert all(w["n"] == 600 for w in windows)
+        assert all(sum(w["confidence_histogram"]) == 600 for w in windows)
+        assert all(0.9 < w["confidence_mean"] < 1.0 for w in windows)
+        # Every record, and the KPI samples, are in the post-market log.
+        r = await line.client.get(
+            "/v1/postmarket/events",
+            params={"kind": "inference", "limit": 1},
+            headers=line.auth(Role.AUDITOR),
+        )
+        assert r.status_code == 200
+        first = r.json()["items"][0]
+        assert first["model"] == MODEL
+        assert first["line"] == LINE
+        assert first["payload"]["record"]["record_id"] == first["record_id"]
+
+
+async def test_redelivered_and_republished_events_count_once(line_factory: Any) -> None:
+    run = production_run([STABLE], batch=100)
+    async with line_factory() as line:
+        await line.publish_run(run)
+        await line.wait_ingested(run)
+        # The same events again under new message ids: JetStream's own dedup cannot see
+        # them, only the service's seen-set.
+        for subject, event in run.messages:
+            await line.publish(subject, event, msg_id=f"again-{event.event_id}")
+        marker = production_run([STABLE], seed=99, start=run.messages[-1][1].occurred_at)
+        await line.publish_run(marker)
+        before = len(run.messages)
+        await wait_for(lambda: _at_least(line, run.records + marker.records), "the marker run")
+        inferences, _, kpis, dead = await line.totals()
+        assert inferences == 600 + 600
+        assert kpis == 2
+        assert dead == 0
+        metrics = (await line.client.get("/metrics")).text
+        assert (
+            f'incident_telemetry_messages_total{{outcome="duplicate"}} {float(before)}' in metrics
+        )
+
+
+async def _at_least(line: Any, records: int) -> bool:
+    inferences, overrides, kpis, _ = await line.totals()
+    return inferences + overrides + kpis >= records
+
+
+async def test_processing_the_same_fetch_twice_counts_it_once(line_factory: Any) -> None:
+    """A crash after commit but before the acks: the batch is processed again."""
+    run = production_run([STABLE])
+    async with line_factory() as line:
+        await line.telemetry.consumer.stop()  # drive the ingest by hand
+        incoming = [
+            Incoming(subject, event.model_dump_json().encode(), seq)
+            for seq, (subject, event) in enumerate(run.messages, start=1)
+        ]
+        first = await line.telemetry.ingest.process(incoming)
+        again = await line.telemetry.ingest.process(incoming)
+        assert first.events == len(run.messages)
+        assert first.duplicates == 0
+        assert again.events == 0
+        assert again.duplicates == len(run.messages)
+        assert await line.totals() == (600, 0, 1, 0)
+
+
+async def test_consumer_restarted_mid_stream_loses_nothing(
+    line_factory: Any, settings_factory: Any
+) -> None:
+    run = production_run(day(STABLE))
+    half = len(run.messages) // 2
+    async with line_factory() as line:
+        for subject, event in run.messages[:half]:
+            await line.publish(subject, event)
+        # Stop while the first half is (maybe) still being consumed.
+        await wait_for(lambda: _at_least(line, 1), "some of the first half")
+    # The service is down: the rest of the shift's telemetry waits in the stream.
+    async with line_factory() as again:
+        for subject, event in run.messages[half:]:
+            await again.publish(subject, event)
+        await again.wait_ingested(run)
+        assert await again.totals() == (1800, 0, 3, 0)
+
+
+async def test_malformed_telemetry_is_dead_lettered_and_the_consumer_goes_on(
+    line_factory: Any,
+) -> None:
+    run = production_run([STABLE])
+    blank = OverrideV1(
+        line=LINE,
+        device_id=DEVICES[0],
+        record_id="r-0-1",
+        camera="cam0",
+        model=MODEL,
+        version=VERSION,
+        original_decision="reject",
+        decision="pass",
+        reason_code="false_reject",
+        rationale="   ",
+        actor="operator-anna",
+    )
+    async with line_factory() as line:
+        await line.publish_raw(Subjects.telemetry(LINE, DEVICES[0]), b"{not json")
+        await line.publish_raw(
+            Subjects.telemetry(LINE, DEVICES[0]),
+            json.dumps({"kind": "telemetry.inference_batch.v1", "line": LINE}).encode(),
+        )
+        await line.publish_raw(
+            Subjects.telemetry(LINE, DEVICES[0]),
+            json.dumps({"kind": "telemetry.selfie.v1"}).encode(),
+        )
+        # Device cam-3-2 publishing as cam-3-1: the subject is what NATS authorised.
+        _subject, event = run.messages[0]
+        await line.publish(Subjects.telemetry(LINE, "cam-3-2"), event, msg_id="spoofed")
+        await line.publish(Subjects.telemetry(LINE, DEVICES[0]), blank)
+        await line.publish_run(run)
+        await line.wait_ingested(run, dead=5)
+
+        r = await line.client.get("/v1/telemetry/dead-letters", headers=line.auth(Role.AUDITOR))
+        assert r.status_code == 200, r.text
+        reasons = [d["reason"] for d in r.json()["items"]]
+        assert reasons[0] == "not JSON"
+        assert reasons[1].startswith("invalid payload:")
+        assert "device_id" in reasons[1]
+        assert "union_tag_invalid" in reasons[2] or "telemetry.selfie.v1" in reasons[2]
+        assert "cam-3-2" in reasons[3]
+        assert "cam-3-1" in reasons[3]
+        assert reasons[4].startswith("override without a rationale")
+        assert r.json()["items"][0]["data"] == "{not json"
+
+        page = await line.client.get(
+            "/v1/telemetry/dead-letters", params={"limit": 2}, headers=line.auth(Role.AUDITOR)
+        )
+        nxt = page.json()["next_cursor"]
+        rest = await line.client.get(
+            "/v1/telemetry/dead-letters",
+            params={"cursor": nxt, "limit": 10},
+            headers=line.auth(Role.AUDITOR),
+        )
+        assert [d["reason"] for d in rest.json()["items"]] == reasons[2:]
+
+        metrics = (await line.client.get("/metrics")).text
+        assert 'incident_telemetry_dead_letters_total{reason="not_json"} 1.0' in metrics
+        assert 'incident_telemetry_dead_letters_total{reason="invalid"} 2.0' in metrics
+        assert 'incident_telemetry_dead_letters_total{reason="subject"} 1.0' in metrics
+        assert 'incident_telemetry_dead_letters_total{reason="no_rationale"} 1.0' in metrics
+
+        forbidden = await line.client.get(
+            "/v1/telemetry/dead-letters", headers=line.auth(Role.PROCUREMENT, sub="p")
+        )
+        assert forbidden.status_code == 403
+        assert forbidden.headers["content-type"] == "application/problem+json"
+
+
+def test_the_gateway_kpi_consumer_ignores_kpi_samples() -> None:
+    """KPI samples share the telemetry stream with device batches; the edge gateway's
+    rollout KPIs count only inference batches (and only on four-token device subjects).
+
+    Run in a fresh interpreter: the gateway's and the incident service's SQLModel tables
+    are never loaded into one process in production, and need not be here."""
+    run = production_run([STABLE])
+    subject, sample = run.messages[-1]
+    assert subject == f"linegate.telemetry.{LINE}.mes.kpi"
+    code = (
+        "import asyncio, json, sys\n"
+        "from edge_gateway.rollouts.kpis import record_batch\n"
+        "subject, data = sys.argv[1], json.loads(sys.argv[2])\n"
+        "print(asyncio.run(record_batch(None, subject, data)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, subject, sample.model_dump_json()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "0"
