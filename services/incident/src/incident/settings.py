@@ -1,5 +1,6 @@
 """Settings of the incident service (``LINEGATE_*`` environment variables)."""
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
@@ -35,3 +36,13 @@ class IncidentSettings(LinegateSettings):
     #: embedded stack, where the service mints its own token.
     registry_client_id: str | None = None
     registry_client_secret: SecretStr | None = None
+
+    # -- incidents (incident.incidents) ------------------------------------------------------
+    #: Seconds between escalation passes over unacknowledged incidents and maintenance
+    #: tickets; 0 turns the periodic task off (tests drive it with an explicit clock).
+    escalation_interval_seconds: float = Field(default=30.0, ge=0)
+    #: The maintenance team's public key (PEM or JWK JSON, EC/OKP/RSA) that maintenance
+    #: tickets are encrypted for (JWE); or a file holding it. Without one, tickets are
+    #: withheld rather than stored in the clear.
+    maintenance_public_key: str | None = None
+    maintenance_public_key_file: Path | None = None
