@@ -241,7 +241,7 @@ async def plant(
         try:
 
             async def subscribed() -> bool:
-                return len(app.state.subscriptions) == 3
+                return len(app.state.subscriptions) == 5
 
             await wait_for(subscribed, "the gateway's consumers")
             p = Plant(client, app, mint_token, nc)

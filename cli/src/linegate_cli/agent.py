@@ -15,6 +15,16 @@ under its own device id), and for each new release:
 
 Every step is reported on ``linegate.device.<id>.status`` (downloaded, verified, self_test,
 active, refused with the reason, rolled_back). A refusal leaves the running model untouched.
+
+The gateway binds each desired-state document to the device (its id and a revision that only
+grows: an older or unbound document is a replay and refused). The binding also carries:
+
+- ``control``: an approved incident's order, applied before anything is installed (it is
+  safety-relevant even if the install fails) and written to ``control.json``, which the local
+  inference API obeys (every part to manual inspection; a confidence threshold);
+- ``shadow``: a candidate's own signed metadata. The agent verifies, stages and self-tests it
+  like a release and points the ``shadow`` link at it; the inference API runs it on the same
+  inputs as the active model and reports where they disagree, but only the active one decides.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ log = logging.getLogger("linegate.agent")
 MODELS_BUCKET = "models"
 SIGNATURE_FILE = "model.sig"
 MODEL_FILE = "model.onnx"
+#: What an incident ordered the device to do (written atomically; read by the inference API).
+CONTROL_FILE = "control.json"
 
 Report = Callable[[DeviceStatusV1], Awaitable[None]]
 
@@ -71,6 +83,12 @@ class AgentState:
     #: After a rollback away from security_version N, releases up to N stay refused unless they
     #: carry their own rollback instruction: a replay of the revoked release cannot return.
     blocked_up_to: int = 0
+    #: The candidate running in shadow (never deciding), if any.
+    shadow: Installed | None = None
+    #: Revision of the newest device-bound desired state applied; older ones are replays.
+    revision: int = 0
+    #: The incident order in force (the device binding's ``control``), if any.
+    control: dict[str, Any] | None = None
     history: list[str] = field(default_factory=list)
 
     @classmethod
@@ -88,6 +106,9 @@ class AgentState:
             last_known_good=installed(raw.get("last_known_good")),
             security_version=int(raw.get("security_version", 0)),
             blocked_up_to=int(raw.get("blocked_up_to", 0)),
+            shadow=installed(raw.get("shadow")),
+            revision=int(raw.get("revision", 0)),
+            control=raw.get("control"),
             history=list(raw.get("history", [])),
         )
 
@@ -136,6 +157,11 @@ class DeviceAgent:
         """The active model folder (a symlink swapped atomically)."""
         return self.state_dir / "current"
 
+    @property
+    def shadow(self) -> Path:
+        """The shadow candidate's model folder (a symlink), while there is one."""
+        return self.state_dir / "shadow"
+
     async def report(self, state: str, release: Release | None = None, detail: str = "") -> None:
         await self._report(
             DeviceStatusV1(
@@ -158,6 +184,40 @@ class DeviceAgent:
         except ReleaseMetadataError as e:
             await self.report("refused", None, f"release metadata: {e}")
             return False
+        if (why := self._binding_refusal(release)) is not None:
+            await self.report("refused", release, f"release metadata: {why}")
+            return False
+        device = release.device
+        if device is not None:
+            # The order holds even if the release below is refused: apply it first.
+            await self._apply_control(device.get("control"))
+        installed = await self._install(release)
+        if installed and device is not None:
+            await self._apply_shadow(device.get("shadow"))
+        if device is not None and device["revision"] > self.state.revision:
+            self.state.revision = device["revision"]
+            self.state.save(self.state_path)
+        return installed
+
+    def _binding_refusal(self, release: Release) -> str | None:
+        device = release.device
+        if device is None:
+            if self.state.revision > 0:
+                return (
+                    "the document is not bound to this device, but the device already applied "
+                    f"revision {self.state.revision} of its own desired state (a replay)"
+                )
+            return None
+        if device["id"] != self.device_id:
+            return f"the document is bound to device {device['id']!r}, not {self.device_id!r}"
+        if device["revision"] < self.state.revision:
+            return (
+                f"desired-state revision {device['revision']} is older than the applied "
+                f"{self.state.revision} (a replay)"
+            )
+        return None
+
+    async def _install(self, release: Release) -> bool:
         if release.rollback is None and release.security_version <= self.state.blocked_up_to:
             await self.report(
                 "refused",
@@ -281,12 +341,88 @@ class DeviceAgent:
             state.blocked_up_to = max(state.blocked_up_to, frm)
         state.history.append(f"{installed.installed_at} {release.model} {release.version}")
         state.save(self.state_path)
-        self._prune(keep={installed.slot} | ({state.previous.slot} if state.previous else set()))
+        self._prune()
 
-    def _prune(self, keep: set[str]) -> None:
+    def _prune(self) -> None:
+        state = self.state
+        keep = {i.slot for i in (state.active, state.previous, state.shadow) if i is not None}
         for slot in (self.state_dir / "slots").iterdir():
             if slot.name not in keep:
                 shutil.rmtree(slot, ignore_errors=True)
+
+    # --------------------------------------------------------------------- control, shadow
+
+    async def _apply_control(self, control: dict[str, Any] | None) -> None:
+        if control == self.state.control:
+            return
+        path = self.state_dir / CONTROL_FILE
+        if control is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write_atomic(path, json.dumps(control, indent=2).encode())
+        self.state.control = control
+        self.state.save(self.state_path)
+        if control is None:
+            detail = "incident orders lifted"
+        else:
+            detail = f"{control['mode']} ordered by incident {control['incident_id']}"
+            if control.get("threshold") is not None:
+                detail += f", confidence threshold {control['threshold']}"
+        await self.report("control", None, detail)
+
+    async def _apply_shadow(self, raw: str | None) -> None:
+        shadow = self.state.shadow
+        if raw is None:
+            if shadow is None:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                self.shadow.unlink()
+            self.state.shadow = None
+            self.state.save(self.state_path)
+            self._prune()
+            await self.report("shadow_stopped", None, f"{shadow.model} {shadow.version}")
+            return
+        try:
+            # No anti-rollback: a shadow never decides a part. Everything else holds.
+            candidate = verify_release(raw.encode(), self.release_keys)
+        except ReleaseMetadataError as e:
+            await self.report("refused", None, f"shadow release metadata: {e}")
+            return
+        if shadow is not None and (shadow.model, shadow.version) == (
+            candidate.model,
+            candidate.version,
+        ):
+            return
+        try:
+            slot = await self._stage(candidate)
+            await self._self_test(slot / candidate.model)
+        except Refused as e:
+            await self.report("refused", candidate, f"shadow: {e}")
+            return
+        link_tmp = self.state_dir / "shadow.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            link_tmp.unlink()
+        link_tmp.symlink_to(slot / candidate.model, target_is_directory=True)
+        link_tmp.replace(self.shadow)
+        self.state.shadow = Installed(
+            model=candidate.model,
+            version=candidate.version,
+            security_version=candidate.security_version,
+            slot=slot.name,
+            installed_at=datetime.now(UTC).isoformat(),
+        )
+        self.state.save(self.state_path)
+        self._prune()
+        await self.report("shadow", candidate, "running beside the active model, not deciding")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 def _sha256(path: Path) -> str:
@@ -419,6 +555,7 @@ async def _serve_inference(nc: Any, device_id: str, line: str, state_dir: Path, 
 
     from linegate_cli.edge.inference import (
         DEFAULT_REASON_CODES,
+        ControlFile,
         ModelRunner,
         TelemetryBuffer,
         create_inference_app,
@@ -433,6 +570,8 @@ async def _serve_inference(nc: Any, device_id: str, line: str, state_dir: Path, 
         line=line,
         threshold=None,
         reason_codes=DEFAULT_REASON_CODES,
+        shadow=ModelRunner(state_dir, link="shadow"),
+        control=ControlFile(state_dir),
     )
     # Loopback only: the line's controller is on the device; the API has no authentication.
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")

@@ -193,8 +193,20 @@ class ModelRevokedV1(EventV1):
 class DeviceStatusV1(EventV1):
     kind: Literal["device.status.v1"] = "device.status.v1"
     device_id: str
+    #: ``shadow``: the candidate named by model/version runs beside the active model (its
+    #: decisions are only compared); ``shadow_stopped``: it no longer does; ``control``: the
+    #: device obeys a new incident order (``detail`` says which).
     state: Literal[
-        "downloaded", "verified", "self_test", "active", "refused", "rolled_back", "online"
+        "downloaded",
+        "verified",
+        "self_test",
+        "active",
+        "refused",
+        "rolled_back",
+        "online",
+        "shadow",
+        "shadow_stopped",
+        "control",
     ]
     model: str | None = None
     version: str | None = None
@@ -440,6 +452,21 @@ class InputStatsV1(BaseModel):
     sharpness: float
 
 
+class ShadowResultV1(BaseModel):
+    """What a shadow candidate decided on the same input as the active model (rollout shadow
+    stage). It never decides the part; ``agrees`` is False when its label or its decision
+    differs from the active model's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str
+    version: str
+    decision: InferenceDecision
+    label: str | None = None
+    confidence: float | None = None
+    agrees: bool
+    latency_ms: float
+
+
 class InferenceRecordV1(BaseModel):
     """One inference on the line: the decision and what it rested on."""
 
@@ -457,6 +484,10 @@ class InferenceRecordV1(BaseModel):
     threshold: float
     stats: InputStatsV1
     latency_ms: float
+    #: The shadow candidate's result on the same input, while the device runs one.
+    shadow: ShadowResultV1 | None = None
+    #: The incident whose order decided this record (e.g. every part to manual inspection).
+    control_incident_id: str | None = None
 
 
 class InferenceBatchV1(EventV1):

@@ -36,6 +36,16 @@ Where things live, and why:
   "from_security_version", "to_security_version"}``; ``to_security_version`` always equals the
   release's own ``security_version`` (:func:`sign_release` fills it in), so an instruction can
   never be read as authorising any other target.
+* ``device`` (optional): binds the document to one device, for the desired state the gateway
+  writes under that device's key: ``{"id", "revision", "control", "shadow"}``. ``revision`` is
+  the device's desired-state revision (monotonic, also the TUF ``version``): a device refuses a
+  document older than the one it applied, and, once it has applied a bound one, any unbound
+  document (a replay cannot undo an incident's order). ``control`` (or null) is what an
+  approved incident action ordered: ``{"mode": "automatic" | "manual_inspection",
+  "threshold": "0.92" | null, "incident_id", "action_id", "approved_by": [...], "reason"}``.
+  ``shadow`` (or null) is the complete signed metadata (a string) of a candidate release the
+  device runs beside the active one without letting it decide (a rollout's shadow stage);
+  the device verifies it on its own, like any release.
 * ``expires`` and ``version`` (the monotonic metadata version) are TUF's own fields.
 
 Trust: a device holds the gateway's public key(s); key ids are TUF's
@@ -82,6 +92,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,6 +111,7 @@ from tuf.api.metadata import Metadata, Root, TargetFile, Targets  # type: ignore
 from tuf.api.serialization import DeserializationError, SerializationError
 
 __all__ = [
+    "CONTROL_MODES",
     "MAX_METADATA_BYTES",
     "RELEASE_FIELD",
     "LengthGuard",
@@ -122,7 +134,14 @@ Reason = Literal[
 ]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_RELEASE_KEYS = frozenset({"model", "version", "security_version", "manifest_sha256", "rollback"})
+_RELEASE_KEYS = frozenset(
+    {"model", "version", "security_version", "manifest_sha256", "rollback", "device"}
+)
+_DEVICE_KEYS = frozenset({"id", "revision", "control", "shadow"})
+_CONTROL_KEYS = frozenset(
+    {"mode", "threshold", "incident_id", "action_id", "approved_by", "reason"}
+)
+CONTROL_MODES = ("automatic", "manual_inspection")
 _ROLLBACK_KEYS = frozenset(
     {"incident_id", "approved_by", "reason", "from_security_version", "to_security_version"}
 )
@@ -163,6 +182,8 @@ class Release:
     expires: datetime
     metadata_version: int
     rollback: dict[str, Any] | None
+    #: The device binding (``id``, ``revision``, ``control``, ``shadow``) or ``None``.
+    device: dict[str, Any] | None = None
 
     def file(self, path: str) -> ReleaseFile:
         """The signed entry for ``path``; ``mismatch`` when the release has no such file."""
@@ -190,13 +211,16 @@ def sign_release(
     expires: datetime,
     metadata_version: int = 1,
     rollback: Mapping[str, Any] | None = None,
+    device: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Canonical JSON bytes of TUF targets metadata for one release, signed with ``key``.
 
     ``expires`` must be timezone-aware (it is stored in UTC, to the second). ``rollback``, when
     given, needs ``incident_id``, ``approved_by`` (non-empty list of distinct names), ``reason``
     and ``from_security_version`` (above ``security_version``); ``to_security_version`` is filled
-    in. Raises :class:`ReleaseMetadataError` (``malformed``) naming the field that is wrong.
+    in. ``device`` binds the document to one device (``id``, ``revision``, optional
+    ``control`` and ``shadow``; see the module docstring). Raises
+    :class:`ReleaseMetadataError` (``malformed``) naming the field that is wrong.
     """
     if expires.tzinfo is None:
         raise ValueError("expires must be timezone-aware (e.g. datetime.now(UTC) + timedelta)")
@@ -209,6 +233,7 @@ def sign_release(
             "security_version": security_version,
             "manifest_sha256": manifest_sha256,
             **({"rollback": dict(rollback)} if rollback is not None else {}),
+            **({"device": dict(device)} if device is not None else {}),
         }
     )
     if type(metadata_version) is not int or metadata_version < 1:
@@ -467,6 +492,7 @@ def _release(signed: Targets) -> Release:
         expires=signed.expires,
         metadata_version=signed.version,
         rollback=block.get("rollback"),
+        device=block.get("device"),
     )
 
 
@@ -506,7 +532,63 @@ def _release_block(value: object) -> dict[str, Any]:
     }
     if value.get("rollback") is not None:
         block["rollback"] = _rollback(value["rollback"], block["security_version"])
+    if value.get("device") is not None:
+        block["device"] = _device(value["device"])
     return block
+
+
+def _device(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _malformed("device must be an object")
+    unknown = set(value) - _DEVICE_KEYS
+    if unknown:
+        raise _malformed(f"unknown device fields {sorted(unknown)}")
+    revision = _int(value, "revision")
+    if revision < 1:
+        raise _malformed("device revision must be >= 1")
+    shadow = value.get("shadow")
+    if shadow is not None and (not isinstance(shadow, str) or not shadow):
+        raise _malformed("device shadow must be the candidate's signed metadata, as a string")
+    control = value.get("control")
+    return {
+        "id": _text(value, "id"),
+        "revision": revision,
+        "control": None if control is None else _control(control),
+        "shadow": shadow,
+    }
+
+
+def _control(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _malformed("device control must be an object")
+    unknown = set(value) - _CONTROL_KEYS
+    if unknown:
+        raise _malformed(f"unknown control fields {sorted(unknown)}")
+    mode = value.get("mode")
+    if mode not in CONTROL_MODES:
+        raise _malformed(f"control mode must be one of {list(CONTROL_MODES)}, not {mode!r}")
+    # A decimal string: TUF's canonical JSON has no floats.
+    threshold = value.get("threshold")
+    if threshold is not None:
+        try:
+            number = float(threshold) if isinstance(threshold, str) else math.nan
+        except ValueError:
+            number = math.nan
+        if not 0.0 < number <= 1.0:
+            raise _malformed(
+                f"control threshold must be a decimal string in (0, 1], not {threshold!r}"
+            )
+    approved_by = value.get("approved_by")
+    if not isinstance(approved_by, list | tuple) or not approved_by:
+        raise _malformed("control approved_by must be a non-empty list of names")
+    return {
+        "mode": mode,
+        "threshold": threshold,
+        "incident_id": _text(value, "incident_id"),
+        "action_id": _text(value, "action_id"),
+        "approved_by": [_text_value(name, "approved_by") for name in approved_by],
+        "reason": _text(value, "reason"),
+    }
 
 
 def _rollback(value: object, security_version: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import edge_gateway
-from edge_gateway import api, api_rollouts, consumers, distribution, rollouts
+from edge_gateway import api, api_rollouts, consumers, distribution, incidents, rollouts
 from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
 from linegate.events import Streams
@@ -28,6 +28,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await gw.nats.wait_connected(timeout=365 * 24 * 3600)
         app.state.subscriptions = await consumers.subscribe(gw)
         app.state.subscriptions.append(await rollouts.kpis.subscribe(gw))
+        app.state.subscriptions += await incidents.subscribe(gw)
         await distribution.publish_desired(gw)
 
     async def start_gateway(ctx: ServiceContext) -> None:
@@ -38,6 +39,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             audit=ctx.audit,
             nats=ctx.nats,
             registry=RegistryClient(settings),
+            outbox_wake=ctx.outbox.wake,
         )
         app.state.gateway = gw
         app.state.subscriptions = []
@@ -65,7 +67,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description=edge_gateway.__doc__ or "",
         routers=[api.router, api_rollouts.router],
         migrations=MIGRATIONS,
-        # INCIDENT: a rollout abort opens an incident (linegate.incident.opened).
+        # INCIDENT: a rollout abort opens an incident (linegate.incident.opened); incident
+        # actions, freezes and the gateway's action results travel there too.
         streams=(Streams.DEVICE, Streams.REGISTRY, Streams.TELEMETRY, Streams.INCIDENT),
         on_startup=[start_gateway],
         on_shutdown=[stop_gateway],

@@ -11,6 +11,13 @@ is the source the KV bucket is reconciled from.
 A revocation moves every device whose desired release was revoked back to the newest release of
 the same model that is still good; when that one has a lower security_version, its metadata is
 re-signed with a rollback instruction naming the revocation, the only way devices accept it.
+
+What a device finds under its key is the release's metadata re-signed for that device: bound to
+its id and to the desired state's ``revision`` (bumped on every change, so a device refuses an
+older document), with the ``control`` an incident ordered (manual inspection, a threshold) and
+the ``shadow`` candidate of a shadow stage (that release's own signed metadata, verified on its
+own by the device). A version an incident froze as evidence is never assigned
+(:class:`~edge_gateway.errors.VersionFrozen`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,8 +37,14 @@ from nats.js.errors import BucketNotFoundError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from edge_gateway.errors import DeviceNotFound, DistributionRefused, ReleaseNotFound, ReleaseRevoked
-from edge_gateway.models import DesiredState, Device, Release
+from edge_gateway.errors import (
+    DeviceNotFound,
+    DistributionRefused,
+    ReleaseNotFound,
+    ReleaseRevoked,
+    VersionFrozen,
+)
+from edge_gateway.models import DesiredState, Device, FrozenVersion, Release
 from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
 from linegate.audit import AuditLog
@@ -54,6 +67,8 @@ class Gateway:
     audit: AuditLog
     nats: NatsClient
     registry: RegistryClient
+    #: Publish what was just queued in the outbox now rather than at its next poll.
+    outbox_wake: Callable[[], None] | None = None
 
     def release_key(self) -> Any:
         return load_or_create_private_key(self.settings.release_key_path)
@@ -93,6 +108,7 @@ def _sign(
     *,
     metadata_version: int,
     rollback: dict[str, Any] | None = None,
+    device: dict[str, Any] | None = None,
 ) -> tuple[str, datetime]:
     expires = datetime.now(UTC).replace(microsecond=0) + timedelta(
         hours=gw.settings.release_metadata_ttl_hours
@@ -107,6 +123,7 @@ def _sign(
         expires=expires,
         metadata_version=metadata_version,
         rollback=rollback,
+        device=device,
     )
     return raw.decode(), expires
 
@@ -196,6 +213,22 @@ async def require_release(session: AsyncSession, model: str, version: str) -> Re
 # -------------------------------------------------------------------------------- desired
 
 
+async def frozen(session: AsyncSession, model: str, version: str) -> FrozenVersion | None:
+    """The freeze an incident holds on ``model`` ``version``, if any."""
+    return await session.get(FrozenVersion, (model, version))
+
+
+async def refuse_frozen(session: AsyncSession, model: str, version: str, doing: str) -> None:
+    """:class:`VersionFrozen` (409, naming the incident) while ``model`` ``version`` is frozen."""
+    freeze = await frozen(session, model, version)
+    if freeze is not None:
+        raise VersionFrozen(
+            f"cannot {doing}: {model} {version} is frozen as evidence by incident "
+            f"{freeze.incident_id} ({freeze.reason})",
+            extra={"incident_id": freeze.incident_id, "model": model, "version": version},
+        )
+
+
 async def assign(
     gw: Gateway,
     *,
@@ -211,6 +244,7 @@ async def assign(
         release = await require_release(session, model, version)
         if release.state == "revoked":
             raise ReleaseRevoked(f"{model} {version} was revoked: {release.revoked_reason}")
+        await refuse_frozen(session, model, version, f"assign {model} {version}")
         now = datetime.now(UTC)
         for device_id in device_ids:
             if await session.get(Device, device_id) is None:
@@ -223,7 +257,10 @@ async def assign(
                 updated_by=actor,
             )
             desired.release_id, desired.reason, desired.rollback = release.id, reason, rollback
+            if desired.shadow_release_id == release.id:
+                desired.shadow_release_id = None  # the candidate now decides: no shadow of it
             desired.updated_at, desired.updated_by = now, actor
+            desired.revision += 1
             session.add(desired)
             await gw.audit.append(
                 session,
@@ -245,22 +282,153 @@ async def publish_desired(gw: Gateway, device_ids: Sequence[str] | None = None) 
         if device_ids is not None:
             stmt = stmt.where(col(DesiredState.device_id).in_(list(device_ids)))
         rows = list((await session.exec(stmt)).all())
+        shadow_ids = [d.shadow_release_id for d, _ in rows if d.shadow_release_id]
+        shadow_rows = (
+            await session.exec(select(Release).where(col(Release.id).in_(shadow_ids)))
+        ).all()
+        shadows: dict[str, Release] = {r.id: r for r in shadow_rows}
     if not rows:
         return 0
     kv = await desired_bucket(gw)
     for desired, release in rows:
-        metadata = (
-            release.metadata_json
-            if desired.rollback is None
-            else _sign(
-                gw,
-                release,
-                metadata_version=release.metadata_version + 1,
-                rollback=desired.rollback,
-            )[0]
+        shadow = shadows.get(desired.shadow_release_id or "")
+        metadata, _ = _sign(
+            gw,
+            release,
+            metadata_version=max(1, desired.revision),
+            rollback=desired.rollback,
+            device={
+                "id": desired.device_id,
+                "revision": max(1, desired.revision),
+                "control": desired.control,
+                # Re-signed with a fresh expiry: the device verifies the shadow on its own.
+                "shadow": _sign(gw, shadow, metadata_version=1)[0] if shadow else None,
+            },
         )
         await kv.put(desired.device_id, metadata.encode())
     return len(rows)
+
+
+async def _change_desired(
+    gw: Gateway,
+    device_ids: Sequence[str],
+    *,
+    actor: str,
+    reason: str,
+    action: str,
+    change: Any,
+    payload: dict[str, Any],
+) -> list[str]:
+    """Apply ``change(desired)`` to each device's desired state (devices without one are
+    skipped and not returned), audit it, then publish the re-signed documents."""
+    changed = []
+    async with gw.db.session() as session:
+        now = datetime.now(UTC)
+        for device_id in device_ids:
+            desired = await session.get(DesiredState, device_id)
+            if desired is None:
+                continue
+            change(desired)
+            desired.revision += 1
+            desired.updated_at, desired.updated_by = now, actor
+            session.add(desired)
+            await gw.audit.append(
+                session,
+                actor=actor,
+                action=action,
+                subject=f"device:{device_id}",
+                payload=payload,
+                reason=reason,
+            )
+            changed.append(device_id)
+    if changed:
+        await publish_desired(gw, changed)
+    return changed
+
+
+async def set_shadow(
+    gw: Gateway,
+    device_ids: Sequence[str],
+    release_id: str | None,
+    *,
+    actor: str,
+    reason: str,
+    only_if: str | None = None,
+) -> list[str]:
+    """Make ``device_ids`` run ``release_id`` in shadow (``None``: stop shadowing; with
+    ``only_if``, only devices whose shadow is that release)."""
+    async with gw.db.session() as session:
+        shadow = await session.get(Release, release_id) if release_id else None
+        if release_id and (shadow is None or shadow.state == "revoked"):
+            raise ReleaseRevoked(f"release {release_id} is revoked or unknown: no shadow of it")
+        if shadow is not None:
+            await refuse_frozen(session, shadow.model, shadow.version, "shadow it")
+        wanted = (
+            list(device_ids)
+            if only_if is None
+            else [
+                d.device_id
+                for d in (
+                    await session.exec(
+                        select(DesiredState).where(
+                            col(DesiredState.device_id).in_(list(device_ids)),
+                            DesiredState.shadow_release_id == only_if,
+                        )
+                    )
+                ).all()
+            ]
+        )
+
+    def change(desired: DesiredState) -> None:
+        desired.shadow_release_id = release_id
+
+    what = f"{shadow.model}@{shadow.version}" if shadow else None
+    return await _change_desired(
+        gw,
+        wanted,
+        actor=actor,
+        reason=reason,
+        action="device.shadow.set" if shadow else "device.shadow.cleared",
+        change=change,
+        payload={"shadow": what},
+    )
+
+
+async def set_control(
+    gw: Gateway,
+    device_ids: Sequence[str],
+    *,
+    mode: str | None,
+    threshold: float | None,
+    incident_id: str,
+    action_id: str,
+    approved_by: Sequence[str],
+    actor: str,
+    reason: str,
+) -> list[str]:
+    """Order ``device_ids`` into ``mode`` (``None``: keep theirs) and/or to ``threshold``
+    (``None``: keep theirs), on behalf of an approved incident action."""
+
+    def change(desired: DesiredState) -> None:
+        old = desired.control or {}
+        desired.control = {
+            "mode": mode or old.get("mode", "automatic"),
+            "threshold": f"{threshold:g}" if threshold is not None else old.get("threshold"),
+            "incident_id": incident_id,
+            "action_id": action_id,
+            "approved_by": list(approved_by),
+            "reason": reason,
+        }
+
+    return await _change_desired(
+        gw,
+        device_ids,
+        actor=actor,
+        reason=reason,
+        action="device.control.set",
+        change=change,
+        payload={"mode": mode, "threshold": threshold, "incident_id": incident_id},
+    )
 
 
 async def desired_bucket(gw: Gateway) -> Any:

@@ -21,3 +21,9 @@ class ReleaseRevoked(Conflict):
 
 class DistributionRefused(Unprocessable):
     title = "Release cannot be distributed"
+
+
+class VersionFrozen(Conflict):
+    """An incident froze the version as evidence; ``incident_id`` names it."""
+
+    title = "Version frozen by an incident"

@@ -69,6 +69,13 @@ class DesiredState(SQLModel, table=True):
     release_id: str = Field(foreign_key="release.id", index=True)
     #: Set when the assignment installs a lower security_version (revocation or rollback).
     rollback: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: A candidate the device runs beside its release without letting it decide (shadow stage).
+    shadow_release_id: str | None = Field(default=None, foreign_key="release.id")
+    #: What an approved incident action ordered (manual inspection, a threshold); kept across
+    #: release changes until another action changes it.
+    control: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: Bumped on every change; signed into the document, devices refuse an older one.
+    revision: int = 0
     reason: str
     updated_at: datetime = Field(sa_type=TZ)
     updated_by: str
@@ -135,6 +142,9 @@ class RolloutDevice(SQLModel, table=True):
     manual: int = 0
     confidence_sum: float = 0.0
     confidence_n: int = 0
+    #: Inferences the candidate ran in shadow on this device, and how many it disagreed on.
+    shadow_inferences: int = 0
+    shadow_disagreements: int = 0
 
 
 class DeviceKpi(SQLModel, table=True):
@@ -165,3 +175,32 @@ class MaintenanceCalendar(SQLModel, table=True):
     windows: list[dict[str, Any]] = _json(default_factory=list)
     updated_at: datetime = Field(sa_type=TZ)
     updated_by: str
+
+
+class FrozenVersion(SQLModel, table=True):
+    """A model version an incident froze as evidence: no rollout or assignment deploys it."""
+
+    __tablename__ = "frozen_version"
+
+    model: str = Field(primary_key=True)
+    version: str = Field(primary_key=True)
+    incident_id: str
+    reason: str = Field(sa_type=sa.Text)
+    frozen_at: datetime = Field(sa_type=TZ)
+    frozen_by: str
+
+
+class IncidentAction(SQLModel, table=True):
+    """An incident action the gateway carried out (or could not): carried out once."""
+
+    __tablename__ = "incident_action"
+
+    action_id: str = Field(primary_key=True)
+    incident_id: str = Field(index=True)
+    action: str
+    model: str
+    version: str | None = None
+    outcome: str  # done | failed
+    devices: list[str] = _json(default_factory=list)
+    detail: str | None = Field(default=None, sa_type=sa.Text)
+    received_at: datetime = Field(sa_type=TZ)

@@ -33,6 +33,8 @@ from linegate_cli.edge.inference.api import (
 from linegate_cli.edge.inference.runner import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     ActiveModel,
+    Control,
+    ControlFile,
     Decision,
     InferenceError,
     InvalidImage,
@@ -54,6 +56,8 @@ __all__ = [
     "DEFAULT_CONFIDENCE_THRESHOLD",
     "DEFAULT_REASON_CODES",
     "ActiveModel",
+    "Control",
+    "ControlFile",
     "Decision",
     "InferenceCreate",
     "InferenceError",

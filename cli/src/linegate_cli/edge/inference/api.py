@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import math
 import time
 import uuid
@@ -27,10 +28,19 @@ from pydantic import (
 )
 
 from linegate.errors import NotFound, Unprocessable, install_problem_handlers
-from linegate.events import InferenceDecision, InferenceRecordV1, InputStatsV1, OverrideV1
+from linegate.events import (
+    InferenceDecision,
+    InferenceRecordV1,
+    InputStatsV1,
+    OverrideV1,
+    ShadowResultV1,
+)
 from linegate_cli.edge.inference.runner import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     ActiveModel,
+    Control,
+    ControlFile,
+    Decision,
     InvalidImage,
     ModelFailed,
     ModelRunner,
@@ -99,6 +109,8 @@ class InferenceRead(BaseModel):
     threshold: float
     stats: InputStatsV1
     latency_ms: float
+    #: The incident whose order decided (every part to manual inspection), if any.
+    control_incident_id: str | None = None
 
 
 class OverrideCreate(BaseModel):
@@ -151,12 +163,19 @@ def create_inference_app(
     threshold: float | None = None,
     reason_codes: Sequence[str] = DEFAULT_REASON_CODES,
     recent_records: int = 10_000,
+    shadow: ModelRunner | None = None,
+    control: ControlFile | None = None,
 ) -> FastAPI:
     """The local API over ``runner`` and ``telemetry`` (whose flushing runs in the lifespan).
 
     ``threshold`` (agent configuration) replaces the model's ``confidence_threshold``; ``None``
     uses the model's (0.8 when preprocess.json sets none). Overrides name one of the last
     ``recent_records`` records and one of ``reason_codes``.
+
+    ``control`` is the incident order the agent verified: its threshold replaces every other,
+    and ``manual_inspection`` routes every part there. ``shadow`` runs the candidate the agent
+    installed in shadow on the same image; its result is telemetry only (``record.shadow``),
+    compared with what the active model decided before any incident order.
     """
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold {threshold} is not in (0, 1]")
@@ -176,10 +195,7 @@ def create_inference_app(
     app = FastAPI(title="Linegate device inference API", lifespan=lifespan)
     install_problem_handlers(app)
 
-    def threshold_for(served: ActiveModel | Prediction | None) -> float:
-        if threshold is not None:
-            return threshold
-        return served.threshold if served is not None else DEFAULT_CONFIDENCE_THRESHOLD
+    threshold_for = functools.partial(_limit, threshold)
 
     @app.post("/v1/inference", response_model=InferenceRead)
     async def create_inference(body: InferenceCreate) -> InferenceRead:
@@ -189,9 +205,12 @@ def create_inference_app(
             active, prediction, stats, failure = await asyncio.to_thread(_infer, runner, image)
         except InvalidImage as e:
             raise InvalidInferenceInput(str(e)) from e
+        order = control.current() if control is not None else None
         # The prediction names the model that made it, even if the link moved meanwhile.
-        limit = threshold_for(prediction or active)
-        decision = decide(prediction, limit, no_model_reason=failure or "no model")
+        limit = threshold_for(prediction or active, order)
+        decision, shadow_result = await _judge(
+            prediction, limit, failure, order, shadow, image, threshold_for
+        )
         served = prediction or active
         record = InferenceRecordV1(
             record_id=uuid.uuid4().hex,
@@ -206,6 +225,8 @@ def create_inference_app(
             threshold=limit,
             stats=InputStatsV1(**stats),
             latency_ms=(time.perf_counter() - started) * 1000,
+            shadow=shadow_result,
+            control_incident_id=order.incident_id if order is not None else None,
         )
         recent[record.record_id] = record
         while len(recent) > recent_records:
@@ -276,6 +297,95 @@ def create_inference_app(
         )
 
     return app
+
+
+def _limit(
+    configured: float | None,
+    served: ActiveModel | Prediction | None,
+    order: Control | None = None,
+) -> float:
+    """The confidence threshold: an incident's order, else the agent's configuration, else
+    the model's own."""
+    if order is not None and order.threshold is not None:
+        return order.threshold
+    if configured is not None:
+        return configured
+    return served.threshold if served is not None else DEFAULT_CONFIDENCE_THRESHOLD
+
+
+async def _judge(
+    prediction: Prediction | None,
+    limit: float,
+    failure: str | None,
+    order: Control | None,
+    shadow: ModelRunner | None,
+    image: NDArray[np.float32],
+    threshold_for: Any,
+) -> tuple[Decision, ShadowResultV1 | None]:
+    """The decision on the part (the model's, unless an incident order overrides it) and the
+    shadow candidate's result, compared with the model's own decision."""
+    model_decision = decide(prediction, limit, no_model_reason=failure or "no model")
+    shadow_result = (
+        await _shadow_result(shadow, image, prediction, model_decision, order, threshold_for)
+        if shadow is not None
+        else None
+    )
+    return _obey(order, model_decision), shadow_result
+
+
+def _obey(order: Control | None, decision: Decision) -> Decision:
+    """``decision``, unless an incident ordered every part to manual inspection."""
+    if order is None or order.mode != "manual_inspection":
+        return decision
+    return Decision(
+        "manual_inspection",
+        f"incident {order.incident_id} orders manual inspection of every part"
+        + (f": {order.reason}" if order.reason else ""),
+    )
+
+
+async def _shadow_result(
+    shadow: ModelRunner,
+    image: NDArray[np.float32],
+    active: Prediction | None,
+    active_decision: Decision,
+    order: Control | None,
+    threshold_for: Any,
+) -> ShadowResultV1 | None:
+    """The shadow candidate on the same image (``None`` while the device runs none). A
+    candidate that fails or cannot take the image disagrees: it could not have decided."""
+    started = time.perf_counter()
+
+    def run() -> tuple[ActiveModel, Prediction | None] | None:
+        try:
+            served = shadow.active()
+        except NoActiveModel:
+            return None
+        try:
+            return served, shadow.predict(image)
+        except (NoActiveModel, ModelFailed, InvalidImage):
+            return served, None
+
+    outcome = await asyncio.to_thread(run)
+    if outcome is None:
+        return None
+    served, prediction = outcome
+    decision = decide(prediction, threshold_for(prediction or served, order))
+    agrees = (
+        prediction is not None
+        and active is not None
+        and prediction.label == active.label
+        and decision.outcome == active_decision.outcome
+    )
+    return ShadowResultV1(
+        model=served.model,
+        version=served.version,
+        decision=decision.outcome,
+        label=prediction.label if prediction else None,
+        confidence=prediction.confidence if prediction else None,
+        agrees=agrees,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 def _infer(

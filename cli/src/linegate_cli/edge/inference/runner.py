@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from linegate_cli.agent import MODEL_FILE, AgentState
+from linegate_cli.agent import CONTROL_FILE, MODEL_FILE, AgentState
 
 log = logging.getLogger("linegate.edge.inference")
 
@@ -90,6 +90,54 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Control:
+    """An approved incident's order the agent verified (``control.json``)."""
+
+    mode: Literal["automatic", "manual_inspection"]
+    threshold: float | None
+    incident_id: str
+    reason: str
+
+
+class ControlFile:
+    """Reads ``<state_dir>/control.json`` when it changed (one ``stat`` per call).
+
+    An unreadable file is read as manual inspection: an order the device cannot read must not
+    turn back into automatic decisions.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / CONTROL_FILE
+        self._seen: tuple[int, int] | None = None
+        self._control: Control | None = None
+
+    def current(self) -> Control | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._seen, self._control = None, None
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        if key != self._seen:
+            self._control, self._seen = self._read(), key
+        return self._control
+
+    def _read(self) -> Control:
+        try:
+            raw = json.loads(self.path.read_text())
+            threshold = raw.get("threshold")
+            return Control(
+                mode="manual_inspection" if raw["mode"] == "manual_inspection" else "automatic",
+                threshold=None if threshold is None else float(threshold),
+                incident_id=str(raw["incident_id"]),
+                reason=str(raw.get("reason", "")),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.exception("control.json unreadable: failing safe", extra={"error": str(e)})
+            return Control("manual_inspection", None, "unknown", f"control.json unreadable: {e}")
+
+
+@dataclass(frozen=True)
 class _Loaded:
     target: str
     active: ActiveModel
@@ -107,16 +155,20 @@ class ModelRunner:
     defaults to ``labels[0]``. Thread-safe: :meth:`predict` may be called from worker threads.
     """
 
-    def __init__(self, state_dir: Path, *, good_label: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, *, good_label: str | None = None, link: str = "current"
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.good_label = good_label
+        #: ``current`` (the active model) or ``shadow`` (a candidate the agent runs beside it).
+        self.link = link
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._failed: tuple[str, str, float] | None = None  # target, error, when
 
     @property
     def current(self) -> Path:
-        return self.state_dir / "current"
+        return self.state_dir / self.link
 
     def active(self) -> ActiveModel:
         """The model that serves the next request; :class:`NoActiveModel` if there is none."""

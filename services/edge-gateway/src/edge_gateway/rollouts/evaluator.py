@@ -13,7 +13,13 @@ Each pass, for every running, paused or awaiting rollout (serialised on the roll
    candidate made ``min_inferences``; then the next stage begins (or waits for approval),
    or the rollout completes. A stage that selected no new device is complete at once;
 4. a running stage's devices whose maintenance window is open get the candidate as desired
-   state (``distribution.assign``).
+   state (``distribution.assign``), or, in a shadow stage, as their shadow
+   (``distribution.set_shadow``: their model keeps deciding; the candidate's disagreements
+   are counted and abort the stage above ``max_shadow_disagreement_rate``). A completed
+   shadow stage stops its devices shadowing.
+
+While an incident holds the candidate frozen as evidence, a running rollout neither advances
+nor installs (its evaluation says why); thresholds still abort it.
 
 The clock is a parameter, so tests drive passes at chosen instants instead of sleeping.
 """
@@ -36,9 +42,10 @@ from edge_gateway.distribution import Gateway
 from edge_gateway.models import Device, Release, Rollout, RolloutDevice
 from edge_gateway.rollouts import calendar
 from edge_gateway.rollouts.kpis import breaches, stage_kpis
-from edge_gateway.rollouts.schemas import ACTIVE_STATES, CanaryStage, PercentStage
+from edge_gateway.rollouts.schemas import ACTIVE_STATES, ASSIGNED_STATES, AnyStage, ShadowStage
 from edge_gateway.rollouts.service import (
     ACTOR,
+    SHADOW_DONE,
     Revert,
     audit_note,
     begin_stage,
@@ -69,6 +76,8 @@ class Pass:
     installs: Revert = field(default_factory=list)
     revert: Revert = field(default_factory=list)
     revert_reason: str = ""
+    #: Devices of a completed shadow stage, to stop shadowing the candidate.
+    stop_shadow: list[str] = field(default_factory=list)
 
 
 async def evaluate(gw: Gateway, *, now: datetime | None = None) -> dict[str, str]:
@@ -94,6 +103,15 @@ async def evaluate_rollout(gw: Gateway, rollout_id: str, *, now: datetime) -> st
         if rollout.state not in ACTIVE_STATES:
             return rollout.state
         step = await _decide(session, gw.audit, rollout, now)
+    if step.stop_shadow:
+        await distribution.set_shadow(
+            gw,
+            step.stop_shadow,
+            None,
+            actor=ACTOR,
+            reason=f"rollout {rollout.id}: shadow stage complete",
+            only_if=rollout.release_id,
+        )
     if step.installs:
         await _install(gw, rollout, step.installs)
     if step.revert:
@@ -131,12 +149,22 @@ async def _decide(session: AsyncSession, audit: AuditLog, rollout: Rollout, now:
         rollout.evaluation = {**evaluation, "blocking": [], "breaches": crossed}
         return await _abort(session, audit, rollout, rows, kpis, crossed, now)
     blocking = _blocking(stage, rows, kpis, now) if rollout.state == "running" else []
+    freeze = await distribution.frozen(session, rollout.model, rollout.version)
+    if freeze is not None and rollout.state == "running":
+        blocking.insert(
+            0, f"frozen as evidence by incident {freeze.incident_id}: no advance, no installs"
+        )
     rollout.evaluation = {**evaluation, "blocking": blocking, "breaches": []}
     outcome = rollout.state
+    stopped: list[str] = []
     if rollout.state == "running" and not blocking:
-        outcome = await _advance(session, audit, rollout, kpis, now)
-    installs = await _ready_to_install(session, rollout, now) if rollout.state == "running" else []
-    return Pass(outcome, installs=installs)
+        outcome, stopped = await _advance(session, audit, rollout, kpis, now)
+    installs = (
+        await _ready_to_install(session, rollout, now)
+        if rollout.state == "running" and freeze is None
+        else []
+    )
+    return Pass(outcome, installs=installs, stop_shadow=stopped)
 
 
 def _mark_late(
@@ -155,7 +183,7 @@ def _mark_late(
 
 
 def _blocking(
-    stage: CanaryStage | PercentStage,
+    stage: AnyStage,
     rows: list[RolloutDevice],
     kpis: dict[str, Any],
     now: datetime,
@@ -176,28 +204,41 @@ def _blocking(
     installed = [t for rd in counted if (t := utc(rd.assigned_at))]
     if not waiting and (left := soak_left(stage.soak_seconds, max(installed, default=None), now)):
         out.append(f"soak: {int(left.total_seconds())} s left")
-    if kpis["inferences"] < stage.min_inferences:
+    if isinstance(stage, ShadowStage):
+        if kpis["shadow_inferences"] < stage.min_inferences:
+            out.append(f"shadow inferences: {kpis['shadow_inferences']} of {stage.min_inferences}")
+    elif kpis["inferences"] < stage.min_inferences:
         out.append(f"inferences: {kpis['inferences']} of {stage.min_inferences}")
     return out
 
 
 async def _advance(
     session: AsyncSession, audit: AuditLog, rollout: Rollout, kpis: dict[str, Any], now: datetime
-) -> str:
+) -> tuple[str, list[str]]:
+    """Complete the current stage; returns the outcome and the devices of a completed
+    shadow stage (free to be chosen by the next stage, to stop shadowing after the commit)."""
     done = rollout.stage_index
     reason = f"stage {done} met its soak time, inference count and thresholds"
+    stopped = []
+    if isinstance(stage_spec(rollout, done), ShadowStage):
+        for rd in await rows_of(session, rollout.id, done):
+            if rd.state in ASSIGNED_STATES:
+                rd.state = SHADOW_DONE
+                session.add(rd)
+                stopped.append(rd.device_id)
+        await session.flush()
     if done + 1 >= len(rollout.stages):
         rollout.state = "completed"
         await audit_note(
             session, audit, rollout, now, "completed", actor=ACTOR, reason=reason, kpis=kpis
         )
-        return "completed"
+        return "completed", stopped
     if stage_spec(rollout, done + 1).require_approval:
         rollout.state = "awaiting_approval"
         await audit_note(
             session, audit, rollout, now, "awaiting_approval", actor=ACTOR, reason=reason, kpis=kpis
         )
-        return "awaiting_approval"
+        return "awaiting_approval", stopped
     rows = await begin_stage(session, rollout, done + 1, now)
     await audit_note(
         session,
@@ -210,7 +251,7 @@ async def _advance(
         kpis=kpis,
         devices=[rd.device_id for rd in rows],
     )
-    return f"stage {rollout.stage_index} started"
+    return f"stage {rollout.stage_index} started", stopped
 
 
 async def _ready_to_install(session: AsyncSession, rollout: Rollout, now: datetime) -> Revert:
@@ -243,15 +284,21 @@ async def _ready_to_install(session: AsyncSession, rollout: Rollout, now: dateti
 
 async def _install(gw: Gateway, rollout: Rollout, installs: Revert) -> None:
     device_ids = [device_id for device_id, _ in installs]
+    reason = f"rollout {rollout.id} stage {rollout.stage_index}"
     try:
-        await distribution.assign(
-            gw,
-            model=rollout.model,
-            version=rollout.version,
-            device_ids=device_ids,
-            actor=ACTOR,
-            reason=f"rollout {rollout.id} stage {rollout.stage_index}",
-        )
+        if isinstance(stage_spec(rollout, rollout.stage_index), ShadowStage):
+            await distribution.set_shadow(
+                gw, device_ids, rollout.release_id, actor=ACTOR, reason=reason + " (shadow)"
+            )
+        else:
+            await distribution.assign(
+                gw,
+                model=rollout.model,
+                version=rollout.version,
+                device_ids=device_ids,
+                actor=ACTOR,
+                reason=reason,
+            )
     except LinegateError as e:
         log.warning("rollout %s could not assign %s: %s", rollout.id, device_ids, e.detail)
         async with gw.db.session() as session:
@@ -325,6 +372,8 @@ _REPORTED = {
     "verified": "installing",
     "self_test": "installing",
     "active": "active",
+    # A shadow stage's device runs the candidate (beside its model): that is its install.
+    "shadow": "active",
     "refused": "failed",
 }
 #: Device states a report can still change or annotate.

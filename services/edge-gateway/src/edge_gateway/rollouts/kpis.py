@@ -6,6 +6,10 @@ many inferences, rejects, manual inspections and the confidence sum (``DeviceKpi
 baseline), and per rollout device the same for the candidate since its install
 (``RolloutDevice``). A stage's reject rate against the previous version's rate on the same
 devices (else the same lines) is the scrap-rate KPI; the drop in mean confidence is the other.
+
+A record may carry the result of a shadow candidate on the same input (``record.shadow``); the
+rollout devices shadowing that candidate count those inputs and the disagreements among them:
+the shadow stage's disagreement rate.
 """
 
 from __future__ import annotations
@@ -82,6 +86,17 @@ def tally(records: Iterable[InferenceRecordV1]) -> dict[tuple[str, str], Counts]
     return out
 
 
+def tally_shadow(records: Iterable[InferenceRecordV1]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(inputs, disagreements) per shadow candidate (model, version)."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for r in records:
+        if r.shadow is None:
+            continue
+        n, d = out.get((r.shadow.model, r.shadow.version), (0, 0))
+        out[(r.shadow.model, r.shadow.version)] = (n + 1, d + (not r.shadow.agrees))
+    return out
+
+
 # ------------------------------------------------------------------------------ ingest
 
 
@@ -102,7 +117,8 @@ async def record_batch(gw: Gateway, subject: str, data: Mapping[str, Any]) -> in
         log.warning("device %s sent a batch as %s; ignored", device_id, batch.device_id)
         return 0
     tallies = tally(batch.records)
-    if not tallies:
+    shadows = tally_shadow(batch.records)
+    if not tallies and not shadows:
         return 0
     now = datetime.now(UTC)
     async with gw.db.session() as session:
@@ -111,6 +127,8 @@ async def record_batch(gw: Gateway, subject: str, data: Mapping[str, Any]) -> in
         for (model, version), counts in tallies.items():
             await _add_device_kpi(session, device_id, model, version, counts, now)
             await _add_rollout_counts(session, device_id, model, version, counts)
+        for (model, version), (n, disagreements) in shadows.items():
+            await _add_shadow_counts(session, device_id, model, version, n, disagreements)
     return sum(c.inferences for c in tallies.values())
 
 
@@ -161,6 +179,27 @@ async def _add_rollout_counts(
             col(RolloutDevice.state).in_(COUNTING_STATES),
         )
         .values(**_increments(RolloutDevice, c))
+    )
+    await session.exec(stmt)
+
+
+async def _add_shadow_counts(
+    session: AsyncSession, device_id: str, model: str, version: str, n: int, disagreements: int
+) -> None:
+    rollouts = select(Rollout.id).where(
+        Rollout.model == model, Rollout.version == version, col(Rollout.state).in_(ACTIVE_STATES)
+    )
+    stmt = (
+        update(RolloutDevice)
+        .where(
+            col(RolloutDevice.device_id) == device_id,
+            col(RolloutDevice.rollout_id).in_(rollouts),
+            col(RolloutDevice.state).in_(COUNTING_STATES),
+        )
+        .values(
+            shadow_inferences=RolloutDevice.shadow_inferences + n,
+            shadow_disagreements=RolloutDevice.shadow_disagreements + disagreements,
+        )
     )
     await session.exec(stmt)
 
@@ -243,6 +282,8 @@ async def stage_kpis(
     confidence_judged = (
         candidate.confidence_n >= t.kpi_min_inferences and base.confidence_n >= t.kpi_min_inferences
     )
+    shadow_n = sum(rd.shadow_inferences for rd in counted)
+    shadow_d = sum(rd.shadow_disagreements for rd in counted)
     delta = drop = None
     if judged and candidate.reject_rate is not None and base.reject_rate is not None:
         delta = candidate.reject_rate - base.reject_rate
@@ -267,6 +308,12 @@ async def stage_kpis(
         },
         "reject_rate_delta": delta,
         "confidence_drop": drop,
+        "shadow_inferences": shadow_n,
+        "shadow_disagreements": shadow_d,
+        # Judged, like the other rates, only over enough inputs.
+        "shadow_disagreement_rate": (
+            shadow_d / shadow_n if shadow_n >= t.kpi_min_inferences else None
+        ),
     }
 
 
@@ -296,6 +343,16 @@ def breaches(t: Thresholds, kpis: Mapping[str, Any]) -> list[str]:
             f"reject rate {kpis['reject_rate']:.4f} vs {base['reject_rate']:.4f} on "
             f"{', '.join(base['versions'])} (same {base['scope']}): "
             f"delta {delta:+.4f} > {t.max_reject_rate_delta:g}"
+        )
+    rate = kpis["shadow_disagreement_rate"]
+    if (
+        t.max_shadow_disagreement_rate is not None
+        and rate is not None
+        and rate > t.max_shadow_disagreement_rate
+    ):
+        out.append(
+            f"shadow disagreement {rate:.4f} ({kpis['shadow_disagreements']} of "
+            f"{kpis['shadow_inferences']} inputs) > {t.max_shadow_disagreement_rate:g}"
         )
     drop = kpis["confidence_drop"]
     if t.max_confidence_drop is not None and drop is not None and drop > t.max_confidence_drop:

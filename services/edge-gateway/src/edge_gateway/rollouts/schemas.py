@@ -87,6 +87,13 @@ class Thresholds(Strict):
         le=1,
         description="Mean confidence of the previous version minus the candidate's",
     )
+    max_shadow_disagreement_rate: float | None = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Shadow stage: share of inputs on which the candidate's label or decision "
+        "differed from the active model's",
+    )
     kpi_min_inferences: int = Field(
         default=50,
         ge=1,
@@ -106,10 +113,9 @@ class StageBase(Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
 
-class CanaryStage(StageBase):
+class DeviceChoice(StageBase):
     """One line, named devices, or the first ``count`` devices of the target."""
 
-    kind: Literal["canary"] = "canary"
     line: str | None = Field(default=None, pattern=LINE_ID)
     device_ids: list[Annotated[str, Field(pattern=DEVICE_ID)]] = Field(
         default_factory=list, max_length=10_000
@@ -120,8 +126,25 @@ class CanaryStage(StageBase):
     def _one_choice(self) -> Self:
         given = [self.line is not None, bool(self.device_ids), self.count is not None]
         if sum(given) != 1:
-            raise ValueError("a canary stage names exactly one of line, device_ids or count")
+            kind = getattr(self, "kind", "")
+            raise ValueError(f"a {kind} stage names exactly one of line, device_ids or count")
         return self
+
+
+class CanaryStage(DeviceChoice):
+    """The candidate decides on one line, named devices, or the first ``count`` devices."""
+
+    kind: Literal["canary"] = "canary"
+
+
+class ShadowStage(DeviceChoice):
+    """The chosen devices run the candidate beside their model on the same inputs; their
+    model still decides every part; where the two disagree is telemetry, and the stage aborts
+    above ``thresholds.max_shadow_disagreement_rate``. ``min_inferences`` counts the inputs the
+    candidate ran on in shadow. When the stage completes the devices stop shadowing; a later
+    stage may choose them again."""
+
+    kind: Literal["shadow"] = "shadow"
 
 
 class PercentStage(StageBase):
@@ -131,8 +154,9 @@ class PercentStage(StageBase):
     percent: float = Field(gt=0, le=100)
 
 
-Stage = Annotated[CanaryStage | PercentStage, Field(discriminator="kind")]
-STAGE = TypeAdapter[CanaryStage | PercentStage](Stage)
+AnyStage = CanaryStage | PercentStage | ShadowStage
+Stage = Annotated[AnyStage, Field(discriminator="kind")]
+STAGE = TypeAdapter[AnyStage](Stage)
 
 
 class RolloutCreate(Strict):
@@ -191,6 +215,8 @@ class RolloutDeviceRead(BaseModel):
     inferences: int
     reject_rate: float | None
     confidence_mean: float | None
+    shadow_inferences: int = 0
+    shadow_disagreement_rate: float | None = None
     rollback_error: str | None
 
 

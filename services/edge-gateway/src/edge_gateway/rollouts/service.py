@@ -43,11 +43,13 @@ from edge_gateway.rollouts.schemas import (
     ACTIVE_STATES,
     ASSIGNED_STATES,
     STAGE,
+    AnyStage,
     CanaryStage,
     PercentStage,
     RolloutCreate,
     RolloutDeviceRead,
     RolloutStatus,
+    ShadowStage,
 )
 from edge_gateway.schemas import Selector
 from linegate.audit import AuditLog
@@ -68,6 +70,8 @@ ALLOWED: dict[Command, frozenset[str]] = {
 }
 #: (device id, release it had before the rollout) of devices to move back.
 Revert = list[tuple[str, str | None]]
+#: A device that ran the candidate in a completed shadow stage (and no longer does).
+SHADOW_DONE = "shadow_done"
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -77,7 +81,7 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def stage_spec(rollout: Rollout, index: int) -> CanaryStage | PercentStage:
+def stage_spec(rollout: Rollout, index: int) -> AnyStage:
     return STAGE.validate_python(rollout.stages[index])
 
 
@@ -161,7 +165,9 @@ async def create_rollout(
         raise ReleaseRevoked(f"{body.model} {body.version} was revoked: {release.revoked_reason}")
     target = {d.id for d in await select_devices(session, body.selector)}
     for i, stage in enumerate(body.stages):
-        if isinstance(stage, CanaryStage) and (outside := set(stage.device_ids) - target):
+        if isinstance(stage, CanaryStage | ShadowStage) and (
+            outside := set(stage.device_ids) - target
+        ):
             raise RolloutInvalid(
                 f"stage {i}: {', '.join(sorted(outside))} not among the devices the selector "
                 "matches"
@@ -200,10 +206,12 @@ async def begin_stage(
     session: AsyncSession, rollout: Rollout, index: int, now: datetime
 ) -> list[RolloutDevice]:
     """Pick the stage's devices; they wait for their maintenance window (the evaluator
-    assigns them). A device that already wants the candidate is ``skipped``."""
+    assigns them). A device that already wants the candidate is ``skipped``. Devices that
+    only shadowed the candidate in an earlier stage are free to be chosen again."""
     stage = stage_spec(rollout, index)
     target = await select_devices(session, Selector.model_validate(rollout.selector))
-    taken = {rd.device_id for rd in await rows_of(session, rollout.id)}
+    existing = {rd.device_id: rd for rd in await rows_of(session, rollout.id)}
+    taken = {d for d, rd in existing.items() if rd.state != SHADOW_DONE}
     free = [d for d in target if d.id not in taken]
     if isinstance(stage, PercentStage):
         # Cumulative: the stage brings the rollout to `percent` of today's target.
@@ -219,12 +227,13 @@ async def begin_stage(
     rows = []
     for device in chosen:
         already = desired.get(device.id) == rollout.release_id
-        row = RolloutDevice(
-            rollout_id=rollout.id,
-            device_id=device.id,
-            stage=index,
-            state="skipped" if already else "waiting_window",
+        row = existing.get(device.id) or RolloutDevice(
+            rollout_id=rollout.id, device_id=device.id, stage=index, state="waiting_window"
         )
+        row.stage, row.state = index, "skipped" if already else "waiting_window"
+        row.assigned_at = row.late_since = row.previous_release_id = None
+        # A shadow stage's counts were judged there (and audited with its completion).
+        row.shadow_inferences = row.shadow_disagreements = 0
         session.add(row)
         rows.append(row)
     rollout.stage_index, rollout.stage_started_at = index, now
@@ -281,6 +290,10 @@ async def command(
                 extra={"state": rollout.state, "allowed_from": sorted(ALLOWED[action])},
             )
         before = rollout.state
+        if action in ("start", "resume", "approve"):
+            await distribution.refuse_frozen(
+                session, rollout.model, rollout.version, f"{action} rollout {rollout.id}"
+            )
         if action == "start":
             await _check_startable(session, rollout)
             rollout.state = "running"
@@ -330,7 +343,19 @@ async def move_back(
 ) -> None:
     """Give each device back the release it had before the rollout. Devices whose desired
     state is no longer the candidate (already back, or moved on by someone else) are left
-    alone; failures are recorded per device and never undo the stop."""
+    alone; failures are recorded per device and never undo the stop. Devices shadowing the
+    candidate stop doing so."""
+    try:
+        await distribution.set_shadow(
+            gw,
+            [device_id for device_id, _ in revert],
+            None,
+            actor=actor,
+            reason=f"rollout {rollout.id} {rollout.state}: {reason}",
+            only_if=rollout.release_id,
+        )
+    except Exception as e:  # noqa: BLE001 - the stop has committed; the devices are retried below
+        log.warning("rollout %s: stopping shadows failed: %r", rollout.id, e)
     async with gw.db.session() as session:
         candidate = await session.get(Release, rollout.release_id)
         assert candidate is not None
@@ -440,6 +465,10 @@ async def status(session: AsyncSession, rollout: Rollout, now: datetime) -> Roll
                 inferences=rd.inferences,
                 reject_rate=rd.rejects / rd.inferences if rd.inferences else None,
                 confidence_mean=rd.confidence_sum / rd.confidence_n if rd.confidence_n else None,
+                shadow_inferences=rd.shadow_inferences,
+                shadow_disagreement_rate=(
+                    rd.shadow_disagreements / rd.shadow_inferences if rd.shadow_inferences else None
+                ),
                 rollback_error=rd.rollback_error,
             )
         )
