@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 from nats.js.errors import NotFoundError
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from incident.app import create_app
 from incident.incidents.runtime import Incidents
@@ -24,6 +26,7 @@ from incident.settings import IncidentSettings
 from incident.signals import Signal
 from linegate.auth import Role
 from linegate.events import Streams
+from linegate.outbox import OutboxMessage
 from linegate.testing.fixtures import bearer
 
 #: A Monday night shift on line 3.
@@ -111,7 +114,17 @@ class Desk:
         return outcome
 
     async def flush_outbox(self) -> None:
-        await self.app.state.ctx.outbox.flush()
+        """Publish every queued event and wait until none is pending: on PostgreSQL the
+        relay may hold a row (SKIP LOCKED) that a second flush then passes over."""
+        ctx = self.app.state.ctx
+
+        async def drained() -> bool:
+            await ctx.outbox.flush()
+            async with ctx.db.session() as session:
+                stmt = select(func.count()).where(col(OutboxMessage.sent_at).is_(None))
+                return bool((await session.exec(stmt)).one() == 0)
+
+        await wait_for(drained, "the outbox to drain")
 
     async def incident(self, incident_id: str) -> dict[str, Any]:
         r = await self.client.get(f"/v1/incidents/{incident_id}", headers=self.auth())
@@ -200,7 +213,7 @@ async def desk(
             yield d
             # Leave the relay idle before the lifespan stops it (see the report: cancelling
             # it mid-flush on PostgreSQL can wedge the final audit checkpoint).
-            await app.state.ctx.outbox.flush()
+            await d.flush_outbox()
     finally:
         await nc.close()
 

@@ -6,14 +6,17 @@ warrants (``pdm_chain.json``: device -> line maintenance -> plant maintenance ->
 maintenance management, a score at twice its threshold starting at plant level). The ticket's
 context is minimal (asset, where, the figures, the anomaly model's digest) and is stored and
 served only as a JWE encrypted for the maintenance team's public key
-(``LINEGATE_INCIDENT_MAINTENANCE_PUBLIC_KEY``, PEM or JWK; EC/OKP keys use ECDH-ES+A256KW, RSA
-keys RSA-OAEP-256, content A256GCM; joserfc, no home-made crypto). Without a key the ticket is
-withheld rather than stored in the clear. An unacknowledged ticket moves up a level when its
-time runs out (:meth:`TicketDesk.escalate_due`, driven with an explicit ``now``).
+(``LINEGATE_MAINTENANCE_PUBLIC_KEY``, PEM or JWK; EC/OKP keys use ECDH-ES+A256KW, RSA
+keys RSA-OAEP-256, content A256GCM; joserfc, no home-made crypto; RFC 7518 rates RSA-OAEP-256
+"optional", so the team names it when decrypting: ``algorithms=["RSA-OAEP-256", "A256GCM"]``).
+Without a key the ticket is withheld rather than stored in the clear. An unacknowledged ticket
+moves up a level when its time runs out (:meth:`TicketDesk.escalate_due`, driven with an
+explicit ``now``).
 
 Example::
 
-    desk = TicketDesk(MaintenanceChain.packaged(), TicketEncrypter.from_settings(settings))
+    encrypter = TicketEncrypter.from_settings(settings.maintenance_public_key, None)
+    desk = TicketDesk(MaintenanceChain.packaged(), encrypter)
     jwe.decrypt_compact(ticket.jwe, team_private_key).plaintext   # the team's side
 """
 
@@ -123,7 +126,13 @@ class TicketEncrypter:
 
     def encrypt(self, payload: dict[str, Any]) -> str:
         header = {"alg": self.alg, "enc": ENC, "cty": TICKET_MEDIA_TYPE, "kid": self.kid}
-        return jwe.encrypt_compact(header, json.dumps(payload, sort_keys=True).encode(), self.key)
+        return jwe.encrypt_compact(
+            header,
+            json.dumps(payload, sort_keys=True).encode(),
+            self.key,
+            # RSA-OAEP-256 is "optional" in RFC 7518, so joserfc wants it named explicitly.
+            algorithms=[self.alg, ENC],
+        )
 
 
 @dataclass
@@ -153,7 +162,7 @@ class TicketDesk:
             created_at=now,
             escalate_at=self._deadline(index, now),
             delivery="withheld: no maintenance public key configured "
-            "(LINEGATE_INCIDENT_MAINTENANCE_PUBLIC_KEY)",
+            "(LINEGATE_MAINTENANCE_PUBLIC_KEY)",
         )
         if self.encrypter is not None:
             context = {

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.incidents import actions, clocks, workflow
+from incident.incidents.core import utc
 from incident.incidents.errors import NotTriaged
 
 ReportKind = Literal["initial", "final"]
@@ -35,7 +36,7 @@ _FINAL_TODO = [
 
 
 def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
+    return None if t is None else utc(t).isoformat()
 
 
 async def draft(
@@ -106,8 +107,7 @@ async def draft(
         "evidence": incident.evidence,
         "corrective_actions": action_rows,
         "timeline": [
-            {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "detail": e.detail}
-            for e in events
+            {"at": _iso(e.at), "kind": e.kind, "actor": e.actor, "detail": e.detail} for e in events
         ],
         "to_complete": to_complete,
     }

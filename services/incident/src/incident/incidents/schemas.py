@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from incident.signals import IncidentType, Severity
 from linegate.events import IncidentActionKind
@@ -46,6 +46,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Read(BaseModel):
+    """A response body; times are UTC (SQLite hands them back naive)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 # ------------------------------------------------------------------------------ routing
 
 
@@ -74,7 +85,7 @@ class RoutingRuleUpdate(Strict):
     reason: Reason
 
 
-class RoutingRuleRead(BaseModel):
+class RoutingRuleRead(Read):
     id: str
     incident_type: str
     queue: str
@@ -91,7 +102,7 @@ class RoutingRuleRead(BaseModel):
 # ----------------------------------------------------------------------------- incidents
 
 
-class AssignmentRead(BaseModel):
+class AssignmentRead(Read):
     queue: str
     owner: str | None
     level: int
@@ -100,7 +111,7 @@ class AssignmentRead(BaseModel):
     rule_id: str | None
 
 
-class IncidentRead(BaseModel):
+class IncidentRead(Read):
     id: str
     incident_type: str
     severity: str
@@ -132,7 +143,7 @@ class IncidentRead(BaseModel):
     assignments: list[AssignmentRead] = Field(default_factory=list)
 
 
-class TimelineEntry(BaseModel):
+class TimelineEntry(Read):
     id: int
     at: datetime
     kind: str
@@ -152,7 +163,7 @@ class SnoozeCreate(Strict):
     reason: Reason
 
 
-class SnoozeRead(BaseModel):
+class SnoozeRead(Read):
     dedup_key: str
     until: datetime
     reason: str
@@ -170,7 +181,7 @@ class StepCompletion(Strict):
     note: Reason
 
 
-class StepRead(BaseModel):
+class StepRead(Read):
     id: str
     title: str
     kind: str
@@ -183,7 +194,7 @@ class StepRead(BaseModel):
     note: str | None = None
 
 
-class RunbookProgress(BaseModel):
+class RunbookProgress(Read):
     runbook_id: str
     version: int
     title: str
@@ -206,13 +217,13 @@ class ApprovalCreate(Strict):
     rationale: Rationale
 
 
-class ApprovalRead(BaseModel):
+class ApprovalRead(Read):
     approver: str
     rationale: str
     at: datetime
 
 
-class ActionRead(BaseModel):
+class ActionRead(Read):
     id: str
     incident_id: str
     action: str
@@ -259,7 +270,7 @@ class TriageDecision(Strict):
         return self
 
 
-class ClockRead(BaseModel):
+class ClockRead(Read):
     id: int
     incident_id: str
     regime: str
@@ -285,7 +296,7 @@ class FreezeRelease(Strict):
     rationale: Rationale
 
 
-class FreezeRead(BaseModel):
+class FreezeRead(Read):
     id: int
     incident_id: str
     model: str
@@ -298,7 +309,7 @@ class FreezeRead(BaseModel):
     release_reason: str | None
 
 
-class TicketRead(BaseModel):
+class TicketRead(Read):
     id: str
     incident_id: str
     asset: str
