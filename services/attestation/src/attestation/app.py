@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import attestation
-from attestation import api, sla
+from attestation import api, portal, sla
 from attestation.repository import SlaRepository
 from attestation.settings import AttestationSettings
 from attestation.sigstore_bundle import SigstoreVerifier, default_trusted_root_paths
@@ -57,7 +57,7 @@ def create_app(settings: AttestationSettings | None = None) -> FastAPI:
         settings,
         title="Linegate attestation",
         description=attestation.__doc__ or "",
-        routers=[api.router],
+        routers=[api.router, portal.router],
         migrations=MIGRATIONS,
         streams=(Streams.ATTESTATION,),
         on_startup=[start_issuer, start_sla_evaluator],
