@@ -144,6 +144,17 @@ async def test_critical_needs_two_distinct_approvers_then_the_result_reaches_the
     assert actions.count("incident.action.approve") == 2
 
 
+async def test_a_tier_1_system_needs_two_approvers_even_below_critical(desk: Desk) -> None:
+    incident_id = (
+        await desk.raise_signal(severity="medium", evidence={"risk_tier": 1, "psi": 0.31})
+    ).incident.id
+    r = await propose(desk, incident_id, action="manual_inspection")
+    assert r.json()["required_approvals"] == 2
+    other = (await desk.raise_signal(dedup_key="drift:tier3", evidence={"risk_tier": 3})).incident
+    r = await propose(desk, other.id, action="manual_inspection")
+    assert r.json()["required_approvals"] == 1
+
+
 async def test_runbook_human_gates_come_before_the_actions_after_them(desk: Desk) -> None:
     incident_id = (await desk.raise_signal()).incident.id
     r = await desk.client.get(f"/v1/incidents/{incident_id}/runbook", headers=desk.auth())

@@ -212,3 +212,17 @@ async def test_a_refused_release_on_a_device_opens_a_security_incident(desk: Des
     assert "sha256 does not match" in incident["summary"]
     assert incident["runbook_id"] == "security-refusal"
     assert len(await desk.incidents()) == 1
+
+
+async def test_incident_events_land_in_the_post_market_log(desk: Desk) -> None:
+    incident_id = (await desk.raise_signal()).incident.id
+    desk.later(minutes=3)
+    assert (await desk.status(incident_id, "acknowledged", reason="QA on it")).status_code == 200
+    r = await desk.client.get(
+        "/v1/postmarket/events", params={"incident_id": incident_id}, headers=desk.auth()
+    )
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [i["kind"] for i in items] == ["incident.opened", "incident.acknowledged"]
+    assert {(i["model"], i["version"], i["line"]) for i in items} == {(MODEL, "2.1.0", "line3")}
+    assert items[0]["payload"]["dedup_key"] == f"outcome:{MODEL}:2.1.0:line3"

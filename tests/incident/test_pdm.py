@@ -87,6 +87,17 @@ async def test_alert_opens_an_incident_and_an_encrypted_ticket_the_team_decrypts
     assert "maintenance_ticket.open" in await desk.audit_actions()
 
 
+async def test_malformed_alerts_are_dropped_and_the_consumer_carries_on(desk: Desk) -> None:
+    subject = Subjects.maintenance("press-4")
+    await desk.js.publish(subject, b"not json at all")
+    await desk.js.publish(subject, b'["a", "list"]')
+    await desk.js.publish(subject, b'{"kind": "maintenance.alert.v1", "asset": "press-4"}')
+    await desk.publish(subject, alert("press-4"))
+    [ticket] = await wait_for(lambda: tickets(desk, asset="press-4"), "the valid alert's ticket")
+    assert ticket["level"] == "line_maintenance"
+    assert len(await desk.incidents()) == 1
+
+
 async def _signal_count(desk: Desk, incident_id: str, n: int) -> bool:
     return bool((await desk.incident(incident_id))["signal_count"] == n)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -155,8 +155,10 @@ class Consumers:
         audit: AuditLog,
         sink: IncidentSink,
         wake: Callable[[], None],
+        clock: Callable[[], datetime],
     ) -> None:
         self.db, self.nats, self.audit, self.sink, self.wake = db, nats, audit, sink, wake
+        self.clock = clock
 
     async def signal(
         self, signal: Signal | None, external_ref: str | None = None
@@ -181,7 +183,7 @@ class Consumers:
     async def on_action_result(self, subject: str, data: dict[str, Any]) -> None:
         result = parse(IncidentActionResultV1, data)
         async with self.db.session() as session:
-            await actions.record_result(session, self.audit, result, datetime.now(UTC))
+            await actions.record_result(session, self.audit, result, self.clock())
 
     async def subscribe(self) -> list[Any]:
         js = self.nats.js

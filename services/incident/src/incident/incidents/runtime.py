@@ -79,6 +79,7 @@ class Incidents:
             audit=self.ctx.audit,
             sink=self.sink,
             wake=self.ctx.outbox.wake,
+            clock=lambda: self.clock(),  # noqa: PLW0108 - late-bound: the clock may be replaced
         )
         self.subscriptions = await consumers.subscribe()
 
