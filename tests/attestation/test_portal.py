@@ -9,23 +9,27 @@ import json
 import re
 import time
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpx
 import markupsafe
 import pytest
 
+from attestation.app import create_app
+from attestation.settings import AttestationSettings
+from attestation.verification import aware_utc
 from linegate.auth import Role
 
-from .conftest import MODEL_SUBJECT, SLSA_V1, sign, slsa_predicate, statement
+from .conftest import DSSE, MODEL_SUBJECT, SLSA_V1, Stack, sign, slsa_predicate, statement
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @asynccontextmanager
-async def browser(stack):
+async def browser(stack, scheme="http"):
     """A separate client with its own cookie jar (one signed-in user)."""
     transport = httpx.ASGITransport(app=stack.app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://testserver") as client:
         yield client
 
 
@@ -112,6 +116,18 @@ async def test_sign_in_with_client_credentials_then_sign_out(stack):
         again = await client.get("/portal/attestations")
         assert again.status_code == 303
         assert again.headers["location"].startswith("/portal/login")
+
+
+async def test_over_https_the_session_cookie_is_secure(stack):
+    await stack.onboard("optivision", key=False)
+    client_id, secret = await supplier_client(stack, "optivision")
+    async with browser(stack, scheme="https") as client:
+        r = await sign_in(client, client_id, secret)
+        cookie = next(
+            h for h in r.headers.get_list("set-cookie") if h.startswith("linegate_portal=")
+        )
+        assert "secure" in {a.strip().lower() for a in cookie.split(";")[1:]}
+        assert (await client.get("/portal/attestations")).status_code == 200
 
 
 @pytest.mark.parametrize("which", ["wrong-secret", "unknown-client", "empty"])
@@ -377,6 +393,35 @@ async def test_upload_of_an_unknown_document_or_type_is_refused_with_a_page(stac
         assert r.status_code == 415
 
 
+@pytest.fixture
+async def small_stack(settings_factory, service_client, mint_token):
+    app = create_app(settings_factory(AttestationSettings, attestation_max_bytes=2048))
+    async with service_client(app) as client:
+        yield Stack(client=client, app=app, mint=mint_token)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        4096,  # the form fits its own bound; the API refuses the file
+        200 * 1024,  # refused from the form's declared length, before it is read
+    ],
+)
+async def test_upload_over_the_size_limit_is_refused(small_stack, size):
+    stack = small_stack
+    await stack.onboard("optivision", key=False)
+    client_id, secret = await supplier_client(stack, "optivision")
+    async with browser(stack) as client:
+        await sign_in(client, client_id, secret)
+        csrf = csrf_of(await client.get("/portal/upload"))
+        document = b'{"payloadType": "' + b"a" * size + b'"}'
+        r = await upload_form(client, document, csrf=csrf, doc_type=DSSE)
+        assert r.status_code == 413
+        assert "2048-byte limit" in r.text
+    listing = await stack.client.get("/v1/attestations", headers=stack.token(Role.PROCUREMENT))
+    assert listing.json()["items"] == []
+
+
 # ------------------------------------------------------------------------ SLA, notices
 
 
@@ -454,30 +499,54 @@ async def test_a_supplier_cannot_answer_another_suppliers_notice(stack):
 async def test_procurement_sees_every_scorecard_most_behind_first(two_suppliers):
     stack, mine, theirs = two_suppliers
     staff = stack.token(Role.PROCUREMENT)
-    # acme is contracted for an artefact it has no evidence for: one breach.
-    terms = {"required_evidence": {"model": ["slsa-provenance-v1"]}}
-    await stack.client.put("/v1/suppliers/acme/sla", json=terms, headers=staff)
-    digest = hashlib.sha256(b"unattested").hexdigest()
-    await stack.client.post(
-        "/v1/suppliers/acme/artefacts",
-        json={"name": "acme detector", "kind": "model", "digest": f"sha256:{digest}"},
+    # optivision (alphabetically last) is behind: its model has SLSA provenance but no SBOM.
+    # acme has no SLA at all.
+    terms = {
+        "required_evidence": {"model": ["slsa-provenance-v1", "cyclonedx|spdx-3"]},
+        "max_attestation_age_days": 90,
+        "performance_commitments": [{"metric": "recall", "model": "opti", "min": 0.98}],
+    }
+    r = await stack.client.put("/v1/suppliers/optivision/sla", json=terms, headers=staff)
+    assert r.status_code == 200, r.text
+    digest = subject("opti-model.onnx")[0]["digest"]["sha256"]
+    r = await stack.client.post(
+        "/v1/suppliers/optivision/artefacts",
+        json={"name": "opti model", "kind": "model", "digest": f"sha256:{digest}"},
         headers=staff,
     )
+    assert r.status_code == 201, r.text
+    r = await stack.client.post(
+        "/v1/suppliers/optivision/identities",
+        json={"issuer": "https://token.actions.githubusercontent.com", "subject_pattern": "^x$"},
+        headers=staff,
+    )
+    assert r.status_code == 201, r.text
     client_id, secret = await staff_client(stack)
     async with browser(stack) as client:
         r = await sign_in(client, client_id, secret)
         assert (await client.get(r.headers["location"])).headers["location"] == "/portal/suppliers"
         page = await client.get("/portal/suppliers")
         assert page.status_code == 200
-        assert page.text.index('href="/portal/suppliers/acme"') < page.text.index(
-            'href="/portal/suppliers/optivision"'
+        assert page.text.index('href="/portal/suppliers/optivision"') < page.text.index(
+            'href="/portal/suppliers/acme"'
         )
-        detail = await client.get("/portal/suppliers/optivision")
+        assert "50% (1/2)" in page.text
+        record = await stack.client.get(f"/v1/attestations/{mine}", headers=staff)
+        left = aware_utc(datetime.fromisoformat(record.json()["expires_at"])) - datetime.now(UTC)
+        detail = await client.get(
+            f"/portal/suppliers/optivision?expiring_within_days={left.days + 2}"
+        )
         assert detail.status_code == 200
+        assert "no verified cyclonedx|spdx-3 for opti model" in detail.text
+        assert f"sha256:{digest}#slsa-provenance-v1" in detail.text  # in the expiring list
+        assert "recall (opti) ≥ 0.98" in detail.text
+        assert "https://token.actions.githubusercontent.com" in detail.text
         assert mine in detail.text
         assert theirs not in detail.text
         keys = await stack.client.get("/v1/suppliers/optivision/keys", headers=staff)
         assert keys.json()[0]["key_id"][:16] in detail.text
+        soon = await client.get("/portal/suppliers/optivision?expiring_within_days=0")
+        assert f"sha256:{digest}#slsa-provenance-v1" not in soon.text
         everything = await client.get("/portal/attestations")
         assert mine in everything.text
         assert theirs in everything.text
