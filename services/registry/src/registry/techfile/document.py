@@ -630,12 +630,16 @@ def post_market(facts: Facts) -> Section:
     elif facts.monitors:
         s.state(
             "9 configured monitors",
-            "; ".join(
-                str(m.get("name") or m.get("id") or m.get("kind"))
-                + (f" ({m.get('kind')})" if m.get("kind") else "")
+            "; ".join(_monitor_text(m) for m in facts.monitors),
+            [
+                {
+                    "type": "monitor",
+                    "model": m.get("model"),
+                    "version": m.get("version"),
+                    "line": m.get("line"),
+                }
                 for m in facts.monitors
-            ),
-            [{"type": "monitor", "id": m.get("id")} for m in facts.monitors],
+            ],
         )
     else:
         s.gap("9 configured monitors", "the incident service has no monitor for this model")
@@ -649,6 +653,16 @@ def post_market(facts: Facts) -> Section:
             [{"type": "incident", "id": i.get("id")} for i in facts.incidents],
         )
     return s
+
+
+def _monitor_text(m: dict[str, Any]) -> str:
+    states = m.get("states") or []
+    names = sorted({str(x.get("monitor") or x.get("kind") or x.get("name")) for x in states})
+    return (
+        f"{m.get('model')} {m.get('version')} on {m.get('line')}"
+        + (f" (tier {m['tier']})" if m.get("tier") is not None else "")
+        + (f": {', '.join(names)}" if names else "")
+    )
 
 
 SECTIONS = (

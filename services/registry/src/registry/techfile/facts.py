@@ -137,7 +137,15 @@ async def gather(registry: Registry, sources: Sources, model: str, version: str)
     )
     if not isinstance(facts.incidents, Missing):
         facts.incidents = [i for i in facts.incidents if i.get("version") in (None, version)]
-    facts.monitors = _listing(
-        await sources.json("incident", "/v1/monitors", {"model": model}), "monitors"
+    # GET /v1/monitors lists every monitored (model, version, line): keep this version's.
+    monitors = _listing(await sources.json("incident", "/v1/monitors"), "monitors")
+    facts.monitors = (
+        monitors
+        if isinstance(monitors, Missing)
+        else [
+            m
+            for m in monitors
+            if m.get("model") in (None, model) and m.get("version") in (None, version)
+        ]
     )
     return facts
