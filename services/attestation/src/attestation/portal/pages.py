@@ -38,7 +38,9 @@ PAGE_SIZE = 25
 
 def _blank(value: str | None) -> str | None:
     # An HTML filter form submits empty fields as "", which means "any".
-    return value.strip() or None if value is not None else None
+    if value is None:
+        return None
+    return value.strip() or None
 
 
 def _digest(value: str) -> tuple[str, str]:
