@@ -346,3 +346,49 @@ def test_release_files_hashes_an_artefact_folder(tmp_path: Path, make_release, k
 
     (tmp_path / "link").symlink_to(tmp_path / "model.onnx")
     refused("malformed", lambda: release_files(tmp_path))
+
+
+# ------------------------------------------------------------------------- device binding
+
+CONTROL = {
+    "mode": "manual_inspection",
+    "threshold": "0.92",
+    "incident_id": "INC-42",
+    "action_id": "act-1",
+    "approved_by": ["qa.lead", "ds.owner"],
+    "reason": "line 3 lighting degraded",
+}
+
+
+def test_device_binding_with_control_and_shadow_is_signed_and_round_trips(make_release, key):
+    shadow = make_release(version="2.2.0", security_version=8).decode()
+    device = {"id": "cam-3-1", "revision": 4, "control": CONTROL, "shadow": shadow}
+    release = verify(make_release(device=device), key)
+    assert release.device == device
+    assert verify(release.device["shadow"].encode(), key).version == "2.2.0"
+    assert verify(make_release(), key).device is None
+
+    # Nothing in the binding can change after signing: not the order, not the revision.
+    raw = make_release(device=device)
+    for change in (
+        lambda d: d["signed"]["x-linegate-release"]["device"]["control"].update(mode="automatic"),
+        lambda d: d["signed"]["x-linegate-release"]["device"].update(revision=99),
+        lambda d: d["signed"]["x-linegate-release"]["device"].update(id="cam-3-2"),
+    ):
+        refused("bad-signature", lambda change=change: verify(edit_signed(raw, change), key))
+
+
+@pytest.mark.parametrize(
+    ("device", "needle"),
+    [
+        ({"id": "cam-3-1", "revision": 0}, "revision must be >= 1"),
+        ({"id": "cam-3-1", "revision": 1, "extra": 1}, "unknown device fields"),
+        ({"id": "cam-3-1", "revision": 1, "shadow": ""}, "signed metadata, as a string"),
+        ({"id": "cam-3-1", "revision": 1, "control": {**CONTROL, "mode": "off"}}, "mode"),
+        ({"id": "cam-3-1", "revision": 1, "control": {**CONTROL, "threshold": "1.5"}}, "(0, 1]"),
+        ({"id": "cam-3-1", "revision": 1, "control": {**CONTROL, "approved_by": []}}, "approved"),
+    ],
+)
+def test_sign_refuses_a_malformed_device_binding(make_release, device, needle):
+    error = refused("malformed", lambda: make_release(device=device))
+    assert needle in str(error)

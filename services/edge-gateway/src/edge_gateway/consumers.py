@@ -44,7 +44,7 @@ async def on_device_status(gw: Gateway, subject: str, data: dict[str, Any]) -> N
             return
         device.last_state, device.last_detail = status.state, status.detail
         device.last_seen = datetime.now(UTC)
-        if status.state == "active":
+        if status.state in ("active", "rolled_back"):  # both: it now runs that release
             device.active_model, device.active_version = status.model, status.version
         session.add(device)
         await rollouts.evaluator.record_device_status(session, device_id, status)

@@ -1,0 +1,242 @@
+"""Human-approved incident actions and evidence freezes, carried out by the gateway on real
+agents (per-device auth): every change reaches the device signed in its desired state, the
+agent verifies it and its inference API obeys it; a replayed older document cannot undo it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import select
+
+from edge_gateway import distribution
+from edge_gateway.models import IncidentAction
+from edge_gateway.rollouts import evaluator
+from linegate.auth import Role
+from linegate.events import (
+    EvidenceFreezeV1,
+    IncidentActionResultV1,
+    IncidentActionV1,
+    Subjects,
+    publish,
+)
+from linegate.testing.fixtures import bearer
+from tests.edge_gateway.conftest import MODEL, PLANT, Line, wait_for
+
+APPROVERS = ["rita-responder", "quinn-qa"]
+
+
+async def act(t: Line, action: str, **fields: Any) -> IncidentActionResultV1:
+    """Publish an approved action as the incident service does; return the gateway's result."""
+    event = IncidentActionV1(
+        actor="quinn-qa",
+        action_id=uuid.uuid4().hex,
+        incident_id="inc-42",
+        action=action,  # type: ignore[arg-type]
+        model=MODEL,
+        approved_by=APPROVERS,
+        rationale="line 3 lighting degraded; escapes at incoming inspection",
+        **fields,
+    )
+    results = await t.service.subscribe(Subjects.INCIDENT_ACTION_RESULT)
+    try:
+        await publish(t.service.jetstream(), Subjects.incident_action(action), event)
+        while True:
+            result = IncidentActionResultV1.model_validate_json((await results.next_msg(30)).data)
+            if result.action_id == event.action_id:
+                return result
+    finally:
+        await results.unsubscribe()
+
+
+async def obeyed(
+    line: Line, device_id: str, check: Any, *, label: str = "ok", seed: int = 0
+) -> Any:
+    """Infer until the response satisfies ``check`` (the agent applies orders as they come)."""
+
+    async def ok() -> Any:
+        r = await line.infer(device_id, label, seed)
+        return r if check(r) else None
+
+    return await wait_for(ok, f"{device_id} to obey the order")
+
+
+async def test_manual_inspection_thresholds_and_rollback_reach_the_agents_signed(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1)
+    await line.release("2.1.0", 2)
+    assert (await line.assign("2.1.0", line="line3")).status_code == 200
+    for device_id in line.devices:
+        line.start_agent(device_id)
+    await line.runs("2.1.0")
+    confidences = {
+        seed: (await line.infer("cam-3-1", "ok", seed))["confidence"] for seed in range(8)
+    }
+    low, high = min(confidences, key=confidences.get), max(confidences, key=confidences.get)
+    limit = round((confidences[low] + confidences[high]) / 2, 4)
+    assert confidences[low] < limit < confidences[high]
+    before = await line.desired_doc("cam-3-1")
+
+    result = await act(line, "manual_inspection", line="line3", version="2.1.0")
+    assert (result.outcome, sorted(result.devices)) == ("done", ["cam-3-1", "cam-3-2"])
+    for device_id in line.devices:
+        r = await obeyed(line, device_id, lambda r: r["decision"] == "manual_inspection")
+        assert r["control_incident_id"] == "inc-42"
+        assert "inc-42 orders manual inspection" in r["reason"]
+        # A confident defect goes to a person too, never a silent reject or pass.
+        r = await line.infer(device_id, "scratch")
+        assert (r["decision"], r["label"]) == ("manual_inspection", "scratch")
+
+    # Whoever can write the bucket cannot lift the order by replaying the older document.
+    kv = await line.service.jetstream().key_value("desired")
+    await kv.put("cam-3-1", before)
+
+    async def refused() -> bool:
+        record = await line.device_record("cam-3-1")
+        return record["last_state"] == "refused" and "replay" in (record["last_detail"] or "")
+
+    await wait_for(refused, "the agent to refuse the replay")
+    assert (await line.infer("cam-3-1", "ok"))["decision"] == "manual_inspection"
+    await distribution.publish_desired(line.gw)  # the gateway repairs the bucket
+
+    result = await act(line, "raise_threshold", line="line3", threshold=limit)
+    assert result.outcome == "done"
+    await obeyed(line, "cam-3-2", lambda r: r["threshold"] == limit)
+    result = await act(line, "resume_automatic", line="line3", version="2.1.0")
+    assert result.outcome == "done"
+    for device_id in line.devices:
+        r = await obeyed(line, device_id, lambda r: r["decision"] == "pass", seed=high)
+        # Automatic again, at the raised threshold: the least confident part goes to a person.
+        assert r["threshold"] == limit
+        r = await line.infer(device_id, "ok", low)
+        assert r["decision"] == "manual_inspection"
+        assert f"below the threshold {limit:g}" in r["reason"]
+        assert (await line.infer(device_id, "ok", high))["decision"] == "pass"
+
+    result = await act(line, "rollback", line="line3", version="2.1.0", target_version="2.0.4")
+    assert (result.outcome, sorted(result.devices)) == ("done", ["cam-3-1", "cam-3-2"])
+    await line.runs("2.0.4")
+    block = line.release_block(await line.desired_doc("cam-3-2"))
+    assert block["rollback"]["incident_id"] == "inc-42"
+    assert block["rollback"]["approved_by"] == APPROVERS
+    assert block["device"]["control"]["threshold"] == f"{limit:g}"  # the order stays
+    r = await line.infer("cam-3-2", "ok", high)
+    assert (r["version"], r["decision"]) == ("2.0.4", "pass")
+
+    # An action that matches no device fails, and says why; each action is audited once.
+    result = await act(line, "manual_inspection", line="line9")
+    assert result.outcome == "failed"
+    assert "no device on line line9" in (result.detail or "")
+    entries = await line.client.get(
+        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
+    )
+    actions = [
+        (e["action"], e["actor"], e["subject"])
+        for e in entries.json()
+        if e["action"].startswith("incident_action.")
+    ]
+    assert actions == [
+        (f"incident_action.{kind}", "quinn-qa", "incident:inc-42")
+        for kind in (
+            "manual_inspection",
+            "raise_threshold",
+            "resume_automatic",
+            "rollback",
+            "manual_inspection",
+        )
+    ]
+    async with line.gw.db.session() as session:
+        rows = (await session.exec(select(IncidentAction))).all()
+    assert sorted(r.outcome for r in rows) == ["done"] * 4 + ["failed"]
+
+
+async def freeze(line: Line, version: str, incident_id: str, frozen: bool = True) -> None:
+    event = EvidenceFreezeV1(
+        actor="rita-responder",
+        incident_id=incident_id,
+        model=MODEL,
+        version=version,
+        frozen=frozen,
+        reason="evidence for the escape investigation",
+    )
+    await publish(line.service.jetstream(), Subjects.INCIDENT_FREEZE, event)
+
+
+async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_released(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1)
+    await line.release("2.1.0", 2)
+    assert (await line.assign("2.0.4", line="line3")).status_code == 200
+    body = {
+        "model": MODEL,
+        "version": "2.1.0",
+        "selector": {"plant": PLANT},
+        "stages": [{"kind": "canary", "line": "line3", "soak_seconds": 0}],
+        "reason": "2.1.0 on line 3",
+    }
+    running = (await line.client.post("/v1/rollouts", json=body, headers=line.ops())).json()["id"]
+    draft = (await line.client.post("/v1/rollouts", json=body, headers=line.ops())).json()["id"]
+    r = await line.client.post(
+        f"/v1/rollouts/{running}/start", json={"reason": "go"}, headers=line.ops()
+    )
+    assert r.status_code == 200, r.text
+
+    await freeze(line, "2.1.0", "inc-7")
+
+    async def refused() -> Any:
+        r = await line.assign("2.1.0", device_ids=["cam-3-1"])
+        return r if r.status_code == 409 else None
+
+    r = await wait_for(refused, "the freeze to reach the gateway")
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["incident_id"] == "inc-7"
+    assert "frozen as evidence by incident inc-7" in r.json()["detail"]
+
+    # The running rollout neither installs nor advances; commands that would go on are refused.
+    await evaluator.evaluate(line.gw, now=datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
+    s = (await line.client.get(f"/v1/rollouts/{running}", headers=line.ops())).json()
+    assert s["evaluation"]["blocking"][0].startswith("frozen as evidence by incident inc-7")
+    assert {d["state"] for d in s["devices"]} == {"waiting_window"}
+    assert line.release_block(await line.desired_doc("cam-3-1"))["version"] == "2.0.4"
+    r = await line.client.post(
+        f"/v1/rollouts/{running}/pause", json={"reason": "hold"}, headers=line.ops()
+    )
+    assert r.status_code == 200, r.text
+    for rollout, command in ((running, "resume"), (draft, "start")):
+        r = await line.client.post(
+            f"/v1/rollouts/{rollout}/{command}", json={"reason": "x"}, headers=line.ops()
+        )
+        assert r.status_code == 409, (command, r.text)
+        assert r.json()["incident_id"] == "inc-7"
+
+    # Only the incident that froze it releases it (freezes are handled in order).
+    await freeze(line, "2.1.0", "inc-8", frozen=False)
+    await freeze(line, "2.0.4", "inc-9")
+
+    async def second_freeze() -> bool:
+        return (await line.assign("2.0.4", device_ids=["cam-3-1"])).status_code == 409
+
+    await wait_for(second_freeze, "the second freeze")
+    assert (await line.assign("2.1.0", device_ids=["cam-3-1"])).status_code == 409
+    await freeze(line, "2.1.0", "inc-7", frozen=False)
+
+    async def released() -> bool:
+        return (await line.assign("2.1.0", device_ids=["cam-3-2"])).status_code == 200
+
+    await wait_for(released, "the release of the freeze")
+    audit = await line.client.get(
+        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
+    )
+    freezes = [
+        (e["action"], e["subject"], e["actor"])
+        for e in audit.json()
+        if e["action"] in ("release.frozen", "release.unfrozen")
+    ]
+    assert freezes == [
+        ("release.frozen", f"model:{MODEL}@2.1.0", "rita-responder"),
+        ("release.frozen", f"model:{MODEL}@2.0.4", "rita-responder"),
+        ("release.unfrozen", f"model:{MODEL}@2.1.0", "rita-responder"),
+    ]
