@@ -102,7 +102,7 @@ async def test_reference_scenario_escape_on_line_3(desk: Desk) -> None:
         "check-camera": "done",
         "raise-threshold": "pending",
         "rollback": "done",
-        "triage": "pending",
+        "triage": "done",  # recorded by the triage decision
         "resume": "pending",
     }
     kinds = [e["kind"] for e in await desk.timeline(incident_id)]

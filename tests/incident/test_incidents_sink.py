@@ -4,6 +4,7 @@ consumers that turn the gateway's and the devices' events into incidents."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from incident.incidents.core import ACTOR
@@ -48,6 +49,14 @@ async def test_one_cause_opens_one_incident_and_later_signals_join_its_timeline(
     actions = await desk.audit_actions()
     assert actions.count("incident.open") == 2
     assert actions.count("incident.signal") == 1
+
+
+async def test_concurrent_signals_with_one_key_open_one_incident(desk: Desk) -> None:
+    outcomes = await asyncio.gather(*(desk.raise_signal() for _ in range(4)))
+    assert sorted(o.action for o in outcomes) == ["joined", "joined", "joined", "opened"]
+    assert len({o.incident.id for o in outcomes}) == 1
+    [incident] = await desk.incidents()
+    assert incident["signal_count"] == 4
 
 
 async def test_snooze_suppresses_new_incidents_until_it_expires(desk: Desk) -> None:

@@ -149,6 +149,12 @@ async def test_a_high_score_starts_higher_and_an_unacknowledged_ticket_climbs(
     assert r.status_code == 404
     timeline = await desk.timeline(low["incident_id"])
     assert any("escalated to plant_maintenance" in e["detail"] for e in timeline)
+    r = await desk.status(low["incident_id"], "closed", reason="bearing replaced")
+    assert r.status_code == 200, r.text
+    [low] = await tickets(desk, asset="conveyor-1")
+    assert low["status"] == "closed"
+    [high] = await tickets(desk, asset="oven-2")
+    assert high["status"] == "open"  # another incident's ticket
 
 
 def test_rsa_and_jwk_keys_and_the_chain_as_data() -> None:

@@ -30,7 +30,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from incident.incidents import workflow
 from incident.incidents.core import note, record_postmarket, utc
 from incident.incidents.errors import ClockNotFound, ClockState, FreezeState, MissingContext
-from incident.incidents.models import EvidenceFreeze, Incident, RegulatoryClock
+from incident.incidents.models import EvidenceFreeze, Incident, RegulatoryClock, RunbookStepRecord
+from incident.incidents.runbooks import Catalogue
 from incident.incidents.schemas import ClockRead, ClockSubmission, TriageDecision
 from linegate.audit import AuditLog
 from linegate.auth import Principal
@@ -139,8 +140,10 @@ async def triage(
     incident_id: str,
     decision: TriageDecision,
     now: datetime,
+    catalogue: Catalogue | None = None,
 ) -> Incident:
-    """Record (or revise) the decision; unsubmitted clocks are re-computed, submitted kept."""
+    """Record (or revise) the decision; unsubmitted clocks are re-computed, submitted kept.
+    The runbook's decision steps count as done once a decision is recorded."""
     incident = await workflow.get_incident(session, incident_id, lock=True)
     aware_at = utc(decision.aware_at or incident.aware_at or now)
     if aware_at > now:
@@ -216,6 +219,8 @@ async def triage(
         line=incident.line,
         station=incident.station,
     )
+    if catalogue is not None and incident.runbook_id is not None:
+        await _decision_steps_done(session, catalogue, incident, principal, verdict, now)
     reportable = decision.serious or decision.nis2_significant
     wants_freeze = decision.freeze_evidence if decision.freeze_evidence is not None else reportable
     if wants_freeze and await active_freeze(session, incident.id) is None:
@@ -226,6 +231,30 @@ async def triage(
             await freeze(session, audit, principal, incident, f"triage: {verdict}", now)
     await session.flush()
     return incident
+
+
+async def _decision_steps_done(
+    session: AsyncSession,
+    catalogue: Catalogue,
+    incident: Incident,
+    principal: Principal,
+    verdict: str,
+    now: datetime,
+) -> None:
+    book = workflow.runbook_of(catalogue, incident)
+    recorded = await workflow.step_records(session, incident.id)
+    for step in book.steps:
+        if step.kind == "decision" and step.id not in recorded:
+            session.add(
+                RunbookStepRecord(
+                    incident_id=incident.id,
+                    step_id=step.id,
+                    state="done",
+                    actor=principal.actor,
+                    at=now,
+                    note=f"triage recorded: {verdict}",
+                )
+            )
 
 
 async def submit(

@@ -241,10 +241,14 @@ class TicketDesk:
     async def escalate_due(
         self, session: AsyncSession, audit: AuditLog, now: datetime
     ) -> list[MaintenanceTicket]:
-        stmt = select(MaintenanceTicket).where(
-            MaintenanceTicket.status == "open",
-            col(MaintenanceTicket.escalate_at).is_not(None),
-            col(MaintenanceTicket.escalate_at) <= now,
+        stmt = (
+            select(MaintenanceTicket)
+            .where(
+                MaintenanceTicket.status == "open",
+                col(MaintenanceTicket.escalate_at).is_not(None),
+                col(MaintenanceTicket.escalate_at) <= now,
+            )
+            .with_for_update(skip_locked=True)
         )
         moved = []
         for ticket in (await session.exec(stmt)).all():

@@ -203,6 +203,8 @@ async def escalate_due(
             Incident.status == "open",
         )
         .order_by(col(IncidentAssignment.escalate_at))
+        # Replicas run this pass too: each assignment is escalated by one of them.
+        .with_for_update(skip_locked=True, of=IncidentAssignment)
     )
     moved: list[dict[str, Any]] = []
     for assignment, incident in (await session.exec(stmt)).all():

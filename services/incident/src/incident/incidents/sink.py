@@ -61,7 +61,7 @@ class IncidentSink:
         existing = await self._open_incident(session, signal.dedup_key)
         if existing is not None:
             return Outcome("joined", await self._join(session, existing, signal))
-        snooze = await session.get(IncidentSnooze, signal.dedup_key)
+        snooze = await session.get(IncidentSnooze, signal.dedup_key, with_for_update=True)
         if snooze is not None and utc(snooze.until) > utc(signal.observed_at):
             await self._suppress(session, snooze, signal)
             return Outcome("suppressed", None)
@@ -81,7 +81,13 @@ class IncidentSink:
 
     @staticmethod
     async def _open_incident(session: AsyncSession, dedup_key: str) -> Incident | None:
-        stmt = select(Incident).where(Incident.open_key == dedup_key)
+        # Locked: concurrent signals joining one incident must not lose each other's count.
+        stmt = (
+            select(Incident)
+            .where(Incident.open_key == dedup_key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         return (await session.exec(stmt)).first()
 
     def _new_incident(self, signal: Signal, external_ref: str | None) -> Incident:

@@ -3,8 +3,9 @@
 Status moves forward: open -> acknowledged -> investigating -> mitigated -> closed; any open
 status may be closed (a false alarm is closed with its reason), a mitigated incident may go
 back to investigating when the mitigation did not hold. Acknowledging stops escalation.
-Closing frees the dedup key, so the same cause later opens a new incident; an incident with a
-corrective action still awaiting approval or the gateway's result cannot close.
+Closing frees the dedup key, so the same cause later opens a new incident, and closes its
+maintenance tickets; an incident with a corrective action still awaiting approval or the
+gateway's result cannot close.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from incident.incidents.models import (
     IncidentAction,
     IncidentEvent,
     IncidentSnooze,
+    MaintenanceTicket,
     RunbookStepRecord,
 )
 from incident.incidents.runbooks import Catalogue, Runbook
@@ -133,6 +135,16 @@ async def change_status(
                 extra={"actions": list(unfinished)},
             )
         incident.closed_at, incident.open_key = now, None
+        for ticket in (
+            await session.exec(
+                select(MaintenanceTicket).where(
+                    MaintenanceTicket.incident_id == incident.id,
+                    MaintenanceTicket.status != "closed",
+                )
+            )
+        ).all():
+            ticket.status, ticket.escalate_at = "closed", None
+            session.add(ticket)
     if body.status == "acknowledged":
         incident.acknowledged_at = now
         await routing.stop_escalation(session, incident.id)

@@ -199,10 +199,12 @@ async def triage(
     body: TriageDecision,
     session: SessionDep,
     principal: ResponderDep,
-    ctx: ContextDep,
+    incidents: IncidentsDep,
     now: NowDep,
 ) -> IncidentRead:
-    incident = await clocks.triage(session, ctx.audit, principal, incident_id, body, now)
+    incident = await clocks.triage(
+        session, incidents.ctx.audit, principal, incident_id, body, now, incidents.catalogue
+    )
     return await workflow.incident_read(session, incident)
 
 
