@@ -14,8 +14,7 @@ The deadlines run from the moment the organisation became aware:
   after the notification's own deadline).
 
 :func:`deadlines` is pure; the rest stores clocks, lists overdue ones and freezes evidence:
-the implicated model version may not be redeployed (``EvidenceFreezeV1(frozen=True)``, which
-the gateway honours) until a responder releases it with a rationale.
+a reportable decision freezes the implicated model version as evidence (``freeze``).
 """
 
 from __future__ import annotations
@@ -27,16 +26,15 @@ from datetime import datetime, timedelta
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from incident.incidents import freeze as evidence
 from incident.incidents import workflow
 from incident.incidents.core import note, record_postmarket, utc
-from incident.incidents.errors import ClockNotFound, ClockState, FreezeState, MissingContext
-from incident.incidents.models import EvidenceFreeze, Incident, RegulatoryClock, RunbookStepRecord
+from incident.incidents.errors import ClockNotFound, ClockState, MissingContext
+from incident.incidents.models import Incident, RegulatoryClock, RunbookStepRecord
 from incident.incidents.runbooks import Catalogue
 from incident.incidents.schemas import ClockRead, ClockSubmission, TriageDecision
 from linegate.audit import AuditLog
 from linegate.auth import Principal
-from linegate.events import EvidenceFreezeV1, Subjects
-from linegate.outbox import enqueue
 
 AI_ACT = "eu_ai_act_art73"
 NIS2 = "nis2_art23"
@@ -223,12 +221,12 @@ async def triage(
         await _decision_steps_done(session, catalogue, incident, principal, verdict, now)
     reportable = decision.serious or decision.nis2_significant
     wants_freeze = decision.freeze_evidence if decision.freeze_evidence is not None else reportable
-    if wants_freeze and await active_freeze(session, incident.id) is None:
+    if wants_freeze and await evidence.active_freeze(session, incident.id) is None:
         if incident.model is None or incident.version is None:
             if decision.freeze_evidence:
                 raise MissingContext("the incident names no model version to freeze")
         else:
-            await freeze(session, audit, principal, incident, f"triage: {verdict}", now)
+            await evidence.freeze(session, audit, principal, incident, f"triage: {verdict}", now)
     await session.flush()
     return incident
 
@@ -303,98 +301,3 @@ async def submit(
     )
     await session.flush()
     return clock
-
-
-# --------------------------------------------------------------------------- evidence freeze
-
-
-async def active_freeze(session: AsyncSession, incident_id: str) -> EvidenceFreeze | None:
-    stmt = select(EvidenceFreeze).where(
-        EvidenceFreeze.incident_id == incident_id, col(EvidenceFreeze.released_at).is_(None)
-    )
-    return (await session.exec(stmt)).first()
-
-
-async def freeze(
-    session: AsyncSession,
-    audit: AuditLog,
-    principal: Principal,
-    incident: Incident,
-    reason: str,
-    now: datetime,
-) -> EvidenceFreeze:
-    if incident.model is None or incident.version is None:
-        raise MissingContext(f"incident {incident.id} names no model version to freeze")
-    if await active_freeze(session, incident.id) is not None:
-        raise FreezeState(f"incident {incident.id} already holds a freeze")
-    row = EvidenceFreeze(
-        incident_id=incident.id,
-        model=incident.model,
-        version=incident.version,
-        reason=reason,
-        frozen_by=principal.actor,
-        frozen_at=now,
-    )
-    session.add(row)
-    await session.flush()
-    await _announce(session, audit, principal, row, frozen=True, reason=reason, now=now)
-    return row
-
-
-async def release(
-    session: AsyncSession,
-    audit: AuditLog,
-    principal: Principal,
-    incident_id: str,
-    rationale: str,
-    now: datetime,
-) -> EvidenceFreeze:
-    await workflow.get_incident(session, incident_id, lock=True)
-    row = await active_freeze(session, incident_id)
-    if row is None:
-        raise FreezeState(f"incident {incident_id} holds no freeze")
-    row.released_by, row.released_at, row.release_reason = principal.actor, now, rationale
-    session.add(row)
-    await _announce(session, audit, principal, row, frozen=False, reason=rationale, now=now)
-    return row
-
-
-async def _announce(
-    session: AsyncSession,
-    audit: AuditLog,
-    principal: Principal,
-    row: EvidenceFreeze,
-    *,
-    frozen: bool,
-    reason: str,
-    now: datetime,
-) -> None:
-    event = EvidenceFreezeV1(
-        occurred_at=now,
-        actor=principal.actor,
-        incident_id=row.incident_id,
-        model=row.model,
-        version=row.version,
-        frozen=frozen,
-        reason=reason,
-    )
-    await enqueue(session, Subjects.INCIDENT_FREEZE, event)
-    verb = "frozen" if frozen else "released"
-    await note(
-        session,
-        row.incident_id,
-        at=now,
-        kind="evidence_freeze",
-        actor=principal.actor,
-        detail=f"{row.model} {row.version} {verb} as evidence: {reason}",
-        data={"frozen": frozen, "model": row.model, "version": row.version},
-    )
-    await audit.append(
-        session,
-        actor=principal.actor,
-        action="incident.freeze" if frozen else "incident.freeze_release",
-        subject=f"model:{row.model}@{row.version}",
-        payload=event.model_dump(mode="json"),
-        reason=reason,
-        now=now,
-    )

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.incidents import actions, clocks, workflow
+from incident.incidents import freeze as evidence
 from incident.incidents.core import utc
 from incident.incidents.errors import NotTriaged
 
@@ -46,7 +47,7 @@ async def draft(
     if incident.triage is None:
         raise NotTriaged(f"incident {incident_id} is not triaged: decide its standing first")
     triage = incident.triage
-    freeze = await clocks.active_freeze(session, incident.id)
+    frozen = await evidence.active_freeze(session, incident.id)
     action_rows = []
     for a in await actions.list_actions(session, incident.id):
         read = await actions.action_read(session, a)
@@ -88,7 +89,7 @@ async def draft(
             "station": incident.station,
             "device_id": incident.device_id,
             "rollout_id": incident.rollout_id,
-            "frozen_as_evidence": freeze is not None,
+            "frozen_as_evidence": frozen is not None,
         },
         "classification": {
             "serious_incident": triage.get("serious"),

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict
 
 from incident.incidents import actions, clocks, reports, workflow
+from incident.incidents import freeze as evidence
 from incident.incidents.api.deps import IncidentsDep, NowDep, ReaderDep, ResponderDep
 from incident.incidents.core import utc
 from incident.incidents.errors import FreezeNotFound
@@ -255,7 +256,7 @@ async def report_draft(
 @router.get("/{incident_id}/freeze")
 async def get_freeze(incident_id: str, session: SessionDep, _: ReaderDep) -> FreezeRead:
     await workflow.get_incident(session, incident_id)
-    row = await clocks.active_freeze(session, incident_id)
+    row = await evidence.active_freeze(session, incident_id)
     if row is None:
         raise FreezeNotFound(f"incident {incident_id} holds no freeze")
     return FreezeRead.model_validate(row, from_attributes=True)
@@ -271,7 +272,7 @@ async def freeze(
     now: NowDep,
 ) -> FreezeRead:
     incident = await workflow.get_incident(session, incident_id, lock=True)
-    row = await clocks.freeze(session, ctx.audit, principal, incident, body.reason, now)
+    row = await evidence.freeze(session, ctx.audit, principal, incident, body.reason, now)
     return FreezeRead.model_validate(row, from_attributes=True)
 
 
@@ -284,5 +285,5 @@ async def release_freeze(
     ctx: ContextDep,
     now: NowDep,
 ) -> FreezeRead:
-    row = await clocks.release(session, ctx.audit, principal, incident_id, body.rationale, now)
+    row = await evidence.release(session, ctx.audit, principal, incident_id, body.rationale, now)
     return FreezeRead.model_validate(row, from_attributes=True)
