@@ -193,7 +193,7 @@ class FrozenVersion(SQLModel, table=True):
 class IncidentAction(SQLModel, table=True):
     """An incident action the gateway carried out (or could not): carried out once."""
 
-    __tablename__ = "incident_action"
+    __tablename__ = "gateway_action"
 
     action_id: str = Field(primary_key=True)
     incident_id: str = Field(index=True)

@@ -41,7 +41,7 @@ def upgrade() -> None:
         sa.Column("frozen_by", sa.String, nullable=False),
     )
     op.create_table(
-        "incident_action",
+        "gateway_action",
         sa.Column("action_id", sa.String, primary_key=True),
         sa.Column("incident_id", sa.String, nullable=False, index=True),
         sa.Column("action", sa.String, nullable=False),
@@ -55,7 +55,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("incident_action")
+    op.drop_table("gateway_action")
     op.drop_table("frozen_version")
     with op.batch_alter_table("rollout_device") as batch:
         batch.drop_column("shadow_disagreements")
