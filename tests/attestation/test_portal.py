@@ -640,3 +640,29 @@ async def test_sign_in_only_returns_to_portal_pages(stack):
             },
         )
         assert r.headers["location"] == "/portal/"
+
+
+async def test_portal_writes_are_audited_as_the_signed_in_client(stack):
+    # tests/services/test_audit_routes.py walks the OpenAPI paths, which leave the portal
+    # out; its two writes are checked here: each appends its entry by the client signed in.
+    key = await stack.onboard("optivision")
+    notice = await stack.client.post(
+        "/v1/suppliers/optivision/notices",
+        json={"kind": "vulnerability", "reference": "CVE-2026-9"},
+        headers=stack.token(Role.PROCUREMENT),
+    )
+    client_id, secret = await supplier_client(stack, "optivision")
+    async with browser(stack) as client:
+        await sign_in(client, client_id, secret)
+        csrf = csrf_of(await client.get("/portal/upload"))
+        assert (await upload_form(client, envelope(key), csrf=csrf)).status_code == 201
+        r = await client.post(
+            f"/portal/notices/{notice.json()['id']}/response",
+            data={"response": "fixed", "csrf": csrf},
+        )
+        assert r.status_code == 303
+    entries = await stack.client.get(
+        "/v1/audit/entries?limit=1000", headers=stack.token(Role.AUDITOR)
+    )
+    by_client = [e["action"] for e in entries.json() if e["actor"].split(" ")[0] == client_id]
+    assert by_client == ["attestation.verified", "sla.notice.respond"]
