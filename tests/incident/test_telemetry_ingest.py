@@ -39,17 +39,19 @@ async def test_a_run_is_counted_once_into_windows_and_the_log(line_factory: Any)
         assert all(w["n"] == 600 for w in windows)
         assert all(sum(w["confidence_histogram"]) == 600 for w in windows)
         assert all(0.9 < w["confidence_mean"] < 1.0 for w in windows)
-        # Every record, and the KPI samples, are in the post-market log.
+        # Every batch as the device published it, and the KPI samples, are in the log.
         r = await line.client.get(
             "/v1/postmarket/events",
-            params={"kind": "inference", "limit": 1},
+            params={"kind": "inference_batch", "limit": 1000},
             headers=line.auth(Role.AUDITOR),
         )
         assert r.status_code == 200
-        first = r.json()["items"][0]
-        assert first["model"] == MODEL
-        assert first["line"] == LINE
-        assert first["payload"]["record"]["record_id"] == first["record_id"]
+        batches = r.json()["items"]
+        assert sum(len(b["payload"]["records"]) for b in batches) == 1800
+        assert {(b["model"], b["version"], b["line"]) for b in batches} == {(MODEL, VERSION, LINE)}
+        assert {b["device_id"] for b in batches} == set(DEVICES)
+        first = batches[0]
+        assert first["occurred_at"] == first["payload"]["records"][0]["occurred_at"]
 
 
 async def test_redelivered_and_republished_events_count_once(line_factory: Any) -> None:

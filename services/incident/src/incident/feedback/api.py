@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -11,7 +12,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from incident import postmarket
-from incident._sql import fetch_all, fetch_one
+from incident._sql import fetch_all
 from incident.feedback.models import operator_feedback
 from incident.postmarket.models import postmarket_event
 from incident.telemetry.deps import FeedbackDep, ReaderDep, TelemetryDep
@@ -21,6 +22,8 @@ from linegate.service import ContextDep, SessionDep
 router = APIRouter(prefix="/v1/feedback", tags=["operator feedback"])
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+#: How far back a named record is looked for in the log (batches of the line or device).
+RECENT_BATCHES = 10_000
 
 
 class FeedbackCreate(BaseModel):
@@ -65,19 +68,38 @@ def _utc(t: datetime) -> datetime:
 
 
 async def _record_of(session: Any, body: FeedbackCreate) -> dict[str, Any] | None:
+    """The named record's model version, device and time, from the device's batch in the
+    post-market log (searched among the line's most recent ``RECENT_BATCHES`` batches)."""
     if body.record_id is None:
         return None
     c = postmarket_event.c
-    q = (
-        sa.select(c.model, c.version, c.device_id, c.occurred_at)
-        .where(c.record_id == body.record_id, c.kind == "inference", c.line == body.line)
+    recent = (
+        sa.select(c.id)
+        .where(c.kind == "inference_batch", c.line == body.line)
         .order_by(c.id.desc())
-        .limit(1)
+        .limit(RECENT_BATCHES)
     )
     if body.device_id is not None:
-        q = q.where(c.device_id == body.device_id)
-    row = await fetch_one(session, q)
-    return dict(row) if row is not None else None
+        recent = recent.where(c.device_id == body.device_id)
+    q = (
+        sa.select(c.device_id, c.payload)
+        .where(
+            c.id.in_(recent.scalar_subquery()),
+            c.payload.contains(json.dumps(body.record_id), autoescape=True),
+        )
+        .order_by(c.id.desc())
+        .limit(5)
+    )
+    for row in await fetch_all(session, q):
+        for r in json.loads(row["payload"]).get("records", []):
+            if r.get("record_id") == body.record_id:
+                return {
+                    "model": r.get("model"),
+                    "version": r.get("version"),
+                    "device_id": row["device_id"],
+                    "occurred_at": datetime.fromisoformat(r["occurred_at"]),
+                }
+    return None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Report a wrong output")

@@ -95,7 +95,12 @@ async def ensure_config(
         return cfg
     # A default (registry down) never overwrites a tier the registry gave earlier.
     known = str(cfg["tier_source"]).startswith("registry")
-    if info.from_registry or not known:
+    same = (cfg["tier"], cfg["cadence"], cfg["tier_source"]) == (
+        info.tier,
+        info.cadence,
+        info.source,
+    )
+    if (info.from_registry or not known) and not same:
         changes = {
             "tier": info.tier,
             "cadence": info.cadence,
@@ -277,19 +282,23 @@ async def evaluate_group(
         r["monitor"]: dict(r)
         for r in await fetch_all(session, sa.select(monitor_state).where(*key))
     }
-    current_names = {v.monitor for v in verdicts}
-    # "all" stands for every monitor while there is nothing to judge.
-    if "all" not in current_names and "all" in existing:
-        await session.exec(sa.delete(monitor_state).where(*key, ms.monitor == "all"))
+    rows: list[dict[str, Any]] = []
     for v in verdicts:
         prev = existing.get(v.monitor)
         values = {**v.values, "window": window}
         state: dict[str, Any] = {
+            "model": model,
+            "version": version,
+            "line": line,
+            "monitor": v.monitor,
             "status": v.status,
             "detail": v.detail,
             "values": values,
             "dedup_key": g.dedup_key(v.monitor),
             "evaluated_at": now,
+            "since": now if prev is None or prev["status"] != v.status else prev["since"],
+            "fired_at": prev["fired_at"] if prev else None,
+            "fire_count": prev["fire_count"] if prev else 0,
         }
         was_firing = prev is not None and prev["status"] == "firing"
         new_window = prev is None or (prev.get("values") or {}).get("window", {}).get(
@@ -298,7 +307,7 @@ async def evaluate_group(
         if v.firing and (not was_firing or new_window):
             await sink.raise_signal(session, signal_of(g, v, window, now))
             state["fired_at"] = now
-            state["fire_count"] = (prev["fire_count"] if prev else 0) + 1
+            state["fire_count"] += 1
         if v.firing != was_firing and (v.firing or prev is not None):
             await audit.append(
                 session,
@@ -309,23 +318,11 @@ async def evaluate_group(
                 reason=v.detail,
                 now=now,
             )
-        if prev is None:
-            state.update(
-                model=model,
-                version=version,
-                line=line,
-                monitor=v.monitor,
-                since=now,
-                fired_at=state.get("fired_at"),
-                fire_count=state.get("fire_count", 0),
-            )
-            await session.exec(monitor_state.insert(), params=[state])
-        else:
-            if prev["status"] != v.status:
-                state["since"] = now
-            await session.exec(
-                sa.update(monitor_state).where(*key, ms.monitor == v.monitor).values(**state)
-            )
+        rows.append(state)
+    # Two statements whatever the number of monitors: real-time evaluation runs after every
+    # ingest batch and shares SQLite's single writer with the ingest.
+    await session.exec(sa.delete(monitor_state).where(*key))
+    await session.exec(monitor_state.insert(), params=rows)
     period = CADENCE_PERIOD.get(str(cfg["cadence"]), timedelta(0))
     await session.exec(
         sa.update(monitor_config)

@@ -23,6 +23,8 @@ from linegate.roles import Role
 from linegate.service_auth import ServiceTokens
 
 log = logging.getLogger("incident.monitors.tiers")
+#: After a failed read of the inventory, the default tier is used this long before asking again.
+RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,32 @@ class RegistryTiers:
         )
         self._systems: list[dict[str, Any]] | None = None
         self._fetched = 0.0
+        self._failure: str | None = None
+        self._retry_at = 0.0
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def _inventory(self) -> list[dict[str, Any]]:
-        if self._systems is not None and time.monotonic() - self._fetched < self.refresh:
+        now = time.monotonic()
+        if self._systems is not None and now - self._fetched < self.refresh:
             return self._systems
+        if self._failure is not None and now < self._retry_at:
+            # Not asked again at every evaluation: an unreachable host would add its
+            # connect timeout to each real-time verdict.
+            raise ServiceUnavailable(self._failure)
+        try:
+            body = await self._fetch()
+        except ServiceUnavailable as e:
+            self._failure, self._retry_at = e.detail, now + RETRY_SECONDS
+            log.warning("registry inventory: %s; asking again in %.0fs", e.detail, RETRY_SECONDS)
+            if self._systems is not None:
+                return self._systems  # the last answer stands until the registry is back
+            raise
+        self._systems, self._fetched, self._failure = body, now, None
+        return body
+
+    async def _fetch(self) -> list[dict[str, Any]]:
         try:
             token = await self._tokens.get(self._http)
             r = await self._http.get(
@@ -88,7 +109,6 @@ class RegistryTiers:
         body = r.json()
         if not isinstance(body, list):
             raise ServiceUnavailable("registry inventory is not a list")
-        self._systems, self._fetched = body, time.monotonic()
         return body
 
     def _default(self, why: str) -> TierInfo:
@@ -101,7 +121,6 @@ class RegistryTiers:
         try:
             systems = await self._inventory()
         except ServiceUnavailable as e:
-            log.warning("risk tier of %s on %s: %s; using the default", model, line, e.detail)
             return self._default(e.detail)
         best: TierInfo | None = None
         for s in systems:

@@ -50,6 +50,7 @@ class TelemetryConsumer:
         self._sub: Any = None
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="incident-telemetry")
 
     async def stop(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,7 +40,7 @@ from incident.telemetry.models import (
 )
 from incident.telemetry.shifts import ShiftCalendar
 from linegate.db import Database
-from linegate.events import InferenceBatchV1, KpiSampleV1, OverrideV1
+from linegate.events import InferenceBatchV1, InferenceRecordV1, KpiSampleV1, OverrideV1
 
 log = logging.getLogger("incident.telemetry")
 
@@ -163,17 +162,34 @@ class WindowSums:
         return w
 
     def add_batch(self, batch: InferenceBatchV1) -> None:
+        # The hot loop of the ingest: one pass per record, the shift looked up only when a
+        # record leaves the previous one's (records of a batch are consecutive).
         i_conf = WINDOW_SUMS.index("conf_n")
         i_hist = WINDOW_SUMS.index(HIST[0])
         i_lat = WINDOW_SUMS.index("latency_sum")
+        line, device = batch.line, batch.device_id
+        windows, cameras = self.windows, self.cameras
+        start = end = None
         for r in batch.records:
-            if r.model is None or r.version is None:
+            model, version = r.model, r.version
+            if model is None or version is None:
                 continue  # no model decided (fail-safe manual inspection): not a model's KPI
-            w = self._window(r.model, r.version, batch.line, r.occurred_at)
+            t = r.occurred_at
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=UTC)
+            if start is None or end is None or not start <= t < end:
+                shift = self.shifts.shift_of(t)
+                self.meta.setdefault(shift.start, (shift.end, shift.name))
+                start, end = shift.start, shift.end
+            key = (model, version, line, start)
+            w = windows.get(key)
+            if w is None:
+                w = windows[key] = [0.0] * len(WINDOW_SUMS)
             w[0] += 1
-            if r.decision == "pass":
+            decision = r.decision
+            if decision == "pass":
                 w[1] += 1
-            elif r.decision == "reject":
+            elif decision == "reject":
                 w[2] += 1
             else:
                 w[3] += 1
@@ -184,25 +200,19 @@ class WindowSums:
                 w[i_conf + 2] += c * c
                 w[i_hist + min(max(int(c * N_BINS), 0), N_BINS - 1)] += 1
             w[i_lat] += r.latency_ms
-            ck = (
-                r.model,
-                r.version,
-                batch.line,
-                batch.device_id,
-                r.camera,
-                self._bucket(r.occurred_at),
-            )
-            cw = self.cameras.get(ck)
+            ck = (model, version, line, device, r.camera, start)
+            cw = cameras.get(ck)
             if cw is None:
-                cw = self.cameras[ck] = [0.0] * len(CAMERA_SUMS)
+                cw = cameras[ck] = [0.0] * len(CAMERA_SUMS)
             s = r.stats
+            b, k, h = s.brightness, s.contrast, s.sharpness
             cw[0] += 1
-            cw[1] += s.brightness
-            cw[2] += s.brightness * s.brightness
-            cw[3] += s.contrast
-            cw[4] += s.contrast * s.contrast
-            cw[5] += s.sharpness
-            cw[6] += s.sharpness * s.sharpness
+            cw[1] += b
+            cw[2] += b * b
+            cw[3] += k
+            cw[4] += k * k
+            cw[5] += h
+            cw[6] += h * h
 
     def add_override(self, o: OverrideV1) -> None:
         if o.model is None or o.version is None:
@@ -309,37 +319,38 @@ class TelemetryIngest:
         then acks nothing and the messages come again)."""
         out = Outcome()
         now = datetime.now(UTC)
-        valid: list[tuple[Incoming, InferenceBatchV1 | OverrideV1 | KpiSampleV1]] = []
-        dead: list[tuple[Incoming, DeadLetter]] = []
-        for m in messages:
-            try:
-                valid.append((m, parse(m)))
-            except DeadLetter as e:
-                dead.append((m, e))
+        # Event ids first (a cheap partial parse), so a duplicate is never parsed in full and
+        # each new event is folded into the sums as soon as it is parsed: holding a fetch's
+        # worth of parsed records at once costs more in garbage collection than parsing them.
+        peeked = [(m, _peek_id(m)) for m in messages]
         async with self.db.session() as session:
-            keys = [e.event_id for _, e in valid] + [_dead_key(m) for m, _ in dead]
+            keys = [k for m, eid in peeked for k in (eid, _dead_key(m)) if k is not None]
             seen = await _already_seen(session, keys)
             sums = WindowSums(self.shifts)
             log_rows: list[dict[str, Any]] = []
+            dead_rows: list[dict[str, Any]] = []
             fresh: list[str] = []
-            for _, event in valid:
-                if event.event_id in seen:
+            for m, eid in peeked:
+                dkey = _dead_key(m)
+                if (eid is not None and eid in seen) or dkey in seen:
+                    out.duplicates += 1
+                    continue
+                try:
+                    event = parse(m)
+                except DeadLetter as dl:
+                    seen.add(dkey)
+                    fresh.append(dkey)
+                    out.dead_letters.append((dl.category, dl.reason))
+                    dead_rows.append(_dead_row(m, dl.reason, now))
+                    continue
+                if event.event_id in seen:  # the same event twice in one fetch
                     out.duplicates += 1
                     continue
                 seen.add(event.event_id)
                 fresh.append(event.event_id)
                 out.events += 1
-                self._add(event, sums, log_rows, now, out)
-            dead_rows: list[dict[str, Any]] = []
-            for m, dl in dead:
-                key = _dead_key(m)
-                if key in seen:
-                    out.duplicates += 1
-                    continue
-                seen.add(key)
-                fresh.append(key)
-                out.dead_letters.append((dl.category, dl.reason))
-                dead_rows.append(_dead_row(m, dl.reason, now))
+                self._add(event, m.data, sums, log_rows, now, out)
+                del event
             await sums.flush(session, now)
             await postmarket.record_many(session, log_rows)
             if dead_rows:
@@ -356,6 +367,7 @@ class TelemetryIngest:
     def _add(
         self,
         event: InferenceBatchV1 | OverrideV1 | KpiSampleV1,
+        raw: bytes,
         sums: WindowSums,
         log_rows: list[dict[str, Any]],
         now: datetime,
@@ -365,25 +377,36 @@ class TelemetryIngest:
             sums.add_batch(event)
             out.records += len(event.records)
             out.dropped += event.dropped
-            head = (
-                f'{{"batch_event_id":{json.dumps(event.event_id)},"line":"{event.line}",'
-                f'"device_id":"{event.device_id}","record":'
-            )
+            # The device's event goes to the log as it was published: one row per batch
+            # (per model version in the rare batch that straddles a model swap).
+            groups: dict[tuple[str | None, str | None], list[InferenceRecordV1]] = {}
             for r in event.records:
+                groups.setdefault((r.model, r.version), []).append(r)
+            if len(groups) <= 1:
+                (model, version), records = next(iter(groups.items()), ((None, None), []))
+                parts = [(model, version, records, raw.decode())]
+            else:
+                parts = [
+                    (m, v, recs, event.model_copy(update={"records": recs}).model_dump_json())
+                    for (m, v), recs in groups.items()
+                ]
+            for model, version, records, payload in parts:
                 log_rows.append(
                     {
-                        "kind": "inference",
-                        "occurred_at": _utc(r.occurred_at),
+                        "kind": "inference_batch",
+                        "occurred_at": _utc(
+                            records[0].occurred_at if records else event.occurred_at
+                        ),
                         "recorded_at": now,
                         "event_id": event.event_id,
                         "incident_id": None,
-                        "model": r.model,
-                        "version": r.version,
+                        "model": model,
+                        "version": version,
                         "device_id": event.device_id,
                         "line": event.line,
                         "station": None,
-                        "record_id": r.record_id,
-                        "payload": head + r.model_dump_json() + "}",
+                        "record_id": None,
+                        "payload": payload,
                     }
                 )
         elif isinstance(event, OverrideV1):
@@ -442,6 +465,18 @@ class TelemetryIngest:
                 sa.delete(telemetry_seen).where(telemetry_seen.c.seen_at < cutoff)
             )
             return int(result.rowcount or 0)
+
+
+class _EventId(BaseModel):
+    event_id: str
+
+
+def _peek_id(m: Incoming) -> str | None:
+    """The message's event id without building the rest of it (None if it has none)."""
+    try:
+        return _EventId.model_validate_json(m.data).event_id
+    except ValidationError:
+        return None
 
 
 def _dead_key(m: Incoming) -> str:
