@@ -192,6 +192,29 @@ async def test_gateway_rollout_abort_opens_an_incident_but_our_own_opened_events
     assert {i["id"] for i in everything} == {ours, incident["id"]}
 
 
+async def test_a_redelivered_event_changes_nothing(desk: Desk) -> None:
+    event = DeviceStatusV1(
+        device_id="cam-3-1", state="refused", model=MODEL, version="2.1.0", detail="bad sig"
+    )
+    later = DeviceStatusV1(
+        device_id="cam-3-1", state="refused", model=MODEL, version="2.1.0", detail="again"
+    )
+    # The same event twice (as after a lost ack; no Nats-Msg-Id, so JetStream keeps both),
+    # then a genuinely new report of the same cause, which joins.
+    for e in (event, event, later):
+        await desk.publish(Subjects.device_status("cam-3-1"), e)
+
+    async def two_signals() -> Any:
+        found = await desk.incidents(type="security")
+        return found if found and found[0]["signal_count"] >= 2 else None
+
+    [incident] = await wait_for(two_signals, "the later report to join")
+    assert incident["signal_count"] == 2
+    details = [e["detail"] for e in await desk.timeline(incident["id"]) if e["kind"] == "signal"]
+    assert len(details) == 1
+    assert "again" in details[0]
+
+
 async def test_a_refused_release_on_a_device_opens_a_security_incident(desk: Desk) -> None:
     # Delivered in order: once the last one is handled, the first two were too.
     await desk.publish(

@@ -11,8 +11,9 @@ results into timeline entries.
 - ``linegate.incident.action_result`` -> the action's outcome on the incident's timeline.
 
 Durable JetStream consumers in queue groups, so replicas share the work and nothing is lost
-while the service is down. A malformed message is logged and acknowledged (redelivering it
-cannot help); any other failure is redelivered after a delay.
+while the service is down; each handled event id is recorded with its effect (an inbox), so a
+redelivery after a lost ack changes nothing. A malformed message is logged and acknowledged
+(redelivering it cannot help); any other failure is redelivered after a delay.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from datetime import datetime
 from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.incidents import actions
 from incident.incidents.core import ACTOR
+from incident.incidents.models import InboxEntry
 from incident.incidents.sink import IncidentSink, Outcome
 from incident.signals import Severity, Signal
 from linegate.audit import AuditLog
 from linegate.db import Database
 from linegate.events import (
     DeviceStatusV1,
+    EventV1,
     IncidentActionResultV1,
     IncidentOpenedV1,
     MaintenanceAlertV1,
@@ -160,30 +164,48 @@ class Consumers:
         self.db, self.nats, self.audit, self.sink, self.wake = db, nats, audit, sink, wake
         self.clock = clock
 
+    async def first_time(self, session: AsyncSession, subject: str, event: EventV1) -> bool:
+        """Record ``event`` as handled; False when it was handled before (a redelivery)."""
+        if await session.get(InboxEntry, event.event_id) is not None:
+            log.info("event %s on %s was handled before; skipped", event.event_id, subject)
+            return False
+        session.add(InboxEntry(event_id=event.event_id, subject=subject, received_at=self.clock()))
+        await session.flush()
+        return True
+
     async def signal(
-        self, signal: Signal | None, external_ref: str | None = None
+        self,
+        subject: str,
+        event: EventV1,
+        signal: Signal | None,
+        external_ref: str | None = None,
     ) -> Outcome | None:
         if signal is None:
             return None
         async with self.db.session() as session:
+            if not await self.first_time(session, subject, event):
+                return None
             outcome = await self.sink.open_or_join(session, signal, external_ref=external_ref)
         self.wake()  # publish the opened event now, not at the next outbox poll
         return outcome
 
     async def on_opened(self, subject: str, data: dict[str, Any]) -> None:
         event = parse(IncidentOpenedV1, data)
-        await self.signal(opened_signal(event), external_ref=event.incident_id)
+        await self.signal(subject, event, opened_signal(event), external_ref=event.incident_id)
 
     async def on_device_status(self, subject: str, data: dict[str, Any]) -> None:
-        await self.signal(refusal_signal(subject, parse(DeviceStatusV1, data)))
+        status = parse(DeviceStatusV1, data)
+        await self.signal(subject, status, refusal_signal(subject, status))
 
     async def on_maintenance(self, subject: str, data: dict[str, Any]) -> None:
-        await self.signal(maintenance_signal(parse(MaintenanceAlertV1, data)))
+        alert = parse(MaintenanceAlertV1, data)
+        await self.signal(subject, alert, maintenance_signal(alert))
 
     async def on_action_result(self, subject: str, data: dict[str, Any]) -> None:
         result = parse(IncidentActionResultV1, data)
         async with self.db.session() as session:
-            await actions.record_result(session, self.audit, result, self.clock())
+            if await self.first_time(session, subject, result):
+                await actions.record_result(session, self.audit, result, self.clock())
 
     async def subscribe(self) -> list[Any]:
         js = self.nats.js

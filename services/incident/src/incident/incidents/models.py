@@ -237,3 +237,14 @@ class MaintenanceTicket(SQLModel, table=True):
     jwe: str | None = Field(default=None, sa_type=sa.Text)
     recipient_kid: str | None = None
     delivery: str
+
+
+class InboxEntry(SQLModel, table=True):
+    """An event a consumer has handled, recorded in the same transaction as its effect, so a
+    redelivered copy (an ack lost after the commit) changes nothing."""
+
+    __tablename__ = "incident_inbox"
+
+    event_id: str = Field(primary_key=True)
+    subject: str
+    received_at: datetime = Field(sa_type=TZ)

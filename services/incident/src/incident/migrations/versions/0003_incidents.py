@@ -16,6 +16,7 @@ depends_on = None
 TZ = sa.DateTime(timezone=True)
 
 TABLES = (
+    "incident_inbox",
     "maintenance_ticket",
     "incident_freeze",
     "incident_clock",
@@ -204,6 +205,13 @@ def upgrade() -> None:
         sa.Column("jwe", sa.Text, nullable=True),
         sa.Column("recipient_kid", sa.String, nullable=True),
         sa.Column("delivery", sa.String, nullable=False),
+    )
+
+    op.create_table(
+        "incident_inbox",
+        sa.Column("event_id", sa.String, primary_key=True),
+        sa.Column("subject", sa.String, nullable=False),
+        sa.Column("received_at", TZ, nullable=False),
     )
 
 
