@@ -5,6 +5,11 @@ started as a subprocess; one supplier with an ECDSA P-256 key is onboarded; N di
 in-toto statements (SLSA provenance) are uploaded by C concurrent clients. The reference is the
 DSSE PAE + ECDSA P-256 verify of the same envelopes with ``cryptography`` in one loop.
 Issue target: >= 2,000 envelopes/s and >= 40% of the raw rate.
+
+``LINEGATE_BENCH_WORKERS=2`` runs uvicorn with two worker processes on the same database;
+``LINEGATE_BENCH_DATABASE_URL=postgresql+psycopg://...`` runs on PostgreSQL (a schema of its
+own, dropped afterwards) instead of SQLite. After the load the audit chain is verified and the
+records counted, so every 201 counted is a durable, chained record.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from linegate.settings import LinegateSettings
 from linegate.signing import IN_TOTO_PAYLOAD_TYPE, dsse_sign, pae, public_key_pem
 
 CONCURRENCY = int(os.environ.get("LINEGATE_BENCH_CLIENTS", "16"))
+WORKERS = int(os.environ.get("LINEGATE_BENCH_WORKERS", "1"))
+DATABASE_URL = os.environ.get("LINEGATE_BENCH_DATABASE_URL", "")
 PREDICATE = {
     "buildDefinition": {
         "buildType": "https://linegate.dev/bench/build/v1",
@@ -128,6 +135,25 @@ end
 """
 
 
+HEALTHZ_SCRIPT = """
+function done(summary, latency, requests)
+  io.write(string.format("requests=%d duration_us=%d\\n", summary.requests, summary.duration))
+end
+"""
+
+
+def _wrk_healthz(url: str, tmp: Path, seconds: int) -> float:
+    """GET /healthz under the same wrk load: what this HTTP stack serves doing nothing."""
+    script = tmp / "healthz.lua"
+    script.write_text(HEALTHZ_SCRIPT)
+    cmd = ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{seconds}s", "-s", str(script), url + "/healthz"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    m = re.search(r"requests=(\d+) duration_us=(\d+)", out.stdout)
+    if m is None:
+        raise RuntimeError(f"unexpected wrk output: {out.stdout} {out.stderr}")
+    return int(m.group(1)) / (int(m.group(2)) / 1e6)
+
+
 def _wrk_rate(url: str, token: str, envelopes: list[bytes], tmp: Path, seconds: int) -> float:
     """Load from wrk (C, separate process): the Python client tops out near 250 req/s here,
     which would measure the client, not the service. Only 201s (new, verified) count."""
@@ -151,76 +177,103 @@ def _wrk_rate(url: str, token: str, envelopes: list[bytes], tmp: Path, seconds: 
     return created / (duration / 1e6)
 
 
+def _start_service(
+    tmp: Path, nats_url: str, schema_prefix: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(
+        os.environ,
+        LINEGATE_DATA_DIR=str(tmp / "data"),
+        LINEGATE_NATS_URL=nats_url,
+        LINEGATE_ATTESTATION_URL=url,
+        LINEGATE_LOG_LEVEL="WARNING",
+    )
+    if DATABASE_URL:
+        env.update(
+            LINEGATE_DATABASE_URL=DATABASE_URL, LINEGATE_DATABASE_SCHEMA_PREFIX=schema_prefix
+        )
+    cmd = [sys.executable, "-m", "uvicorn", "attestation.app:create_app", "--factory"]
+    cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    cmd += ["--workers", str(WORKERS)] if WORKERS > 1 else []
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("the attestation service did not become ready")
+
+
+def _onboard(url: str, issuer: TokenIssuer) -> ec.EllipticCurvePrivateKey:
+    staff = {"Authorization": "Bearer " + issuer.issue("bench", [Role.PROCUREMENT])[0]}
+    key = ec.generate_private_key(ec.SECP256R1())
+    httpx.post(
+        url + "/v1/suppliers", json={"id": "optivision", "name": "Optivision"}, headers=staff
+    )
+    r = httpx.post(
+        url + "/v1/suppliers/optivision/keys",
+        json={"public_key_pem": public_key_pem(key.public_key()).decode()},
+        headers=staff,
+    )
+    r.raise_for_status()
+    return key
+
+
 def main() -> None:
     n = scaled(6000)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        nats = NatsServer(Path(tmp) / "nats").start()
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = dict(
-            os.environ,
-            LINEGATE_DATA_DIR=str(data),
-            LINEGATE_NATS_URL=nats.url,
-            LINEGATE_ATTESTATION_URL=url,
-            LINEGATE_LOG_LEVEL="WARNING",
-        )
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "attestation.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-        ]
-        proc = subprocess.Popen([*cmd, "--no-access-log", "--log-level", "warning"], env=env)
+    schema_prefix = f"bench{os.getpid()}_"
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        nats = NatsServer(tmp / "nats").start()
+        proc, url = _start_service(tmp, nats.url, schema_prefix)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            issuer = TokenIssuer.embedded(LinegateSettings(data_dir=data, attestation_url=url))
-            staff = {"Authorization": "Bearer " + issuer.issue("bench", [Role.PROCUREMENT])[0]}
-            key = ec.generate_private_key(ec.SECP256R1())
-            httpx.post(
-                url + "/v1/suppliers",
-                json={"id": "optivision", "name": "Optivision"},
-                headers=staff,
+            issuer = TokenIssuer.embedded(
+                LinegateSettings(data_dir=tmp / "data", attestation_url=url)
             )
-            r = httpx.post(
-                url + "/v1/suppliers/optivision/keys",
-                json={"public_key_pem": public_key_pem(key.public_key()).decode()},
-                headers=staff,
-            )
-            r.raise_for_status()
+            key = _onboard(url, issuer)
             envelopes = _envelopes(key, n)
             token = issuer.issue("bench-ci", [Role.SUPPLIER], tenant="optivision")[0]
+            healthz = None
             if shutil.which("wrk"):
                 client = "wrk"
-                ours = _wrk_rate(url, token, envelopes, Path(tmp), seconds=max(2, int(10 * SCALE)))
+                ours = _wrk_rate(url, token, envelopes, tmp, seconds=max(2, int(10 * SCALE)))
+                healthz = _wrk_healthz(url, tmp, seconds=5)
             else:
                 client = "httpx (install wrk for a client that is not the bottleneck)"
                 ours = asyncio.run(_upload_all(url, token, envelopes))
             raw = _raw_rate(envelopes, key.public_key())
+            auditor = {"Authorization": "Bearer " + issuer.issue("bench", [Role.AUDITOR])[0]}
+            chain = httpx.get(url + "/v1/audit/verify", headers=auditor, timeout=120).json()
         finally:
             proc.terminate()
             proc.wait(30)
             nats.stop()
+            if DATABASE_URL:
+                from linegate.testing.postgres import drop_schemas
+
+                drop_schemas(DATABASE_URL, [schema_prefix + "attestation"])
+    database = "PostgreSQL" if DATABASE_URL else "SQLite"
     report(
         "attestation",
-        f"verified envelopes over HTTP ({CONCURRENCY} conns, SQLite)",
+        f"verified envelopes over HTTP ({CONCURRENCY} conns, {database}, {WORKERS} proc)",
         ours,
         "/s",
         "raw DSSE PAE + P-256 verify loop",
         raw,
         ">= 0.40 and >= 2,000/s",
     )
-    print(f"{'':14}load generator: {client}")
+    print(f"{'':14}load generator: {client}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{'':14}audit chain after the run: ok={chain['ok']}, {chain['entries']} entries "
+        f"(2 onboarding + one per recorded upload)"
+    )
+    if healthz is not None:
+        print(f"{'':14}same server, GET /healthz under the same wrk load: {healthz:,.0f} /s")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +60,27 @@ async def enqueue(session: AsyncSession, subject: str, event: EventV1) -> Outbox
     return message
 
 
+async def enqueue_many(session: AsyncSession, events: Iterable[tuple[str, EventV1]]) -> int:
+    """Queue several ``(subject, event)`` pairs in ``session``'s transaction with one
+    multi-row INSERT (for writers that record many changes in one transaction); returns how
+    many were queued. The relay publishes them in the given order."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "event_id": event.event_id,
+            "subject": subject,
+            "event_type": type(event).__name__,
+            "body": event.model_dump_json(),
+            "created_at": now,
+            "sent_at": None,
+        }
+        for subject, event in events
+    ]
+    if rows:
+        await session.exec(sa.insert(OutboxMessage), params=rows)
+    return len(rows)
+
+
 class OutboxRelay:
     """Background task publishing pending outbox rows in order."""
 
@@ -71,14 +93,20 @@ class OutboxRelay:
         self.batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        # The flag ends the loop even when the cancel is lost: on Python 3.11 asyncio.wait_for
+        # (used inside nats-py's request) swallows a cancel that arrives as its reply does.
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -89,10 +117,15 @@ class OutboxRelay:
                 await asyncio.wait_for(self.flush(), timeout=5)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the event is set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             if not self.nats.connected:
                 continue
             try:
@@ -102,6 +135,8 @@ class OutboxRelay:
 
     async def flush(self) -> int:
         """Publish every pending message; returns how many were sent."""
+        if self.db.is_sqlite:
+            return await self._flush_sqlite()
         sent = 0
         while True:
             async with self.db.session() as session:
@@ -124,6 +159,45 @@ class OutboxRelay:
                     row.sent_at = datetime.now(UTC)
                     session.add(row)
                     sent += 1
+            if len(rows) < self.batch:
+                return sent
+
+    async def _flush_sqlite(self) -> int:
+        # A SQLite transaction holds the whole database's write lock, so the rows are read in
+        # one short transaction, published with none open, and marked sent in another: every
+        # writer of the service waits neither for NATS nor for a slow publish. A crash (or a
+        # second process's relay) between publish and mark re-publishes a row, which JetStream
+        # drops by Nats-Msg-Id, as for a crash in the locked variant.
+        sent = 0
+        while True:
+            async with self.db.session() as session:
+                stmt = (
+                    select(OutboxMessage)
+                    .where(col(OutboxMessage.sent_at).is_(None))
+                    .order_by(col(OutboxMessage.id))
+                    .limit(self.batch)
+                )
+                rows = list((await session.exec(stmt)).all())
+            published: list[int] = []
+            try:
+                for row in rows:
+                    await self.nats.js.publish(
+                        row.subject,
+                        row.body.encode(),
+                        timeout=5,
+                        headers={"Nats-Msg-Id": row.event_id, "Linegate-Event": row.event_type},
+                    )
+                    assert row.id is not None
+                    published.append(row.id)
+            finally:
+                if published:
+                    async with self.db.session() as session:
+                        await session.exec(
+                            sa.update(OutboxMessage)
+                            .where(col(OutboxMessage.id).in_(published))
+                            .values(sent_at=datetime.now(UTC))
+                        )
+                    sent += len(published)
             if len(rows) < self.batch:
                 return sent
 

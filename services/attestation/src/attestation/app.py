@@ -2,16 +2,21 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import attestation
 from attestation import api, portal, sla
+from attestation.ingest import IngestLimits, Ingestor
 from attestation.repository import SlaRepository
 from attestation.settings import AttestationSettings
 from attestation.sigstore_bundle import SigstoreVerifier, default_trusted_root_paths
+from attestation.trust import TrustCache
+from attestation.verification import verify_upload
 from linegate.auth import TokenIssuer
 from linegate.events import Streams
 from linegate.service import ServiceContext, create_service_app
@@ -53,6 +58,32 @@ def create_app(settings: AttestationSettings | None = None) -> FastAPI:
         roots = settings.sigstore_trusted_roots or default_trusted_root_paths()
         app.state.sigstore = SigstoreVerifier.from_files(roots)
 
+    async def start_ingest(ctx: ServiceContext) -> None:
+        verify = functools.partial(
+            verify_upload,
+            sigstore=app.state.sigstore,
+            max_depth=settings.attestation_max_json_depth,
+        )
+        app.state.ingestor = Ingestor(
+            ctx.db,
+            ctx.audit,
+            ctx.outbox.wake,
+            TrustCache(),
+            verify=verify,
+            limits=IngestLimits(
+                default_max_age=timedelta(days=settings.attestation_default_max_age_days),
+                clock_skew=timedelta(seconds=settings.attestation_clock_skew_seconds),
+                batch_max=settings.attestation_ingest_batch_max,
+                inline_verify_max_bytes=settings.attestation_inline_verify_max_bytes,
+                duplicate_precheck_min_bytes=settings.attestation_duplicate_precheck_min_bytes,
+            ),
+        )
+        await app.state.ingestor.start()
+
+    async def stop_ingest(ctx: ServiceContext) -> None:
+        # Before the outbox relay stops and the database closes: what is queued gets recorded.
+        await app.state.ingestor.stop()
+
     app = create_service_app(
         settings,
         title="Linegate attestation",
@@ -60,7 +91,7 @@ def create_app(settings: AttestationSettings | None = None) -> FastAPI:
         routers=[api.router, portal.router],
         migrations=MIGRATIONS,
         streams=(Streams.ATTESTATION,),
-        on_startup=[start_issuer, start_sla_evaluator],
-        on_shutdown=[stop_sla_evaluator],
+        on_startup=[start_issuer, start_ingest, start_sla_evaluator],
+        on_shutdown=[stop_sla_evaluator, stop_ingest],
     )
     return app

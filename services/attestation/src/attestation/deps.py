@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from attestation.errors import SupplierNotFound
+from attestation.ingest import Ingestor
 from attestation.repository import AttestationRepository, ClientRepository, SupplierRepository
 from attestation.settings import AttestationSettings
 from attestation.sigstore_bundle import SigstoreVerifier
@@ -39,6 +40,11 @@ def get_sigstore(request: Request) -> SigstoreVerifier:
     return verifier
 
 
+def get_ingestor(request: Request) -> Ingestor:
+    ingestor: Ingestor = request.app.state.ingestor
+    return ingestor
+
+
 def get_settings(request: Request) -> AttestationSettings:
     settings: AttestationSettings = request.app.state.ctx.settings
     return settings
@@ -49,6 +55,7 @@ SupplierRepositoryDep = Annotated[SupplierRepository, Depends(get_supplier_repos
 AttestationRepositoryDep = Annotated[AttestationRepository, Depends(get_attestation_repository)]
 IssuerDep = Annotated[TokenIssuer, Depends(get_issuer)]
 SigstoreDep = Annotated[SigstoreVerifier, Depends(get_sigstore)]
+IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 SettingsDep = Annotated[AttestationSettings, Depends(get_settings)]
 
 #: Onboards suppliers and manages their trust material.

@@ -188,3 +188,16 @@ class SlaBreach(SQLModel, table=True):
     detail: str
     opened_at: datetime = Field(sa_type=TZ)
     resolved_at: datetime | None = Field(default=None, sa_type=TZ, index=True)
+
+
+class TrustVersion(SQLModel, table=True):
+    """One counter bumped in the same transaction as every change to trust material
+    (suppliers, keys, Sigstore identities, SLA maximum age). Ingest verifies against an
+    in-memory copy of that material and, in the transaction that records the outcome, checks
+    the counter: a copy older than the counter is reloaded and the upload verified again, so
+    a revocation takes effect for every upload committed after it, in every process."""
+
+    __tablename__ = "attestation_trust_version"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = 0

@@ -1,9 +1,12 @@
 """All SQL of the attestation service. Every attestation query takes the caller's tenant, so
 tenancy is enforced in the query itself, never by filtering results afterwards."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,6 +22,7 @@ from attestation.models import (
     SupplierKey,
     SupplierNotice,
     SupplierSla,
+    TrustVersion,
 )
 from linegate.auth import ClientRecord, parse_roles
 
@@ -94,9 +98,88 @@ class SupplierRepository:
         return row if row is not None and row.supplier_id == supplier_id else None
 
 
+class TrustRepository:
+    """The trust-material version counter (see :class:`attestation.models.TrustVersion`).
+
+    Lock order: a transaction that changes trust material bumps the counter before it appends
+    to the audit log, and ingest locks the counter before its audit appends, so on PostgreSQL
+    both take the counter row first and the audit head second (never the other way round)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def version(self, *, lock: bool = False) -> int:
+        """The current version; ``lock`` holds the row until commit (PostgreSQL ``FOR UPDATE``;
+        SQLite transactions already hold the database's write lock)."""
+        stmt = select(TrustVersion.version).where(TrustVersion.id == 1)
+        if lock:
+            stmt = stmt.with_for_update()
+        value = (await self.session.exec(stmt)).first()
+        if value is None:
+            raise RuntimeError("attestation_trust_version row is missing: migration 0005 not run")
+        return value
+
+    async def changed(self) -> None:
+        """Bump the version in this transaction: every process's trust cache goes stale at
+        the commit, and uploads recorded after it are verified against the new material."""
+        await self.session.exec(
+            sa.update(TrustVersion)
+            .where(col(TrustVersion.id) == 1)
+            .values(version=col(TrustVersion.version) + 1)
+        )
+
+    async def all_identities(self) -> list[SupplierIdentity]:
+        return list((await self.session.exec(select(SupplierIdentity))).all())
+
+    async def supplier_ids(self) -> list[str]:
+        return list((await self.session.exec(select(Supplier.id))).all())
+
+    async def max_ages(self) -> dict[str, int]:
+        """Each SLA's maximum attestation age in days, by supplier."""
+        stmt = select(SupplierSla.supplier_id, SupplierSla.max_attestation_age_days)
+        return dict((await self.session.exec(stmt)).all())
+
+
 class AttestationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def by_raw_digests(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], Attestation]:
+        """Earlier records of these (supplier, raw digest) pairs, in one query."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        stmt = select(Attestation).where(
+            col(Attestation.supplier_id).in_({s for s, _ in wanted}),
+            col(Attestation.raw_digest).in_({d for _, d in wanted}),
+        )
+        rows = (await self.session.exec(stmt)).all()
+        return {
+            (a.supplier_id, a.raw_digest): a
+            for a in rows
+            if (a.supplier_id, a.raw_digest) in wanted
+        }
+
+    async def add_many(
+        self,
+        attestations: Sequence[dict[str, Any]],
+        blobs: Sequence[dict[str, Any]],
+        subjects: Sequence[dict[str, Any]],
+    ) -> None:
+        """Insert many records with one multi-row statement per table (group commit). Blobs
+        are shared by digest: one already stored (another supplier's identical bytes) is kept."""
+        if blobs:
+            dialect = self.session.sync_session.get_bind().dialect.name
+            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            await self.session.exec(
+                insert(Blob).on_conflict_do_nothing(index_elements=["digest"]), params=list(blobs)
+            )
+        if attestations:
+            await self.session.exec(sa.insert(Attestation), params=list(attestations))
+        if subjects:
+            await self.session.exec(sa.insert(AttestationSubject), params=list(subjects))
 
     async def get(self, attestation_id: str, *, tenant: str | None) -> Attestation | None:
         """The attestation, or None when absent or (for a supplier) not its own."""

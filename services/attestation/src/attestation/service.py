@@ -1,32 +1,19 @@
-"""Attestation domain logic (no FastAPI here): onboarding, ingest, queries."""
+"""Attestation domain logic (no FastAPI here): onboarding and trust material; ingest is in
+:mod:`attestation.ingest`.
+
+Every change to what a supplier is trusted with (the supplier itself, its keys, its Sigstore
+identities, its SLA's maximum age) calls :meth:`TrustRepository.changed` before its audit
+entry, in the same transaction, so ingest's trust cache sees it at once in every process."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import cached_property
-
-from sqlmodel.ext.asyncio.session import AsyncSession
+from datetime import UTC, datetime
 
 from attestation.errors import KeyAlreadyRegistered, SupplierExists, SupplierNotFound
-from attestation.models import (
-    Attestation,
-    Blob,
-    OAuthClient,
-    Supplier,
-    SupplierIdentity,
-    SupplierKey,
-)
-from attestation.repository import (
-    AttestationRepository,
-    ClientRepository,
-    SlaRepository,
-    SupplierRepository,
-)
+from attestation.models import OAuthClient, Supplier, SupplierIdentity, SupplierKey
+from attestation.repository import ClientRepository, SupplierRepository, TrustRepository
 from attestation.schemas import (
     ClientCreate,
     ClientCreated,
@@ -34,14 +21,9 @@ from attestation.schemas import (
     KeyCreate,
     SupplierCreate,
 )
-from attestation.sigstore_bundle import SigstoreVerifier
-from attestation.verification import Outcome, TrustContext, verify_upload
 from linegate.audit import AuditLog
 from linegate.auth import Principal, Role, hash_client_secret, new_client_secret
-from linegate.db import Database
 from linegate.errors import Unprocessable
-from linegate.events import AttestationRejectedV1, AttestationVerifiedV1, SubjectDigest, Subjects
-from linegate.outbox import enqueue
 from linegate.signing import SignatureError, key_id, load_public_key
 
 
@@ -103,6 +85,7 @@ async def create_supplier(
         created_by=actor.actor,
     )
     await suppliers.add(supplier)
+    await TrustRepository(suppliers.session).changed()
     await audit.append(
         suppliers.session,
         actor=actor.actor,
@@ -151,6 +134,7 @@ async def add_key(
         created_at=_now(),
     )
     await suppliers.add(key)
+    await TrustRepository(suppliers.session).changed()
     await audit.append(
         suppliers.session,
         actor=actor.actor,
@@ -188,6 +172,7 @@ async def revoke_key(
     if key.revoked_at is None:
         key.revoked_at, key.revocation_reason = _now(), reason
         await suppliers.add(key)
+        await TrustRepository(suppliers.session).changed()
         await audit.append(
             suppliers.session,
             actor=actor.actor,
@@ -216,6 +201,7 @@ async def add_identity(
         created_at=_now(),
     )
     await suppliers.add(identity)
+    await TrustRepository(suppliers.session).changed()
     await audit.append(
         suppliers.session,
         actor=actor.actor,
@@ -238,151 +224,3 @@ async def register_supplier_client(
     await require_supplier(suppliers, supplier_id)
     body = ClientCreate(roles=[Role.SUPPLIER], tenant=supplier_id, description=description)
     return await register_client(body, actor=actor, clients=clients, audit=audit)
-
-
-# -------------------------------------------------------------------------------- ingest
-
-
-@dataclass(frozen=True)
-class Upload:
-    content_type: str
-    data: bytes
-
-    @cached_property
-    def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.data).hexdigest()
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    attestation: Attestation
-    created: bool
-    malformed: bool = False
-
-
-async def _trust_context(
-    session: AsyncSession, supplier_id: str, *, max_age: timedelta, clock_skew: timedelta
-) -> TrustContext:
-    keys = await SupplierRepository(session).all_keys()
-    terms = await SlaRepository(session).sla(supplier_id)
-    return TrustContext(
-        supplier_id=supplier_id,
-        keys=[k for k in keys if k.supplier_id == supplier_id],
-        other_keys=[k for k in keys if k.supplier_id != supplier_id],
-        identities=await SupplierRepository(session).identities(supplier_id),
-        max_age=timedelta(days=terms.max_attestation_age_days) if terms is not None else max_age,
-        now=_now(),
-        clock_skew=clock_skew,
-    )
-
-
-async def ingest(
-    upload: Upload,
-    *,
-    supplier_id: str,
-    actor: Principal,
-    db: Database,
-    audit: AuditLog,
-    sigstore: SigstoreVerifier,
-    max_age: timedelta,
-    max_depth: int,
-    clock_skew: timedelta,
-) -> IngestResult:
-    """Verify and record one upload (accepted or rejected) with its audit entry and event.
-
-    Two short units of work around the verification rather than one long one: the trust
-    material is read, the upload verified with no transaction open (a large SBOM takes
-    seconds), then the record, its audit entry and its event commit together. The second
-    unit re-checks for the same bytes, so a concurrent identical upload still yields one record.
-    """
-    raw_digest = upload.digest
-    async with db.session() as session:
-        await require_supplier(SupplierRepository(session), supplier_id)
-        existing = await AttestationRepository(session).by_raw_digest(supplier_id, raw_digest)
-        if existing is not None:
-            return IngestResult(existing, created=False)
-        trust = await _trust_context(session, supplier_id, max_age=max_age, clock_skew=clock_skew)
-    # CPU-bound (schema validation of a large SBOM): keep it off the event loop.
-    outcome = await asyncio.to_thread(
-        verify_upload,
-        upload.content_type,
-        upload.data,
-        trust,
-        sigstore=sigstore,
-        max_depth=max_depth,
-    )
-    async with db.session() as session:
-        attestations = AttestationRepository(session)
-        existing = await attestations.by_raw_digest(supplier_id, raw_digest)
-        if existing is not None:
-            return IngestResult(existing, created=False)
-        return await _record(upload, outcome, trust, supplier_id, actor, attestations, audit)
-
-
-async def _record(
-    upload: Upload,
-    outcome: Outcome,
-    trust: TrustContext,
-    supplier_id: str,
-    actor: Principal,
-    attestations: AttestationRepository,
-    audit: AuditLog,
-) -> IngestResult:
-    raw_digest = upload.digest
-    now = trust.now
-    record = Attestation(
-        id=uuid.uuid4().hex,
-        supplier_id=supplier_id,
-        status=outcome.status,
-        verified=outcome.verified,
-        content_type=upload.content_type,
-        envelope=outcome.envelope,
-        raw_digest=raw_digest,
-        raw_size=len(upload.data),
-        predicate_type=outcome.predicate_type,
-        predicate_kind=outcome.predicate_kind,
-        recognised=outcome.recognised,
-        signer=outcome.signer,
-        subjects=outcome.subjects,
-        summary=outcome.summary,
-        reasons=outcome.reasons,
-        issued_at=outcome.issued_at,
-        expires_at=outcome.expires_at,
-        created_at=now,
-        uploaded_by=actor.actor,
-    )
-    await attestations.add(record, Blob(digest=raw_digest, size=len(upload.data), data=upload.data))
-    await audit.append(
-        attestations.session,
-        actor=actor.actor,
-        action=f"attestation.{outcome.status}",
-        subject=record.id,
-        payload=upload.data,
-        reason="; ".join(outcome.reasons) or None,
-    )
-    if outcome.status == "rejected":
-        await enqueue(
-            attestations.session,
-            Subjects.ATTESTATION_REJECTED,
-            AttestationRejectedV1(
-                attestation_id=record.id,
-                supplier=supplier_id,
-                reasons=outcome.reasons,
-                actor=actor.actor,
-            ),
-        )
-    else:
-        await enqueue(
-            attestations.session,
-            Subjects.ATTESTATION_VERIFIED,
-            AttestationVerifiedV1(
-                attestation_id=record.id,
-                supplier=supplier_id,
-                predicate_type=outcome.predicate_type,
-                subjects=[SubjectDigest(**s) for s in outcome.subjects],
-                expires_at=outcome.expires_at,
-                verified=outcome.verified,
-                actor=actor.actor,
-            ),
-        )
-    return IngestResult(record, created=True, malformed=outcome.malformed)

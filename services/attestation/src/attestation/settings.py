@@ -25,3 +25,11 @@ class AttestationSettings(LinegateSettings):
     attestation_clock_skew_seconds: int = Field(default=300, ge=0)
     #: How often SLA terms are evaluated for new breaches.
     sla_evaluation_interval_seconds: float = Field(default=60.0, gt=0)
+    #: Most uploads recorded in one transaction (group commit); 1 records each on its own.
+    attestation_ingest_batch_max: int = Field(default=256, ge=1, le=10_000)
+    #: Uploads up to this size are verified on the event loop (about a millisecond each);
+    #: larger ones in a worker thread so the service keeps answering during a large SBOM.
+    attestation_inline_verify_max_bytes: int = Field(default=64 * 1024, ge=0)
+    #: Uploads from this size are looked up as re-uploads before verification, so the same
+    #: large SBOM is not verified twice; smaller ones are found to be re-uploads at commit.
+    attestation_duplicate_precheck_min_bytes: int = Field(default=64 * 1024, ge=0)

@@ -16,7 +16,7 @@ from typing import Any
 
 from attestation.errors import SupplierNotFound
 from attestation.models import Attestation, SlaBreach, SupplierArtefact, SupplierNotice, SupplierSla
-from attestation.repository import SlaRepository, SupplierRepository
+from attestation.repository import SlaRepository, SupplierRepository, TrustRepository
 from attestation.schemas_sla import ArtefactCreate, NoticeCreate, NoticeResponse, SlaTerms
 from attestation.service import require_supplier
 from attestation.verification import aware_utc
@@ -51,6 +51,7 @@ async def put_sla(
     row.performance_commitments = [c.model_dump(mode="json") for c in terms.performance_commitments]
     row.updated_at, row.updated_by = _now(), actor.actor
     await slas.save(row)
+    await TrustRepository(slas.session).changed()  # the maximum age sets uploads' expiry
     await audit.append(
         slas.session,
         actor=actor.actor,

@@ -1,21 +1,21 @@
 """Attestation ingest and query routes."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from attestation import service
 from attestation.deps import (
     AttestationRepositoryDep,
+    IngestorDep,
     ReaderDep,
     SettingsDep,
-    SigstoreDep,
     SupplierDep,
     tenant_of,
 )
 from attestation.errors import AttestationNotFound
+from attestation.ingest import Upload
 from attestation.models import Attestation
 from attestation.schemas import (
     AttestationPage,
@@ -30,7 +30,6 @@ from linegate.errors import (
     UnsupportedMediaType,
     problem_response,
 )
-from linegate.service import ContextDep
 
 router = APIRouter(tags=["attestations"])
 
@@ -99,11 +98,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     },
 )
 async def upload_attestation(
-    request: Request,
-    principal: SupplierDep,
-    settings: SettingsDep,
-    sigstore: SigstoreDep,
-    ctx: ContextDep,
+    request: Request, principal: SupplierDep, settings: SettingsDep, ingestor: IngestorDep
 ) -> Response:
     """Upload one attestation or SBOM as the exact bytes; it is verified and recorded."""
     content_type = request.headers.get("content-type")
@@ -117,18 +112,10 @@ async def upload_attestation(
     data = await _read_body(request, settings.attestation_max_bytes)
     if not data:
         raise Unprocessable("empty body: send the attestation document as the request body")
-    result = await service.ingest(
-        service.Upload(normalised, data),
-        supplier_id=supplier_id,
-        actor=principal,
-        db=ctx.db,
-        audit=ctx.audit,
-        sigstore=sigstore,
-        max_age=timedelta(days=settings.attestation_default_max_age_days),
-        max_depth=settings.attestation_max_json_depth,
-        clock_skew=timedelta(seconds=settings.attestation_clock_skew_seconds),
+    # Returns once the record, its audit entry and its event are committed.
+    result = await ingestor.ingest(
+        Upload(normalised, data), supplier_id=supplier_id, actor=principal
     )
-    ctx.outbox.wake()  # the record and its event are committed: publish now
     record = result.attestation
     body = _read(record).model_dump(mode="json")
     if record.status == "rejected":

@@ -1,0 +1,279 @@
+"""Group-committed ingest and the trust cache: durability, chaining, idempotency and
+revocation across processes, on a real database with real signatures."""
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+
+import pytest
+from sqlmodel import func, select
+
+from attestation.app import create_app
+from attestation.ingest import Ingestor, Upload
+from attestation.models import Attestation, AttestationSubject
+from attestation.settings import AttestationSettings
+from linegate.audit import verify_log
+from linegate.auth import Principal, Role
+from linegate.errors import ServiceUnavailable
+from linegate.outbox import OutboxMessage
+
+from .conftest import DSSE, SLSA_V1, TESTDATA, Stack, sign, slsa_predicate, statement
+
+CYCLONEDX = "application/vnd.cyclonedx+json"
+
+
+def _envelope(key, i: int) -> bytes:
+    digest = hashlib.sha256(f"model-{i}".encode()).hexdigest()
+    subject = [{"name": f"model-{i}.onnx", "digest": {"sha256": digest}}]
+    return sign(key, statement(subject, SLSA_V1, slsa_predicate()))
+
+
+def _supplier(tenant: str) -> Principal:
+    return Principal(f"ci@{tenant}", frozenset({Role.SUPPLIER}), tenant=tenant)
+
+
+async def _warm(ingestor: Ingestor) -> None:
+    await ingestor.trust.get(ingestor.db)
+
+
+@pytest.fixture
+def record_batches(monkeypatch):
+    """The size of every batch the writer records."""
+    sizes: list[int] = []
+    original = Ingestor._record
+
+    async def spy(self, batch):
+        sizes.append(len(batch))
+        return await original(self, batch)
+
+    monkeypatch.setattr(Ingestor, "_record", spy)
+    return sizes
+
+
+async def test_concurrent_uploads_share_one_commit_and_each_is_durable_and_chained(
+    stack, record_batches
+):
+    key = await stack.onboard("optivision")
+    ingestor: Ingestor = stack.app.state.ingestor
+    await _warm(ingestor)
+    bodies = [_envelope(key, i) for i in range(40)]
+    results = await asyncio.gather(
+        *(
+            ingestor.ingest(
+                Upload(DSSE, b), supplier_id="optivision", actor=_supplier("optivision")
+            )
+            for b in bodies
+        )
+    )
+    assert record_batches == [40]  # all were queued before the writer ran: one transaction
+    assert all(r.created and r.attestation.status == "verified" for r in results)
+    ids = {r.attestation.id for r in results}
+    assert len(ids) == 40
+
+    ctx = stack.app.state.ctx
+    async with ctx.db.session() as session:
+        stored = (await session.exec(select(Attestation.id))).all()
+        subjects = (await session.exec(select(func.count()).select_from(AttestationSubject))).one()
+        events = (
+            await session.exec(
+                select(OutboxMessage.body).where(
+                    OutboxMessage.subject == "linegate.attestation.verified"
+                )
+            )
+        ).all()
+        report = await verify_log(session, [ctx.audit.public_key], service="attestation")
+    assert set(stored) == ids
+    assert subjects == 40
+    assert {json.loads(e)["attestation_id"] for e in events} == ids
+    assert report.ok, report.errors
+    # Each upload has its own entry, chained in order after the onboarding entries.
+    audited = await stack.client.get(
+        "/v1/audit/entries?limit=1000", headers=stack.token(Role.AUDITOR)
+    )
+    uploads = [e for e in audited.json() if e["action"] == "attestation.verified"]
+    assert {e["subject"] for e in uploads} == ids
+    seqs = [e["seq"] for e in audited.json()]
+    assert seqs == list(range(1, len(seqs) + 1))
+    for i, body in enumerate(bodies):
+        raw = await stack.client.get(
+            f"/v1/attestations/{results[i].attestation.id}/raw", headers=stack.token(Role.AUDITOR)
+        )
+        assert raw.content == body
+
+
+async def test_the_same_bytes_twice_in_one_batch_make_one_record(stack, record_batches):
+    key = await stack.onboard("optivision")
+    ingestor: Ingestor = stack.app.state.ingestor
+    await _warm(ingestor)
+    body = _envelope(key, 1)
+    first, second = await asyncio.gather(
+        *(
+            ingestor.ingest(
+                Upload(DSSE, body), supplier_id="optivision", actor=_supplier("optivision")
+            )
+            for _ in range(2)
+        )
+    )
+    assert record_batches == [2]
+    assert (first.created, second.created) == (True, False)
+    assert second.attestation.id == first.attestation.id
+    listed = await stack.client.get("/v1/attestations", headers=stack.token(Role.PROCUREMENT))
+    assert [a["id"] for a in listed.json()["items"]] == [first.attestation.id]
+
+
+async def test_two_suppliers_uploading_the_same_sbom_in_one_batch_share_its_bytes(
+    stack, record_batches
+):
+    await stack.onboard("optivision", key=False)
+    await stack.onboard("acme", key=False)
+    ingestor: Ingestor = stack.app.state.ingestor
+    # Both inline and without the pre-check (this SBOM is larger than the defaults), so the
+    # two uploads are queued together.
+    ingestor.limits = dataclasses.replace(
+        ingestor.limits, inline_verify_max_bytes=1 << 24, duplicate_precheck_min_bytes=1 << 24
+    )
+    await _warm(ingestor)
+    sbom = (TESTDATA / "cyclonedx" / "valid-machine-learning-1.6.json").read_bytes()
+    a, b = await asyncio.gather(
+        ingestor.ingest(
+            Upload(CYCLONEDX, sbom), supplier_id="optivision", actor=_supplier("optivision")
+        ),
+        ingestor.ingest(Upload(CYCLONEDX, sbom), supplier_id="acme", actor=_supplier("acme")),
+    )
+    assert record_batches == [2]
+    assert a.created
+    assert b.created
+    assert a.attestation.id != b.attestation.id
+    for tenant, result in (("optivision", a), ("acme", b)):
+        raw = await stack.client.get(
+            f"/v1/attestations/{result.attestation.id}/raw",
+            headers=stack.token(Role.SUPPLIER, tenant=tenant),
+        )
+        assert raw.content == sbom
+    # Tenancy still holds for the shared bytes: each sees only its own record.
+    other = await stack.client.get(
+        f"/v1/attestations/{b.attestation.id}",
+        headers=stack.token(Role.SUPPLIER, tenant="optivision"),
+    )
+    assert other.status_code == 404
+
+
+async def test_a_key_revoked_through_another_process_is_refused_at_once(
+    settings_factory, service_client, mint_token
+):
+    """Two app instances on one database stand for two workers or replicas: the second has
+    verified with its cached trust material before the first revokes the key."""
+    roots = [TESTDATA / "sigstore" / "trusted_root.production.json"]
+    settings = settings_factory(AttestationSettings, sigstore_trusted_roots=roots)
+    app_a, app_b = create_app(settings), create_app(settings)
+    async with service_client(app_a) as client_a, service_client(app_b) as client_b:
+        a = Stack(client=client_a, app=app_a, mint=mint_token)
+        b = Stack(client=client_b, app=app_b, mint=mint_token)
+        key = await a.onboard("optivision")
+        warm = await b.upload("optivision", _envelope(key, 0))
+        assert warm.status_code == 201, warm.text  # b's cache now holds the key as active
+        keys = (
+            await a.client.get("/v1/suppliers/optivision/keys", headers=a.token(Role.PROCUREMENT))
+        ).json()
+        revoke = await a.client.post(
+            f"/v1/suppliers/optivision/keys/{keys[0]['key_id']}/revoke",
+            json={"reason": "laptop stolen"},
+            headers=a.token(Role.PROCUREMENT),
+        )
+        assert revoke.status_code == 200
+        r = await b.upload("optivision", _envelope(key, 1))
+        assert r.status_code == 422, r.text
+        assert "revoked" in r.json()["detail"]
+        assert "laptop stolen" in r.json()["detail"]
+        stored = await b.client.get(
+            f"/v1/attestations/{r.json()['id']}", headers=b.token(Role.AUDITOR)
+        )
+        assert stored.json()["status"] == "rejected"
+        # And a key trusted through the other process verifies at once too.
+        new_key = await _add_key(a, "optivision")
+        ok = await b.upload("optivision", _envelope(new_key, 2))
+        assert ok.status_code == 201, ok.text
+
+
+async def _add_key(stack: Stack, supplier_id: str):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from linegate.signing import public_key_pem
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    r = await stack.client.post(
+        f"/v1/suppliers/{supplier_id}/keys",
+        json={"public_key_pem": public_key_pem(private.public_key()).decode()},
+        headers=stack.token(Role.PROCUREMENT),
+    )
+    assert r.status_code == 201, r.text
+    return private
+
+
+async def test_a_supplier_onboarded_through_another_process_can_upload(
+    settings_factory, service_client, mint_token
+):
+    settings = settings_factory(AttestationSettings)
+    app_a, app_b = create_app(settings), create_app(settings)
+    async with service_client(app_a) as client_a, service_client(app_b) as client_b:
+        a = Stack(client=client_a, app=app_a, mint=mint_token)
+        b = Stack(client=client_b, app=app_b, mint=mint_token)
+        await a.onboard("optivision")
+        key = await a.onboard("acme")
+        assert (await b.upload("acme", _envelope(key, 0))).status_code == 201
+        never = await b.upload("nobody", _envelope(key, 0))
+        assert never.status_code == 404
+
+
+async def test_stopping_records_what_is_queued_then_refuses(stack):
+    key = await stack.onboard("optivision")
+    ingestor: Ingestor = stack.app.state.ingestor
+    await _warm(ingestor)
+    tasks = [
+        asyncio.create_task(
+            ingestor.ingest(
+                Upload(DSSE, _envelope(key, i)),
+                supplier_id="optivision",
+                actor=_supplier("optivision"),
+            )
+        )
+        for i in range(5)
+    ]
+    await asyncio.sleep(0)  # each task verifies and queues its upload
+    await ingestor.stop()
+    results = await asyncio.gather(*tasks)
+    assert all(r.created for r in results)
+    with pytest.raises(ServiceUnavailable):
+        await ingestor.ingest(
+            Upload(DSSE, _envelope(key, 9)), supplier_id="optivision", actor=_supplier("optivision")
+        )
+    await ingestor.start()  # the fixture's shutdown stops it again
+    async with stack.app.state.ctx.db.session() as session:
+        stored = (await session.exec(select(func.count()).select_from(Attestation))).one()
+    assert stored == 5
+
+
+async def test_large_uploads_are_verified_off_the_loop_and_found_before_verification(
+    settings_factory, service_client, mint_token
+):
+    # Thresholds at zero: every upload takes the worker-thread and pre-check paths.
+    settings = settings_factory(
+        AttestationSettings,
+        attestation_inline_verify_max_bytes=0,
+        attestation_duplicate_precheck_min_bytes=0,
+    )
+    app = create_app(settings)
+    async with service_client(app) as client:
+        stack = Stack(client=client, app=app, mint=mint_token)
+        key = await stack.onboard("optivision")
+        body = _envelope(key, 0)
+        first = await stack.upload("optivision", body)
+        again = await stack.upload("optivision", body)
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert again.json()["id"] == first.json()["id"]
+        tampered = json.loads(body)
+        tampered["signatures"][0]["sig"] = tampered["signatures"][0]["sig"][::-1]
+        bad = await stack.upload("optivision", json.dumps(tampered).encode())
+        assert bad.status_code in (400, 422)
+        assert bad.json()["id"]
