@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,19 +95,30 @@ class Line:
     # ------------------------------------------------------------------ releases
 
     async def release(
-        self, version: str, security_version: int, *, bad_class: int | None = None
+        self,
+        version: str,
+        security_version: int,
+        *,
+        bad_class: int | None = None,
+        hold_back: str | None = None,
+        keep: Path | None = None,
     ) -> None:
         """Build, sign, store and describe ``version`` (``bad_class``: it never predicts
-        that class, so it disagrees with a good model on those parts)."""
+        that class, so it disagrees with a good model on those parts). ``hold_back`` names a
+        file left out of the object store (the test stores something else under its digest);
+        ``keep`` receives a copy of the genuine files."""
         src = self.tmp / "src" / version
         folder = write_model_dir(src / MODEL, version=version, bad_class=bad_class)
         signature = src / "model.sig"
         sign_model(folder, self.tmp / "registry.pem", signature)
         manifest = verify_model(folder, self.tmp / "registry.pub.pem", signature).manifest_sha256
         files = []
+        if keep is not None:
+            shutil.copytree(folder, keep)
         for path in [*sorted(folder.iterdir()), signature]:
             digest = distribution._sha256(path)
-            await put_file(self.gw.nats.js, "models", digest, path)
+            if path.name != hold_back:
+                await put_file(self.gw.nats.js, "models", digest, path)
             name = "model.sig" if path == signature else path.name
             files.append({"path": name, "length": path.stat().st_size, "sha256": digest})
         release = Release(

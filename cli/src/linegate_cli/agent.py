@@ -276,18 +276,24 @@ class DeviceAgent:
                 raise Refused(str(e)) from e
         await self.report("downloaded", release)
         try:
-            await self._verify_slot(release, staging)
+            # download() checked every length and SHA-256 as the bytes arrived: no second pass.
+            await self._verify_slot(release, staging, rehash=False)
         except Refused:
             shutil.rmtree(staging, ignore_errors=True)  # never reuse files that failed
             raise
         staging.replace(slot)
         return slot
 
-    async def _verify_slot(self, release: Release, slot: Path) -> None:
+    async def _verify_slot(self, release: Release, slot: Path, *, rehash: bool = True) -> None:
         folder, signature = slot / release.model, slot / SIGNATURE_FILE
         for f in release.files:
             path = signature if f.path == SIGNATURE_FILE else folder / f.path
-            digest = await asyncio.to_thread(_sha256, path) if path.exists() else ""
+            if not path.exists():
+                digest = ""
+            elif rehash:
+                digest = await asyncio.to_thread(_sha256, path)
+            else:
+                digest = f.sha256
             try:
                 check_file(release, f.path, path.stat().st_size if path.exists() else -1, digest)
             except ReleaseMetadataError as e:

@@ -32,11 +32,19 @@ async def _device_read(session: Any, device: Device) -> DeviceRead:
     wanted = None
     if desired is not None:
         release = await session.get(Release, desired.release_id)
+        shadow = (
+            await session.get(Release, desired.shadow_release_id)
+            if desired.shadow_release_id
+            else None
+        )
         wanted = {
             "model": release.model,
             "version": release.version,
             "reason": desired.reason,
             "rollback": desired.rollback,
+            "revision": desired.revision,
+            "shadow_version": shadow.version if shadow else None,
+            "control": desired.control,
             "updated_at": desired.updated_at.isoformat(),
         }
     return DeviceRead(**device.model_dump(), desired=wanted)

@@ -390,7 +390,7 @@ async def record_device_status(
         RolloutDevice.rollout_id == Rollout.id,
         RolloutDevice.device_id == device_id,
         col(RolloutDevice.state).in_(_TRACKED),
-        col(Rollout.state).in_([*ACTIVE_STATES, "aborted", "rolled_back"]),
+        col(Rollout.state).in_([*ACTIVE_STATES, "completed", "aborted", "rolled_back"]),
     )
     for rd, rollout in (await session.exec(stmt)).all():
         what = f"{status.model}@{status.version}" if status.version else "metadata"
@@ -406,7 +406,8 @@ async def record_device_status(
             rollout.version,
         )
         new = _REPORTED.get(status.state)
-        if rollout.state not in ACTIVE_STATES or not ours or new is None:
+        # A completed rollout still records a late device catching up (or failing to).
+        if rollout.state not in {*ACTIVE_STATES, "completed"} or not ours or new is None:
             continue
         if status.version is None and new != "failed":
             continue

@@ -1,0 +1,120 @@
+"""Real agents (per-device auth) in rollouts and against tampered artefacts: a device offline
+during a canary is reported late, then converges when it reconnects; artefact bytes that are
+not the signed ones never install."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from edge_gateway.distribution import _sha256
+from edge_gateway.rollouts import evaluator
+from linegate.events import DeviceStatusV1
+from linegate.nats_auth import connect_device
+from linegate.objstore import put_file
+from linegate.signing import load_public_key
+from linegate_cli.agent import DeviceAgent
+from tests.edge_gateway.conftest import MODEL, PLANT, Line, wait_for
+
+T0 = datetime(2026, 3, 2, 4, 50, tzinfo=UTC)
+
+
+async def test_a_device_offline_during_the_canary_is_reported_late_and_converges(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1)
+    await line.release("2.1.0", 2)
+    assert (await line.assign("2.0.4", line="line3")).status_code == 200
+    for device_id in line.devices:
+        line.start_agent(device_id)
+    await line.runs("2.0.4")
+    await line.stop_agent("cam-3-2")  # the night shift unplugged it
+
+    body = {
+        "model": MODEL,
+        "version": "2.1.0",
+        "selector": {"plant": PLANT},
+        "stages": [{"kind": "canary", "line": "line3", "soak_seconds": 0}],
+        "device_timeout_seconds": 600,
+        "reason": "canary line 3",
+    }
+    rollout = (await line.client.post("/v1/rollouts", json=body, headers=line.ops())).json()["id"]
+    r = await line.client.post(
+        f"/v1/rollouts/{rollout}/start", json={"reason": "go"}, headers=line.ops()
+    )
+    assert r.status_code == 200, r.text
+    await evaluator.evaluate(line.gw, now=T0)
+    await line.runs("2.1.0", "cam-3-1")
+
+    async def status() -> dict[str, Any]:
+        r = await line.client.get(f"/v1/rollouts/{rollout}", headers=line.ops())
+        return r.json()  # type: ignore[no-any-return]
+
+    # Past the device timeout the offline device is listed, and holds nothing up.
+    assert await evaluator.evaluate(line.gw, now=T0 + timedelta(seconds=600)) == {
+        rollout: "completed"
+    }
+    s = await status()
+    assert s["late_devices"] == ["cam-3-2"]
+    devices = {d["device_id"]: d for d in s["devices"]}
+    assert (devices["cam-3-1"]["state"], devices["cam-3-2"]["state"]) == ("active", "assigned")
+
+    # It comes back, reads its desired state and converges; its report clears the lateness.
+    line.start_agent("cam-3-2")
+    await line.runs("2.1.0", "cam-3-2")
+
+    async def caught_up() -> bool:
+        d = {d["device_id"]: d for d in (await status())["devices"]}["cam-3-2"]
+        return d["state"] == "active" and not d["late"]
+
+    await wait_for(caught_up, "the rollout to record the late device's install")
+
+
+async def test_artefact_bytes_other_than_the_signed_ones_are_refused(line: Line) -> None:
+    """The object named by a file's signed digest holds other bytes (a tampered store), or
+    one byte more than signed: the agent refuses before installing and keeps what it runs."""
+    await line.release("2.0.4", 1)
+    assert (await line.assign("2.0.4", device_ids=["cam-3-1"])).status_code == 200
+    nc = await connect_device(line.nats.url, line.tmp / "cam-3-1.nk", device_id="cam-3-1")
+    reports: list[DeviceStatusV1] = []
+
+    async def report(status: DeviceStatusV1) -> None:
+        reports.append(status)
+
+    try:
+        agent = DeviceAgent(
+            "cam-3-1",
+            line.tmp / "direct" / "cam-3-1",
+            js=nc.jetstream(timeout=10),
+            release_keys=[load_public_key((line.tmp / "gateway.pub.pem").read_bytes())],
+            model_key_paths=[line.tmp / "registry.pub.pem"],
+            report=report,
+            download_timeout=10,
+        )
+        assert await agent.apply(await line.desired_doc("cam-3-1")) is True
+
+        # The object under a file's signed digest holds other bytes, or one byte too many.
+        # (Files new in their release: an object already stored is never overwritten.)
+        cases = (
+            ("2.1.0", 2, 2, "model.onnx", lambda b: bytes([b[0] ^ 1]) + b[1:]),
+            ("2.1.1", 3, None, "model_card.md", lambda b: b + b" "),
+        )
+        for version, security_version, bad_class, name, change in cases:
+            genuine = line.tmp / f"genuine-{version}"
+            await line.release(
+                version, security_version, bad_class=bad_class, hold_back=name, keep=genuine
+            )
+            tampered = line.tmp / f"tampered-{version}"
+            tampered.write_bytes(change((genuine / name).read_bytes()))
+            await put_file(line.gw.nats.js, "models", _sha256(genuine / name), tampered)
+            assert (await line.assign(version, device_ids=["cam-3-1"])).status_code == 200
+            reports.clear()
+            assert await agent.apply(await line.desired_doc("cam-3-1")) is False, version
+            assert reports[-1].state == "refused"
+            assert f"download of {name}" in (reports[-1].detail or ""), reports[-1].detail
+            assert agent.state.active is not None
+            assert agent.state.active.version == "2.0.4"
+            assert (agent.current / "model.onnx").exists()
+            assert not (agent.state_dir / "staging" / f"{MODEL}@{version}" / MODEL / name).exists()
+    finally:
+        await nc.close()
