@@ -211,8 +211,7 @@ async def desk(
             # Subscribed once the consumers are in place, so tests may publish at once.
             await wait_for(lambda: _true(len(app.state.incidents.subscriptions) == 4), "consumers")
             yield d
-            # Leave the relay idle before the lifespan stops it (see the report: cancelling
-            # it mid-flush on PostgreSQL can wedge the final audit checkpoint).
+            # Stop with nothing in flight: every queued event published, the relay idle.
             await d.flush_outbox()
     finally:
         await nc.close()

@@ -122,6 +122,7 @@ async def test_triage_sets_clocks_overdue_list_submission_and_freeze(desk: Desk)
     assert await overdue(AWARE + timedelta(hours=23)) == []
     assert await overdue(AWARE + timedelta(hours=25)) == [("nis2_art23", "early_warning")]
     early, notification = clocks[0], clocks[1]
+    desk.now = AWARE + timedelta(hours=21)
     r = await desk.client.post(
         f"/v1/incidents/{incident_id}/clocks/{early['id']}/submission",
         json={
@@ -138,6 +139,7 @@ async def test_triage_sets_clocks_overdue_list_submission_and_freeze(desk: Desk)
     ]
     # Submitting the notification moves the final report to one month after it.
     submitted = AWARE + timedelta(hours=50)
+    desk.now = submitted + timedelta(minutes=5)
     r = await desk.client.post(
         f"/v1/incidents/{incident_id}/clocks/{notification['id']}/submission",
         json={"reference": "CSIRT-DE 2026-0117/2", "submitted_at": submitted.isoformat()},
@@ -150,6 +152,21 @@ async def test_triage_sets_clocks_overdue_list_submission_and_freeze(desk: Desk)
         headers=desk.auth(),
     )
     assert r.status_code == 409
+    r = await desk.client.post(
+        f"/v1/incidents/{incident_id}/clocks/{clocks[2]['id']}/submission",
+        json={
+            "reference": "AI-OFFICE-1",
+            "submitted_at": (desk.now + timedelta(days=1)).isoformat(),
+        },
+        headers=desk.auth(),
+    )
+    assert r.status_code == 422
+    r = await desk.client.post(
+        f"/v1/incidents/{incident_id}/clocks/999999/submission",
+        json={"reference": "nothing"},
+        headers=desk.auth(),
+    )
+    assert r.status_code == 404
     clocks = (
         await desk.client.get(f"/v1/incidents/{incident_id}/clocks", headers=desk.auth())
     ).json()

@@ -270,6 +270,8 @@ async def submit(
     if clock.submitted_at is not None:
         raise ClockState(f"report {clock.report} was already submitted")
     submitted_at = utc(body.submitted_at or now)
+    if submitted_at > now:
+        raise MissingContext("a report cannot have been submitted in the future")
     clock.submitted_at, clock.submitted_by, clock.reference = (
         submitted_at,
         principal.actor,
