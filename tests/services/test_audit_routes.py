@@ -1,18 +1,22 @@
 """Every state-changing route of every service appends to its audit log (EU AI Act Art. 12).
 
 How the check works (tests/services/audit_probe.py): each service app is created from its
-factory and its routes are walked (``app.routes``); every POST/PUT/PATCH/DELETE route must be
-either driven below with a valid request or listed in :data:`EXEMPT` with the reason. Each
-request is sent as a subject minted for that request alone, and the probe records whether any
-table of the service changed and whether an audit entry *by that subject* was appended while
-the request ran. The test fails when
+factory and all its routes are walked: the OpenAPI paths and every route object, inside
+included routers and mounts, including those left out of the schema (the attestation
+portal's forms). Every POST/PUT/PATCH/DELETE route must be either driven below with a valid
+request or listed in :data:`EXEMPT` with the reason (and still driven, so that the probe sees
+it change no table). Each request is sent as a subject minted for that request alone (or, in
+the portal, a client created for that browser session alone), and the probe records whether
+any table of the service changed and whether an audit entry *by that subject* was appended
+while the request ran. The test fails when
 
 - a request changed tables without its caller's audit entry (success or refusal alike: a
   refusal must not leave an unaudited record behind),
-- a state-changing request answered 2xx without its caller's audit entry (unless exempt),
-- a state-changing route was never driven to a 2xx with its entry (a new route nobody taught
-  this test: routes the incident service and the gateway add fail here until a driver step is
-  added), or an exemption names a route that no longer exists.
+- a state-changing request was accepted (2xx, or a form's 303 See Other) without its caller's
+  audit entry (unless exempt),
+- a state-changing route was never driven to an acceptance with its entry (a new route nobody
+  taught this test fails here until a driver step is added), an exempt route was never
+  driven, or an exemption names a route that no longer exists.
 
 So an entry is not just declared: it is observed, in the same request, by the right actor.
 :func:`test_the_check_catches_a_route_without_an_audit_entry` shows the check failing.
@@ -20,17 +24,20 @@ So an entry is not just declared: it is observed, in the same request, by the ri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import nats
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import RedirectResponse
 
 from attestation.app import create_app as create_attestation
 from attestation.settings import AttestationSettings
@@ -60,7 +67,14 @@ from tests.registry.conftest import (
     multipart,
     system_body,
 )
-from tests.services.audit_probe import AuditProbe, audit_problems, state_changing_routes
+from tests.services.audit_probe import (
+    AuditProbe,
+    audit_problems,
+    route_objects,
+    schema_path,
+    schema_routes,
+    state_changing_routes,
+)
 
 #: (service, method, route) -> why the route appends no audit entry. The probe still checks
 #: that the route changes no table when it is driven.
@@ -69,6 +83,19 @@ EXEMPT: dict[tuple[str, str, str], str] = {
         "issues a short-lived bearer token from stored client credentials; it changes no record "
         "(RFC 6749 token endpoint, form-encoded, no bearer token of its own)"
     ),
+    ("attestation", "POST", "/portal/login"): (
+        "portal sign-in: the client-credentials grant of /oauth/token, kept in a session "
+        "cookie; it issues a short-lived token and changes no record"
+    ),
+    ("attestation", "POST", "/portal/logout"): (
+        "portal sign-out: clears the session cookie; no record to change"
+    ),
+    **{
+        ("attestation", method, "/portal/{rest:path}"): (
+            "the portal's catch-all: a 404 page for any path it does not serve"
+        )
+        for method in ("POST", "PUT", "PATCH", "DELETE")
+    },
     ("registry", "POST", "/v1/models/{name}/versions/{version}/verify"): (
         "re-hashes the stored files and checks the signature now; reads only (POST because the "
         "work is not cacheable)"
@@ -171,6 +198,7 @@ async def drive_attestation(probe: AuditProbe) -> None:
         json={"response": "patched in 1.0.1"},
         expect=200,
     )
+    await drive_portal(probe, sup, key, statement)
     await probe.call(
         "POST",
         f"/v1/suppliers/{sup}/keys/{key_id}/revoke",
@@ -188,6 +216,92 @@ async def drive_attestation(probe: AuditProbe) -> None:
     }
     await probe.call("POST", "/oauth/token", data=form, expect=200)
     await common_steps(probe)
+
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(page: httpx.Response) -> str:
+    match = CSRF.search(page.text)
+    assert match, page.text
+    return match.group(1)
+
+
+@contextlib.asynccontextmanager
+async def browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with a cookie jar of its own: one person in the portal."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def drive_portal(probe: AuditProbe, sup: str, key: Any, statement: dict[str, Any]) -> None:
+    """The portal's forms (/portal, left out of the OpenAPI schema), as a supplier's browser
+    would send them. Each session is a client created for it alone, so an audit entry by
+    that client can only come from that session's requests."""
+
+    async def signed_in(web: httpx.AsyncClient) -> str:
+        r = await probe.call("POST", f"/v1/suppliers/{sup}/clients", Role.PROCUREMENT, json={})
+        assert r.status_code == 201, r.text
+        client_id, secret = str(r.json()["client_id"]), str(r.json()["client_secret"])
+        form = {"client_id": client_id, "client_secret": secret}
+        nonce = csrf_of(await web.get("/portal/login"))
+        # Refused sign-ins change nothing: a wrong secret, a missing nonce.
+        wrong = {**form, "client_secret": secret + "x", "csrf": nonce}
+        await probe.call_as(web, client_id, "POST", "/portal/login", data=wrong, expect=401)
+        await probe.call_as(web, client_id, "POST", "/portal/login", data=form, expect=403)
+        r = await probe.call_as(
+            web, client_id, "POST", "/portal/login", data={**form, "csrf": nonce}, expect=303
+        )
+        assert r.headers["location"] == "/portal/", r.headers
+        return client_id
+
+    def upload(document: bytes, csrf: str | None) -> dict[str, Any]:
+        return {
+            "data": {"type": "auto"} | ({"csrf": csrf} if csrf else {}),
+            "files": {"document": ("slsa.dsse.json", document, "application/json")},
+        }
+
+    other = {**statement, "subject": [{**statement["subject"][0], "name": "portal.onnx"}]}
+    payload = json.dumps(other).encode()
+    async with browser(probe.app) as web:
+        # No session: sent to sign in, nothing recorded.
+        r = await probe.call_as(
+            web, "nobody", "POST", "/portal/upload", **upload(b"{}", None), expect=303
+        )
+        assert r.headers["location"].startswith("/portal/login"), r.headers
+        me = await signed_in(web)
+        csrf = csrf_of(await web.get("/portal/upload"))
+        signed = json.dumps(dsse_sign(payload, IN_TOTO_PAYLOAD_TYPE, key)).encode()
+        await probe.call_as(web, me, "POST", "/portal/upload", **upload(signed, None), expect=403)
+        await probe.call_as(web, me, "POST", "/portal/upload", **upload(signed, csrf), expect=201)
+    async with browser(probe.app) as web:
+        # A rejected upload is recorded as a rejection, so it must bring its entry too.
+        me = await signed_in(web)
+        csrf = csrf_of(await web.get("/portal/upload"))
+        forged = dsse_sign(payload, IN_TOTO_PAYLOAD_TYPE, generate_private_key())
+        document = json.dumps(forged).encode()
+        await probe.call_as(web, me, "POST", "/portal/upload", **upload(document, csrf), expect=422)
+    notice = {"kind": "vulnerability", "reference": "CVE-2026-0002"}
+    r = await probe.call("POST", f"/v1/suppliers/{sup}/notices", Role.PROCUREMENT, json=notice)
+    assert r.status_code == 201, r.text
+    url = f"/portal/notices/{r.json()['id']}/response"
+    async with browser(probe.app) as web:
+        me = await signed_in(web)
+        csrf = csrf_of(await web.get("/portal/sla"))
+        answer = {"response": "patched in 1.0.2"}
+        await probe.call_as(web, me, "POST", url, data=answer, expect=403)
+        r = await probe.call_as(web, me, "POST", url, data={**answer, "csrf": csrf}, expect=303)
+        assert r.headers["location"] == "/portal/sla#notices", r.headers
+        await probe.call_as(web, me, "POST", url, data={**answer, "csrf": csrf}, expect=409)
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            await probe.call_as(web, me, method, "/portal/no-such-form", expect=404)
+        await probe.call_as(web, me, "POST", "/portal/logout", data={"csrf": "forged"}, expect=403)
+        r = await probe.call_as(web, me, "POST", "/portal/logout", data={"csrf": csrf}, expect=303)
+        assert r.headers["location"] == "/portal/login", r.headers
+        # Signed out: the cookie is gone, so the form sends the browser to sign in.
+        r = await probe.call_as(web, me, "POST", url, data={**answer, "csrf": csrf}, expect=303)
+        assert r.headers["location"].startswith("/portal/login"), r.headers
 
 
 # ------------------------------------------------------------------------------- registry
@@ -426,7 +540,7 @@ async def test_every_incident_route_appends_to_the_audit_log(
     async with service_client(app) as client:
         probe = AuditProbe("incident", app, client, mint_token)
         await drive_incident(probe)
-    problems = audit_problems(probe, {**EXEMPT, **PENDING_DRIVER})
+    problems = audit_problems(probe, EXEMPT, PENDING_DRIVER)
     assert not problems, _report(problems)
 
 
@@ -438,14 +552,7 @@ async def test_the_check_catches_a_route_without_an_audit_entry(
     @router.post("/v1/sneaky", status_code=201)
     async def sneaky(session: SessionDep) -> dict[str, str]:
         # A record written with no audit entry: exactly what the check exists to catch.
-        row = InventoryCandidate(
-            id="c1",
-            source="s",
-            location="",
-            passage="p",
-            created_at=datetime.now(UTC),
-            created_by="x",
-        )
+        row = _candidate("c1")
         session.add(row)
         return {"id": row.id}
 
@@ -453,23 +560,68 @@ async def test_the_check_catches_a_route_without_an_audit_entry(
     async def untested() -> dict[str, str]:
         return {}
 
+    @router.delete("/v1/silent", status_code=204)
+    async def silent() -> None:
+        return None  # accepted, changes nothing, and says nothing of it in the log
+
+    # A form left out of the schema, in a router inside a router (as the portal's are).
+    forms = APIRouter(prefix="/forms", include_in_schema=False)
+
+    @forms.post("/note")
+    async def note(session: SessionDep) -> Response:
+        session.add(_candidate("c2"))
+        return RedirectResponse("/portal/forms/done", status_code=303)
+
+    portal = APIRouter(prefix="/portal")
+    portal.include_router(forms)
+
     settings = settings_factory(RegistrySettings)
     app: FastAPI = create_service_app(
-        settings, title="t", routers=[router], migrations=REGISTRY_MIGRATIONS
+        settings, title="t", routers=[router, portal], migrations=REGISTRY_MIGRATIONS
     )
     assert ("POST", "/v1/sneaky") in state_changing_routes(app)
+    assert ("POST", "/portal/forms/note") in state_changing_routes(app)
+    assert ("POST", "/portal/forms/note") not in schema_routes(app)
     async with service_client(app) as client:
         probe = AuditProbe("registry", app, client, mint_token)
         await probe.call("POST", "/v1/sneaky", expect=201)
+        await probe.call("DELETE", "/v1/silent", expect=204)
+        await probe.call("POST", "/portal/forms/note", expect=303)
         await common_steps(probe)
     problems = audit_problems(probe, {})
-    assert any(
-        "POST /v1/sneaky -> 201 changed ['inventory_candidate'] without an audit entry" in p
-        for p in problems
-    ), problems
-    assert any("PUT /v1/untested is not known to append" in p for p in problems), problems
-    assert any("POST /v1/sneaky is not known to append" in p for p in problems), problems
+    for expected in (
+        "POST /v1/sneaky -> 201 changed ['inventory_candidate'] without an audit entry",
+        "POST /portal/forms/note -> 303 changed ['inventory_candidate'] without an audit entry",
+        "DELETE /v1/silent -> 204 was accepted without an audit entry by its caller",
+        "PUT /v1/untested is not known to append",
+        "POST /v1/sneaky is not known to append",
+        "POST /portal/forms/note is not known to append",
+    ):
+        assert any(expected in p for p in problems), (expected, problems)
     assert not any("/v1/audit/checkpoints" in p for p in problems), problems
+    # Exemptions are checked too: one never driven, one for a route that is gone, and a
+    # pending route that meanwhile audits.
+    exempt = {("registry", "PUT", "/v1/untested"): "r", ("registry", "POST", "/v1/gone"): "r"}
+    pending = {("registry", "POST", "/v1/audit/checkpoints"): "r"}
+    problems = audit_problems(probe, exempt, pending)
+    for expected in (
+        "PUT /v1/untested is exempt but never driven",
+        "exemption for POST /v1/gone, a route it lacks",
+        "POST /v1/audit/checkpoints is pending a driver but now proven",
+    ):
+        assert any(expected in p for p in problems), (expected, problems)
+    assert not any("PUT /v1/untested is not known" in p for p in problems), problems
+
+
+def _candidate(row_id: str) -> InventoryCandidate:
+    return InventoryCandidate(
+        id=row_id,
+        source="s",
+        location="",
+        passage="p",
+        created_at=datetime.now(UTC),
+        created_by="x",
+    )
 
 
 @pytest.mark.parametrize(
@@ -477,5 +629,12 @@ async def test_the_check_catches_a_route_without_an_audit_entry(
 )
 def test_routes_are_found_without_starting_the_app(module: str) -> None:
     # Walking the routes needs only the factory (nothing is built at import or creation time).
-    routes = state_changing_routes(importlib.import_module(module).create_app())
-    assert ("POST", "/v1/audit/checkpoints") in routes
+    app = importlib.import_module(module).create_app()
+    assert ("POST", "/v1/audit/checkpoints") in state_changing_routes(app)
+    # The walk over route objects sees at least what the schema sees (so it looks inside
+    # the included routers), and more where routes are left out of the schema.
+    objects = {(m, schema_path(p)) for m, p in route_objects(app)}
+    assert schema_routes(app) <= objects, schema_routes(app) - objects
+    if module == "attestation.app":
+        hidden = {("POST", "/portal/upload"), ("POST", "/portal/notices/{notice_id}/response")}
+        assert hidden <= route_objects(app) - schema_routes(app)
