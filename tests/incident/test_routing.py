@@ -69,11 +69,16 @@ async def test_an_incident_goes_to_every_matching_queue_with_its_owner(desk: Des
     routed = [e["detail"] for e in await desk.timeline(incident["id"]) if e["kind"] == "routed"]
     assert len(routed) == 2
 
+    assert [i["id"] for i in await desk.incidents(queue="data_science")] == [incident["id"]]
+    assert [i["id"] for i in await desk.incidents(owner="Maria Keller")] == [incident["id"]]
+    assert await desk.incidents(queue="ot") == []
     unrouted = await desk.incident(
         (await desk.raise_signal(incident_type="scrap_spike", dedup_key="scrap:line3")).incident.id
     )
     [assignment] = unrouted["assignments"]
     assert (assignment["queue"], assignment["owner"]) == ("triage", None)
+    assert [i["id"] for i in await desk.incidents(queue="triage")] == [unrouted["id"]]
+    assert len(await desk.incidents(status="active")) == 2
 
 
 async def test_unacknowledged_incidents_escalate_level_by_level_and_acknowledging_stops_it(

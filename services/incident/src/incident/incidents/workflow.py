@@ -26,6 +26,7 @@ from incident.incidents.errors import (
 from incident.incidents.models import (
     Incident,
     IncidentAction,
+    IncidentAssignment,
     IncidentEvent,
     IncidentSnooze,
     MaintenanceTicket,
@@ -80,9 +81,18 @@ async def list_incidents(
     incident_type: str | None = None,
     line: str | None = None,
     model: str | None = None,
+    queue: str | None = None,
+    owner: str | None = None,
     limit: int = 100,
 ) -> list[Incident]:
     stmt = select(Incident).order_by(col(Incident.opened_at).desc()).limit(limit)
+    if queue is not None or owner is not None:
+        assigned = select(IncidentAssignment.incident_id)
+        if queue is not None:
+            assigned = assigned.where(IncidentAssignment.queue == queue)
+        if owner is not None:
+            assigned = assigned.where(IncidentAssignment.owner == owner)
+        stmt = stmt.where(col(Incident.id).in_(assigned))
     if status == "active":
         stmt = stmt.where(Incident.status != "closed")
     elif status is not None:

@@ -49,10 +49,20 @@ async def list_incidents(
     incident_type: Annotated[str | None, Query(alias="type")] = None,
     line: str | None = None,
     model: str | None = None,
+    queue: Annotated[str | None, Query(description="qa, ot, data_science or triage")] = None,
+    owner: Annotated[str | None, Query(description="the current owner in a queue")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[IncidentRead]:
+    """Newest first; ``status=active`` for every incident not closed."""
     rows = await workflow.list_incidents(
-        session, status=status_, incident_type=incident_type, line=line, model=model, limit=limit
+        session,
+        status=status_,
+        incident_type=incident_type,
+        line=line,
+        model=model,
+        queue=queue,
+        owner=owner,
+        limit=limit,
     )
     return [await workflow.incident_read(session, i) for i in rows]
 
