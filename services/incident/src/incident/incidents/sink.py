@@ -110,7 +110,7 @@ class IncidentSink:
             version=signal.version,
             rollout_id=signal.rollout_id,
             external_ref=external_ref,
-            risk_tier=tier if isinstance(tier, int) and 1 <= tier <= 3 else None,
+            risk_tier=tier if type(tier) is int and 1 <= tier <= 3 else None,  # not a bool
             evidence=_evidence(signal),
             signal_count=1,
             opened_at=at,
