@@ -44,7 +44,7 @@ from attestation.settings import AttestationSettings
 from edge_gateway.app import create_app as create_gateway
 from edge_gateway.settings import GatewaySettings
 from linegate.auth import Role
-from linegate.embedded import NatsServer
+from linegate.embedded import NatsServer, free_port
 from linegate.service import SessionDep, create_service_app
 from linegate.signing import IN_TOTO_PAYLOAD_TYPE, dsse_sign, generate_private_key, public_key_pem
 from registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
@@ -102,28 +102,11 @@ EXEMPT: dict[tuple[str, str, str], str] = {
     ),
 }
 
-#: Routes that landed while this test was written and still need a driver step (each needs an
-#: incident, a monitor or a ticket to exist first). Unlike EXEMPT, these are NOT known to
-#: append to the audit log: the incident engineers add drivers and remove them from here.
-#: Any route added after this list fails the test until it is driven or listed.
-PENDING_DRIVER: dict[tuple[str, str, str], str] = dict.fromkeys(
-    [
-        ("incident", "PATCH", "/v1/monitors/{model}/{version}/{line}"),
-        ("incident", "POST", "/v1/feedback"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/actions"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/actions/{action_id}/approvals"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/actions/{action_id}/cancel"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/clocks/{clock_id}/submission"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/freeze"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/freeze/release"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/runbook/steps/{step_id}"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/status"),
-        ("incident", "POST", "/v1/incidents/{incident_id}/triage"),
-        ("incident", "POST", "/v1/maintenance-tickets/{ticket_id}/acknowledge"),
-        ("incident", "POST", "/v1/monitors/{model}/{version}/{line}/evaluate"),
-    ],
-    "incident service under construction (57e0b76): no driver step yet",
-)
+#: Routes that landed while this test was written and still need a driver step. Unlike EXEMPT,
+#: these are NOT known to append to the audit log; a route listed here that the drivers prove
+#: fails the test until it is removed. Any route added after this list fails the test until
+#: it is driven or listed.
+PENDING_DRIVER: dict[tuple[str, str, str], str] = {}
 
 Driver = Callable[[AuditProbe], Awaitable[None]]
 
@@ -437,29 +420,7 @@ async def drive_gateway(probe: AuditProbe, plant: Plant) -> None:
 # ------------------------------------------------------------------------------- incident
 
 
-async def drive_incident(probe: AuditProbe) -> None:
-    rule = {
-        "incident_type": "drift",
-        "queue": "qa",
-        "owner": "Lena Hoffmann",
-        "acknowledge_within_minutes": 30,
-        "reason": "QA owns drift on line 3",
-    }
-    r = await probe.call("POST", "/v1/routing-rules", Role.ADMIN, json=rule, expect=201)
-    update = {"acknowledge_within_minutes": 15, "reason": "night shift staffed"}
-    await probe.call(
-        "PATCH", f"/v1/routing-rules/{r.json()['id']}", Role.ADMIN, json=update, expect=200
-    )
-    snooze = {"dedup_key": "drift-line3-cam1", "minutes": 60, "reason": "lamp being replaced"}
-    await probe.call("POST", "/v1/snoozes", Role.RESPONDER, json=snooze, expect=201)
-    await probe.call(
-        "DELETE",
-        "/v1/snoozes/drift-line3-cam1",
-        Role.RESPONDER,
-        params={"reason": "lamp replaced"},
-        expect=204,
-    )
-    await common_steps(probe)
+# The incident service's steps are in tests/services/incident_steps.py.
 
 
 # ---------------------------------------------------------------------------------- tests
@@ -528,18 +489,24 @@ async def test_every_gateway_route_appends_to_the_audit_log(
 
 
 async def test_every_incident_route_appends_to_the_audit_log(
-    settings_factory: Any, service_client: Any, mint_token: Any
+    settings_factory: Any, service_client: Any, mint_token: Any, nats_server: Any
 ) -> None:
-    # The incident service is being built: its routes are walked like the others', and each
-    # new state-changing one fails here until a driver step proves it audits. (Imported here
-    # so a half-built incident package cannot stop the other services' checks.)
+    # Imported here so a half-built incident package cannot stop the other services' checks.
     from incident.app import create_app as create_incident
     from incident.settings import IncidentSettings
+    from tests.services.incident_steps import drive_incident, settings_for_probe
 
-    app = create_incident(settings_factory(IncidentSettings))
+    # Nothing listens on the registry's port: monitors take the configured default tier.
+    settings = settings_for_probe(registry_url=f"http://127.0.0.1:{free_port()}")
+    app = create_incident(settings_factory(IncidentSettings, **settings))
     async with service_client(app) as client:
-        probe = AuditProbe("incident", app, client, mint_token)
-        await drive_incident(probe)
+        nc = await nats.connect(nats_server.url)
+        try:
+            probe = AuditProbe("incident", app, client, mint_token)
+            await drive_incident(probe, nc)
+            await common_steps(probe)
+        finally:
+            await nc.close()
     problems = audit_problems(probe, EXEMPT, PENDING_DRIVER)
     assert not problems, _report(problems)
 
