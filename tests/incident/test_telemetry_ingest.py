@@ -8,7 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
-from incident.telemetry.ingest import Incoming
+from incident.telemetry.consumer import TelemetryConsumer
+from incident.telemetry.ingest import Incoming, TelemetryIngest
 from linegate.auth import Role
 from linegate.events import OverrideV1, Subjects
 from tests.incident.telemetry_support import (
@@ -100,18 +101,19 @@ async def test_processing_the_same_fetch_twice_counts_it_once(line_factory: Any)
         assert await line.totals() == (600, 0, 1, 0)
 
 
-async def test_consumer_restarted_mid_stream_loses_nothing(
-    line_factory: Any, settings_factory: Any
-) -> None:
+async def test_consumer_restarted_mid_stream_loses_nothing(line_factory: Any) -> None:
     run = production_run(day(STABLE))
     half = len(run.messages) // 2
-    async with line_factory() as line:
+    # A short ack wait: what a killed consumer had fetched but not acked comes back soon.
+    async with line_factory(telemetry_ack_wait_seconds=2) as line:
         for subject, event in run.messages[:half]:
             await line.publish(subject, event)
-        # Stop while the first half is (maybe) still being consumed.
         await wait_for(lambda: _at_least(line, 1), "some of the first half")
+        # Killed, not stopped: no grace, the task is cancelled wherever it is (mid-transaction
+        # or mid-acks) and what it had fetched stays unacked.
+        await line.telemetry.consumer.stop(grace=0)
     # The service is down: the rest of the shift's telemetry waits in the stream.
-    async with line_factory() as again:
+    async with line_factory(telemetry_ack_wait_seconds=2) as again:
         for subject, event in run.messages[half:]:
             await again.publish(subject, event)
         await again.wait_ingested(run)
@@ -211,3 +213,44 @@ def test_the_gateway_kpi_consumer_ignores_kpi_samples() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "0"
+
+
+class _BrokenOnOne(TelemetryIngest):
+    """The real ingest with a bug that only one event triggers (fault injection)."""
+
+    def __init__(self, *args: Any, poison: str) -> None:
+        super().__init__(*args)
+        self.poison = poison
+
+    def _add(self, event: Any, *args: Any) -> None:
+        if event.event_id == self.poison:
+            raise RuntimeError("a bug this event triggers")
+        super()._add(event, *args)
+
+
+async def test_a_message_that_breaks_processing_is_dead_lettered_alone(line_factory: Any) -> None:
+    run = production_run([STABLE])
+    poison = run.messages[3][1].event_id
+    async with line_factory() as line:
+        await line.telemetry.consumer.stop()
+        app_ingest = line.telemetry.ingest
+        consumer = TelemetryConsumer(
+            line.app.state.ctx.nats,
+            _BrokenOnOne(app_ingest.db, app_ingest.shifts, poison=poison),
+            durable="incident-telemetry-faulty",
+        )
+        consumer.start()
+        try:
+            await line.publish_run(run)
+            broken = len(run.messages[3][1].records)  # type: ignore[attr-defined]
+
+            async def rest_counted() -> bool:
+                return await line.totals() == (600 - broken, 0, 1, 1)
+
+            await wait_for(rest_counted, "everything but the poison message")
+        finally:
+            await consumer.stop()
+        r = await line.client.get("/v1/telemetry/dead-letters", headers=line.auth(Role.AUDITOR))
+        [dead] = r.json()["items"]
+        assert dead["reason"].startswith("processing failed: RuntimeError")
+        assert poison in dead["data"]

@@ -66,6 +66,7 @@ class MonitorRunner:
         self._task: asyncio.Task[None] | None = None
         #: Evaluations since start (tests and the benchmark wait on it).
         self.passes = 0
+        self._stopping = False
 
     def notify(self, outcome: Outcome) -> None:
         if outcome.touched or outcome.kpi_keys:
@@ -77,6 +78,8 @@ class MonitorRunner:
         self._task = asyncio.create_task(self._run(), name="incident-monitors")
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: 3.11's wait_for can swallow a cancellation.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -88,7 +91,7 @@ class MonitorRunner:
                 self._dirty |= await service.stale_groups(session)
         except Exception:
             log.exception("monitor catch-up failed")
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
             self._wake.clear()

@@ -53,12 +53,19 @@ class TelemetryConsumer:
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="incident-telemetry")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish the batch in hand (so a deploy does not leave it to ``ack_wait``), then stop;
+        after ``grace`` seconds the batch is abandoned unacked and comes again (``grace=0``
+        is what a crash does). ``_stopping`` is set first: Python 3.11's ``wait_for`` can
+        swallow a cancellation that races a fetched message, and the loop must still end."""
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            _, pending = await asyncio.wait({task}, timeout=grace)
+            if pending:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
