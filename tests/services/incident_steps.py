@@ -21,10 +21,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from incident.signals import Signal
 from linegate.auth import Role
 from linegate.events import MaintenanceAlertV1, Subjects
+from linegate.outbox import OutboxMessage
 from linegate.testing.fixtures import bearer
 from tests.services.audit_probe import AuditProbe
 
@@ -196,6 +199,11 @@ async def drive_maintenance(probe: AuditProbe, nc: Any) -> None:
         windows=412,
         model_digest="sha256:" + "ab" * 32,
     )
+
+    async def subscribed() -> bool:
+        return bool(probe.app.state.incidents.subscriptions)
+
+    await wait_for(subscribed, "the incident consumers")  # assigned once all are in place
     await nc.jetstream(timeout=10).publish(
         Subjects.maintenance(alert.asset), alert.model_dump_json().encode()
     )
@@ -242,6 +250,20 @@ async def drive_monitors(probe: AuditProbe) -> None:
     await probe.call("POST", "/v1/feedback", R, json={**feedback, "line": "../x"}, expect=422)
     r = await probe.call("POST", "/v1/feedback", R, json=feedback, expect=201)
     assert r.json()["counted"] is True, r.json()
+
+
+async def drain_outbox(app: Any) -> None:
+    """Wait until every queued event is published, so the app stops with the relay idle
+    (stopping it mid-flush on PostgreSQL can wedge the final audit checkpoint)."""
+    ctx = app.state.ctx
+
+    async def drained() -> bool:
+        await ctx.outbox.flush()
+        async with ctx.db.session() as session:
+            stmt = select(func.count()).where(col(OutboxMessage.sent_at).is_(None))
+            return bool((await session.exec(stmt)).one() == 0)
+
+    await wait_for(drained, "the outbox to drain")
 
 
 def settings_for_probe(registry_url: str) -> dict[str, Any]:

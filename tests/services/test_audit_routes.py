@@ -496,7 +496,7 @@ async def test_every_incident_route_appends_to_the_audit_log(
     # Imported here so a half-built incident package cannot stop the other services' checks.
     from incident.app import create_app as create_incident
     from incident.settings import IncidentSettings
-    from tests.services.incident_steps import drive_incident, settings_for_probe
+    from tests.services.incident_steps import drain_outbox, drive_incident, settings_for_probe
 
     # Nothing listens on the registry's port: monitors take the configured default tier.
     settings = settings_for_probe(registry_url=f"http://127.0.0.1:{free_port()}")
@@ -507,6 +507,7 @@ async def test_every_incident_route_appends_to_the_audit_log(
             probe = AuditProbe("incident", app, client, mint_token)
             await drive_incident(probe, nc)
             await common_steps(probe)
+            await drain_outbox(app)
         finally:
             await nc.close()
     problems = audit_problems(probe, EXEMPT, PENDING_DRIVER)
