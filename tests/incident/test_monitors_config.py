@@ -145,3 +145,36 @@ async def test_one_cause_opens_one_incident_through_the_incident_module(
         assert len(incidents) == 1
         assert incidents[0]["line"] == LINE
         assert incidents[0]["model"] == MODEL
+
+
+async def test_an_explicit_reference_window_replaces_the_first_day(line_factory: Any) -> None:
+    odd_morning = shifted(STABLE, confidence_mean=0.82, confidence_sd=0.05)
+    run = production_run([*day(STABLE), odd_morning, STABLE, STABLE])
+    async with line_factory() as line:
+        await line.publish_run(run)
+        await line.wait_ingested(run)
+        # Against the first day, the night shift is fine.
+        assert (await line.evaluate())["by_monitor"]["confidence_drift"]["status"] == "ok"
+        # The odd morning as the reference (given in CET; stored and compared in UTC).
+        r = await line.client.patch(
+            PATH,
+            json={
+                "reference_from": "2026-11-03T07:00:00+01:00",
+                "reference_to": "2026-11-03T15:00:00+01:00",
+                "reason": "compare with the shift after the lens change",
+            },
+            headers=line.auth(),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["reference_from"].startswith("2026-11-03T06:00:00")
+        drift = (await line.evaluate())["by_monitor"]["confidence_drift"]
+        assert drift["status"] == "firing", drift
+        assert drift["values"]["window"]["reference_from"] == "2026-11-03T06:00:00+00:00"
+        assert drift["values"]["reference_n"] == 600
+        r = await line.client.patch(
+            PATH,
+            json={"clear_reference": True, "reason": "back to the first day"},
+            headers=line.auth(),
+        )
+        assert r.json()["reference_from"] is None
+        assert (await line.evaluate())["by_monitor"]["confidence_drift"]["status"] == "ok"

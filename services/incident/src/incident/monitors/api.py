@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks
 from pydantic import ValidationError
 
 from incident._sql import fetch_all
@@ -20,6 +20,7 @@ from incident.monitors.schemas import (
     thresholds_for,
 )
 from incident.telemetry.deps import MonitorWriterDep, ReaderDep, RunnerDep
+from incident.telemetry.ingest import Outcome
 from linegate.service import ContextDep, SessionDep
 
 router = APIRouter(prefix="/v1/monitors", tags=["monitors"])
@@ -75,6 +76,7 @@ async def update_monitor(
     principal: MonitorWriterDep,
     ctx: ContextDep,
     runner: RunnerDep,
+    background: BackgroundTasks,
 ) -> MonitorGroupRead:
     key = (model, version, line)
     now = datetime.now(UTC)
@@ -102,8 +104,11 @@ async def update_monitor(
     }
     if body.clear_reference:
         changes.update(reference_from=None, reference_to=None)
-    elif body.reference_from is not None:
-        changes.update(reference_from=body.reference_from, reference_to=body.reference_to)
+    elif body.reference_from is not None and body.reference_to is not None:
+        changes.update(
+            reference_from=service.utc(body.reference_from),
+            reference_to=service.utc(body.reference_to),
+        )
     mc = monitor_config.c
     await session.exec(
         sa.update(monitor_config)
@@ -119,6 +124,8 @@ async def update_monitor(
         reason=body.reason,
     )
     cfg.update(changes)
+    # Judged again under the new settings once they are committed.
+    background.add_task(runner.notify, Outcome(touched={key}))
     return await group_read(session, cfg)
 
 

@@ -40,6 +40,11 @@ ACTOR = "service:incident-monitors"
 GroupKey = tuple[str, str, str]
 
 
+def utc(t: datetime) -> datetime:
+    """``t`` in UTC (naive means UTC: SQLite hands datetimes back without an offset)."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 def _utc(t: datetime | None) -> datetime | None:
     if t is None:
         return None

@@ -64,10 +64,11 @@ class Filters:
                 out.append(c[name] == value)
         if self.record_id is not None:
             out.append(c.record_id == self.record_id)
+        # Stored in UTC (SQLite keeps no offset): compare in UTC whatever the caller's offset.
         if self.since is not None:
-            out.append(c.occurred_at >= self.since)
+            out.append(c.occurred_at >= _utc(self.since))
         if self.until is not None:
-            out.append(c.occurred_at < self.until)
+            out.append(c.occurred_at < _utc(self.until))
         if self.since and self.until and self.until <= self.since:
             raise Unprocessable("until must be after since")
         return out
