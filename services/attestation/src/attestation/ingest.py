@@ -179,7 +179,8 @@ class Ingestor:
             outcome=await self._verify(upload, trust),
             future=asyncio.get_running_loop().create_future(),
         )
-        if self._closing:  # checked again with no await before the put: stop() cannot miss it
+        # Checked again with no await before the put, so stop() cannot miss the upload.
+        if self._closing or self._task is None or self._task.done():
             raise ServiceUnavailable("the service is shutting down; retry the upload")
         self._queue.put_nowait(pending)
         # If this request is cancelled (client gone) the upload is still recorded: the

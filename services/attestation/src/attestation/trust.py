@@ -102,7 +102,14 @@ class TrustCache:
     async def get(self, db: Database) -> TrustSnapshot:
         """The cached snapshot, read from the database the first time."""
         snapshot = self._snapshot
-        return snapshot if snapshot is not None else await self.refresh(db)
+        if snapshot is not None:
+            return snapshot
+        async with self._loading:  # many first uploads at once read it once
+            if self._snapshot is None:
+                async with db.session() as session:
+                    self.install(await TrustSnapshot.load(session))
+            assert self._snapshot is not None
+            return self._snapshot
 
     async def refresh(self, db: Database) -> TrustSnapshot:
         """Read the snapshot again in a transaction of its own (e.g. a supplier not in it)."""
