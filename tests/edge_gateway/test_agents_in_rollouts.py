@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from edge_gateway import distribution
 from edge_gateway.distribution import _sha256
 from edge_gateway.rollouts import evaluator
 from linegate.events import DeviceStatusV1
 from linegate.nats_auth import connect_device
 from linegate.objstore import put_file
+from linegate.release_metadata import verify_release
 from linegate.signing import load_public_key
 from linegate_cli.agent import DeviceAgent
 from tests.edge_gateway.conftest import MODEL, PLANT, Line, wait_for
@@ -118,3 +120,29 @@ async def test_artefact_bytes_other_than_the_signed_ones_are_refused(line: Line)
             assert not (agent.state_dir / "staging" / f"{MODEL}@{version}" / MODEL / name).exists()
     finally:
         await nc.close()
+
+
+async def test_desired_state_is_re_signed_before_it_can_expire(line: Line) -> None:
+    """Devices refuse expired metadata; the gateway re-signs every device's document on a
+    schedule (here every 0.2 s instead of days), same revision, fresh expiry and signature."""
+    await line.release("2.0.4", 1)
+    assert (await line.assign("2.0.4", line="line3")).status_code == 200
+    kv = await line.service.jetstream().key_value("desired")
+    before = await kv.get("cam-3-1")
+    assert line.gw.settings.metadata_refresh_seconds == (7 * 24 - 24) * 3600
+    refresher = distribution.MetadataRefresher(line.gw, interval=0.2)
+    refresher.start()
+    try:
+
+        async def re_signed() -> Any:
+            entry = await kv.get("cam-3-1")
+            return entry if entry.revision > before.revision else None
+
+        after = await wait_for(re_signed, "the refresher to re-sign the desired state")
+    finally:
+        await refresher.stop()
+    assert after.value != before.value
+    key = [load_public_key((line.tmp / "gateway.pub.pem").read_bytes())]
+    old, new = verify_release(before.value, key), verify_release(after.value, key)
+    assert new.device == old.device  # the same desired state, revision included
+    assert new.expires >= old.expires

@@ -449,6 +449,10 @@ def self_test(folder: Path) -> None:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # One run on one input: an arena and memory patterns would only raise the device's peak.
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.intra_op_num_threads = 1
     session = ort.InferenceSession(
         str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
     )

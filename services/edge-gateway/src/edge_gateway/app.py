@@ -30,6 +30,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.subscriptions.append(await rollouts.kpis.subscribe(gw))
         app.state.subscriptions += await incidents.subscribe(gw)
         await distribution.publish_desired(gw)
+        app.state.metadata_refresher.start()
 
     async def start_gateway(ctx: ServiceContext) -> None:
         load_or_create_private_key(settings.release_key_path)
@@ -43,6 +44,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         app.state.gateway = gw
         app.state.subscriptions = []
+        app.state.metadata_refresher = distribution.MetadataRefresher(
+            gw, interval=settings.metadata_refresh_seconds
+        )
         app.state.connect_task = asyncio.create_task(connect_when_ready(gw), name="gw-connect")
         app.state.rollout_evaluator = rollouts.evaluator.RolloutEvaluator(
             gw,
@@ -53,6 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     async def stop_gateway(ctx: ServiceContext) -> None:
         await app.state.rollout_evaluator.stop()
+        await app.state.metadata_refresher.stop()
         app.state.connect_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await app.state.connect_task

@@ -23,6 +23,8 @@ own by the device). A version an incident froze as evidence is never assigned
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import shutil
 import tempfile
 import uuid
@@ -56,6 +58,7 @@ from linegate.release_metadata import ReleaseFile, sign_release
 from linegate.signing import load_or_create_private_key
 
 SIGNATURE_FILE = "model.sig"
+log = logging.getLogger("edge_gateway.distribution")
 
 
 @dataclass
@@ -495,3 +498,34 @@ async def revoke(gw: Gateway, model: str, version: str, reason: str, *, actor: s
         reason=f"revocation of {version}: {reason}",
         rollback=rollback,
     )
+
+
+class MetadataRefresher:
+    """Re-signs every device's desired state every ``interval`` seconds (0: never), so that no
+    document a device holds expires while the gateway runs: devices refuse expired metadata
+    (the freeze defence), and a device that was offline for longer than the metadata lifetime
+    must still find a valid document when it reconnects."""
+
+    def __init__(self, gw: Gateway, *, interval: float) -> None:
+        self.gw = gw
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._task = asyncio.create_task(self._run(), name="metadata-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                count = await publish_desired(self.gw)
+                log.info("re-signed the desired state of %d device(s)", count)
+            except Exception:
+                log.exception("re-signing desired state failed; will retry")

@@ -32,6 +32,13 @@ class GatewaySettings(LinegateSettings):
     rollout_evaluation_interval_seconds: float = Field(default=10.0, ge=0)
 
     @property
+    def metadata_refresh_seconds(self) -> float:
+        """How often every device's desired state is re-signed: often enough that a document
+        always has ``release_metadata_refresh_hours`` left (at least an hour apart)."""
+        hours = max(1, self.release_metadata_ttl_hours - self.release_metadata_refresh_hours)
+        return hours * 3600.0
+
+    @property
     def release_key_path(self) -> Path:
         return self.release_signing_key or self.keys_dir / "release-metadata.pem"
 
