@@ -1,7 +1,9 @@
 """``linegate up`` end to end: real nats-server and four uvicorn processes, then Ctrl-C."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from linegate.embedded import free_port
 from linegate.settings import LinegateSettings
 
 LINEGATE = Path(sys.executable).parent / "linegate"
+MODEL = "weld-seam-inspector"
 
 
 def _processes_mentioning(needle: str) -> list[int]:
@@ -77,6 +80,50 @@ def test_up_serves_every_service_and_ctrl_c_leaves_no_process(stack_env, tmp_pat
         assert (tmp_path / "lg" / "demo" / "weld-seam-inspector-2.1.0" / "model.onnx").is_file()
         assert (tmp_path / "lg" / "nats" / "jetstream").is_dir()
         assert len(_processes_mentioning(str(tmp_path / "lg"))) >= 1  # nats-server's store dir
+        assert "incident routing rules (QA, OT, data science)" in log
+        assert f"{MODEL} 2.1.0 assigned to line 3" in log, log
+        # The embedded NATS takes no anonymous clients: services use a password, devices nkeys.
+        with socket.create_connection(("127.0.0.1", ports["nats"]), timeout=5) as s:
+            info = json.loads(s.recv(4096).decode().removeprefix("INFO ").strip())
+        assert info.get("auth_required") is True, info
+        # Step 4: the demo device, with the files the demo wrote, installs the release.
+        devices = tmp_path / "lg" / "demo" / "devices"
+        agent_cmd = [
+            *(str(LINEGATE), "agent", "--device-id", "line3-cam1"),
+            *("--creds", str(devices / "line3-cam1.nk")),
+            *("--release-key", str(devices / "gateway.pub.pem")),
+            *("--model-key", str(devices / "registry.pub.pem")),
+            *("--state-dir", str(tmp_path / "agent")),
+        ]
+        with (tmp_path / "agent.log").open("w") as agent_out:
+            agent = subprocess.Popen(agent_cmd, env=env, stdout=agent_out, stderr=subprocess.STDOUT)
+        try:
+            admin = subprocess.run(
+                [str(LINEGATE), "token", "--role", "admin"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            device: dict[str, object] = {}
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                device = httpx.get(
+                    f"http://127.0.0.1:{ports['gateway']}/v1/devices/line3-cam1",
+                    headers={"Authorization": f"Bearer {admin}"},
+                    timeout=5,
+                ).json()
+                if device.get("active_version") == "2.1.0":
+                    break
+                assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+                time.sleep(0.5)
+            assert device.get("active_version") == "2.1.0", (
+                device,
+                (tmp_path / "agent.log").read_text(),
+            )
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,93 @@ def signed_statement(
 
 def seed(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
     """Seed the scenario once; returns what was done (empty when already seeded)."""
-    return seed_supplier(settings, issuer) + seed_registry(settings, issuer)
+    return (
+        seed_supplier(settings, issuer)
+        + seed_registry(settings, issuer)
+        + seed_incident(settings, issuer)
+        + seed_edge(settings, issuer)
+    )
+
+
+#: Step 5's triage: who owns which kind of AI incident (a named person per queue).
+ROUTING = [
+    ("defect_escape", "qa", "Lena Hoffmann", "QA owns escaped defects"),
+    ("defect_escape", "data_science", "Dana Richter", "escapes mean the model is wrong"),
+    ("scrap_spike", "qa", "Lena Hoffmann", "scrap is a quality KPI"),
+    ("override_cluster", "qa", "Lena Hoffmann", "operators disagree with the model"),
+    ("operator_feedback", "qa", "Lena Hoffmann", "line staff report wrong outputs"),
+    ("drift", "data_science", "Dana Richter", "distribution shift is a model question"),
+    ("confidence_collapse", "data_science", "Dana Richter", "model health"),
+    ("rollout_abort", "data_science", "Dana Richter", "a candidate failed its canary"),
+    ("sensor_degradation", "ot", "Jonas Weber", "cameras and lighting are OT's"),
+    ("pdm_alert", "ot", "Jonas Weber", "maintenance of the line"),
+    ("security", "ot", "Jonas Weber", "signature or update failures on devices"),
+]
+
+
+def seed_incident(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
+    """Routing rules for step 5: QA, OT and data-science queues with named owners."""
+    admin = {"Authorization": "Bearer " + issuer.issue("demo-admin", [Role.ADMIN])[0]}
+    with httpx.Client(base_url=settings.incident_url, timeout=30) as http:
+        if http.get("/v1/routing-rules", headers=admin).json():
+            return []
+        for incident_type, queue, owner, reason in ROUTING:
+            rule = {
+                "incident_type": incident_type,
+                "queue": queue,
+                "owner": owner,
+                "acknowledge_within_minutes": 15,
+                "escalation": [{"owner": "Petra Schulz", "acknowledge_within_minutes": 60}],
+                "reason": reason,
+            }
+            http.post("/v1/routing-rules", json=rule, headers=admin).raise_for_status()
+    return [f"{len(ROUTING)} incident routing rules (QA, OT, data science)"]
+
+
+DEVICE = {"id": "line3-cam1", "plant": "wolfsburg", "line": "line3", "station": "W3"}
+
+
+def seed_edge(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
+    """Step 4's device: ``line3-cam1`` registered, its nkey seed and the keys it pins written
+    to ``<data_dir>/demo/devices/``, and 2.1.0 assigned to line 3 once the gateway has it."""
+    admin = {"Authorization": "Bearer " + issuer.issue("demo-admin", [Role.ADMIN])[0]}
+    ops = {"Authorization": "Bearer " + issuer.issue("jonas.weber", [Role.REGISTRY_APPROVE])[0]}
+    devices = settings.data_dir / "demo" / "devices"
+    with httpx.Client(base_url=settings.gateway_url, timeout=30) as http:
+        if http.get(f"/v1/devices/{DEVICE['id']}", headers=admin).status_code == 200:
+            return []
+        r = http.post("/v1/devices", json=DEVICE, headers=admin)
+        r.raise_for_status()
+        devices.mkdir(parents=True, exist_ok=True)
+        creds = devices / f"{DEVICE['id']}.nk"
+        creds.write_text(r.json()["nkey_seed"] + "\n")
+        creds.chmod(0o600)
+        release_keys = http.get("/v1/release-keys").json()["keys"]
+        (devices / "gateway.pub.pem").write_text(release_keys[0])
+        registry_keys = httpx.get(f"{settings.registry_url}/v1/signing-keys", timeout=30).json()
+        (devices / "registry.pub.pem").write_text(registry_keys["keys"][0]["public_key_pem"])
+        done = [
+            f"device {DEVICE['id']} registered; run it with: linegate agent --device-id "
+            f"{DEVICE['id']} --creds {creds} --release-key {devices / 'gateway.pub.pem'} "
+            f"--model-key {devices / 'registry.pub.pem'} --line line3 --serve-port 8110"
+        ]
+        assignment = {
+            "model": MODEL_NAME,
+            "version": MODEL_VERSION,
+            "selector": {"line": "line3"},
+            "reason": "demo: line 3 runs the released 2.1.0",
+        }
+        # The gateway copies the release into the object store when the registry's event
+        # arrives; assign once it has.
+        for _ in range(60):
+            r = http.post("/v1/assignments", json=assignment, headers=ops)
+            if r.status_code < 400:
+                done.append(f"{MODEL_NAME} {MODEL_VERSION} assigned to line 3")
+                break
+            time.sleep(0.5)
+        else:
+            done.append(f"{MODEL_NAME} {MODEL_VERSION} not assigned yet: {r.text}")
+    return done
 
 
 SYSTEM = {

@@ -9,11 +9,13 @@ for every process, so nothing is left behind.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
@@ -21,6 +23,7 @@ import httpx
 
 from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer
+from linegate.nats_auth import render_server_config, write_server_config
 from linegate.settings import LinegateSettings
 from linegate_cli import demo
 
@@ -61,11 +64,58 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise _StopRequestedError(signal.Signals(signum).name)
 
 
-def _spawn(spec: ServiceSpec, settings: LinegateSettings) -> subprocess.Popen[bytes]:
+@dataclass(frozen=True)
+class NatsAuth:
+    """The embedded nats-server's authorisation: the services' user and the files the edge
+    gateway keeps in step with its device inventory (``edge_gateway.nats_config``)."""
+
+    user: str
+    password: str
+    config_file: Path
+    pid_file: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "LINEGATE_NATS_USER": self.user,
+            "LINEGATE_NATS_PASSWORD": self.password,
+            "LINEGATE_NATS_AUTH_CONFIG": str(self.config_file),
+            "LINEGATE_NATS_SERVER_PID_FILE": str(self.pid_file),
+        }
+
+
+def nats_auth(settings: LinegateSettings) -> NatsAuth:
+    """Secure the embedded NATS: no anonymous access, services log in with a password made on
+    first start (kept 0600 in the data dir), devices with their nkeys once registered."""
+    directory = settings.data_dir / "nats-auth"
+    password_file = directory / "service-password"
+    if settings.nats_password:
+        password = settings.nats_password
+    elif password_file.exists():
+        password = password_file.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(24)
+        write_server_config(password_file, password + "\n")
+    auth = NatsAuth(
+        user=settings.nats_user or "linegate",
+        password=password,
+        config_file=directory / "nats-server.conf",
+        pid_file=directory / "nats-server.pid",
+    )
+    if not auth.config_file.exists():
+        # Services only until the gateway renders its devices into it at start-up.
+        text = render_server_config(devices=[], service_user=auth.user, service_password=password)
+        write_server_config(auth.config_file, text)
+    return auth
+
+
+def _spawn(
+    spec: ServiceSpec, settings: LinegateSettings, auth: NatsAuth
+) -> subprocess.Popen[bytes]:
     url = urlparse(spec.url)
     env = dict(os.environ)
     env.setdefault("LINEGATE_DATA_DIR", str(settings.data_dir))
     env.setdefault("LINEGATE_NATS_URL", settings.nats_url)
+    env.update(auth.env())
     cmd = [
         sys.executable,
         "-m",
@@ -144,8 +194,13 @@ def run(settings: LinegateSettings, *, wait: bool = True, seed_demo: bool = True
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     issuer = TokenIssuer.embedded(settings)  # creates the issuer key before services race for it
     nats_port = urlparse(settings.nats_url).port or 4222
+    auth = nats_auth(settings)
     nats = NatsServer(
-        settings.data_dir / "nats", port=nats_port, log_file=settings.data_dir / "nats.log"
+        settings.data_dir / "nats",
+        port=nats_port,
+        log_file=settings.data_dir / "nats.log",
+        config_file=auth.config_file,
+        pid_file=auth.pid_file,
     )
     specs = services(settings)
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -155,7 +210,7 @@ def run(settings: LinegateSettings, *, wait: bool = True, seed_demo: bool = True
         nats.start()
         print(f"nats-server (JetStream)  {settings.nats_url}   store {settings.data_dir / 'nats'}")
         for spec in specs:
-            procs[spec.name] = _spawn(spec, settings)
+            procs[spec.name] = _spawn(spec, settings, auth)
         if wait:
             _wait_ready(specs, procs, timeout=90)
         _announce(settings, specs, issuer, seed=wait and seed_demo)

@@ -44,10 +44,13 @@ class NatsServer:
         port: int | None = None,
         config_file: Path | None = None,
         log_file: Path | None = None,
+        pid_file: Path | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.config_file = config_file
+        #: Where the server writes its pid (``-P``): what a config reload is signalled to.
+        self.pid_file = pid_file
         self.log_file = log_file or store_dir.parent / f"nats-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -68,6 +71,8 @@ class NatsServer:
         ]
         if self.config_file is not None:
             cmd += ["-c", str(self.config_file)]
+        if self.pid_file is not None:
+            cmd += ["-P", str(self.pid_file)]
         return cmd
 
     def start(self, timeout: float = 10.0) -> NatsServer:

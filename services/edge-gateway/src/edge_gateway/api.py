@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 from sqlmodel import col, select
 
 from edge_gateway import distribution
@@ -62,9 +62,17 @@ def _confine(principal: Principal, device_id: str) -> None:
 
 @router.post("/v1/devices", status_code=status.HTTP_201_CREATED, tags=["devices"])
 async def register_device(
-    body: DeviceCreate, principal: AdminDep, session: SessionDep, gateway: GatewayDep
+    body: DeviceCreate,
+    principal: AdminDep,
+    session: SessionDep,
+    gateway: GatewayDep,
+    request: Request,
+    background: BackgroundTasks,
 ) -> DeviceCreated:
-    """Register a device and create its NATS identity (an nkey); the seed is shown once."""
+    """Register a device and create its NATS identity (an nkey); the seed is shown once.
+
+    Where the gateway owns the nats-server authorisation (embedded stack), the device's user
+    is added once the registration is committed (a background task after the response)."""
     if await session.get(Device, body.id) is not None:
         raise DeviceExists(f"device {body.id!r} is already registered")
     identity = new_device_identity(body.id)
@@ -83,6 +91,9 @@ async def register_device(
         payload={**body.model_dump(), "public_nkey": identity.public_nkey},
     )
     read = await _device_read(session, device)
+    config_sync = getattr(request.app.state, "nats_config", None)
+    if config_sync is not None and config_sync.enabled:
+        background.add_task(config_sync.sync)
     return DeviceCreated(
         **read.model_dump(), nkey_seed=identity.seed.decode(), nats_url=gateway.settings.nats_url
     )

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 import edge_gateway
 from edge_gateway import api, api_rollouts, consumers, distribution, incidents, rollouts
+from edge_gateway.nats_config import ServerConfigSync
 from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
 from linegate.events import Streams
@@ -34,6 +35,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     async def start_gateway(ctx: ServiceContext) -> None:
         load_or_create_private_key(settings.release_key_path)
+        app.state.nats_config = ServerConfigSync(settings, ctx.db)
+        # Devices registered while the gateway was down (or an edited file): render from the
+        # database before anything else, so every registered device can log in.
+        await app.state.nats_config.sync()
         gw = distribution.Gateway(
             settings=settings,
             db=ctx.db,

@@ -27,6 +27,13 @@ class GatewaySettings(LinegateSettings):
     object_chunk_bytes: int = Field(default=256 * 1024, ge=4096)
     object_put_window: int = Field(default=64, ge=1)
 
+    #: nats-server config file the gateway keeps in step with the device inventory (service
+    #: user + one confined nkey user per device; :mod:`edge_gateway.nats_config`). Set by the
+    #: embedded stack; unset where NATS accounts/JWTs are managed elsewhere.
+    nats_auth_config: Path | None = None
+    #: Pid file of that nats-server, signalled (SIGHUP) to reload the config after a change.
+    nats_server_pid_file: Path | None = None
+
     #: Seconds between rollout evaluator passes; 0 turns the periodic evaluator off (tests
     #: drive it directly).
     rollout_evaluation_interval_seconds: float = Field(default=10.0, ge=0)
