@@ -59,12 +59,30 @@ async def on_device_status(gw: Gateway, subject: str, data: dict[str, Any]) -> N
             )
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")  # noqa: TRY004  (malformed, like bad JSON)
+    return data
+
+
+async def _drop(msg: Any, what: str, error: Exception) -> None:
+    """Terminate a message no retry can fix (not JSON, not the versioned event model)."""
+    log.warning("malformed %s on %s dropped: %s", what, msg.subject, error)
+    await msg.term()
+
+
 async def subscribe(gw: Gateway) -> list[Any]:
     js = gw.nats.js
 
     async def registry_cb(msg: Any) -> None:
         try:
-            await on_registry_event(gw, json.loads(msg.data))
+            data = _json_object(msg.data)
+        except ValueError as e:
+            await _drop(msg, "registry event", e)
+            return
+        try:
+            await on_registry_event(gw, data)
             await msg.ack()
         except Exception:
             log.exception("registry event failed; redelivering")
@@ -72,7 +90,15 @@ async def subscribe(gw: Gateway) -> list[Any]:
 
     async def status_cb(msg: Any) -> None:
         try:
-            await on_device_status(gw, msg.subject, json.loads(msg.data))
+            data = json.loads(msg.data)
+            DeviceStatusV1.model_validate(data)
+        except ValueError as e:  # JSONDecodeError and pydantic's ValidationError
+            # Devices (or a reply-subject trick, see linegate.nats_auth) can put any bytes
+            # here: a payload that can never be valid is dropped, not redelivered forever.
+            await _drop(msg, "device status", e)
+            return
+        try:
+            await on_device_status(gw, msg.subject, data)
             await msg.ack()
         except Exception:
             log.exception("device status failed; redelivering")
