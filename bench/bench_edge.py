@@ -66,9 +66,10 @@ from pathlib import Path
 import onnxruntime, model_signing.verifying
 from linegate.nats_auth import connect_device
 from linegate.signing import load_public_key
-from linegate_cli.agent import DeviceAgent
+from linegate_cli.agent import DeviceAgent, bound_threads
 
 async def main(url, creds, device, state, release_key, model_key, metadata):
+    bound_threads()  # as agent.main does
     nc = await connect_device(url, Path(creds), device_id=device)
     reports = []
     async def report(status):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -102,13 +103,20 @@ class Line:
         bad_class: int | None = None,
         hold_back: str | None = None,
         keep: Path | None = None,
+        weights: int = 0,
     ) -> None:
         """Build, sign, store and describe ``version`` (``bad_class``: it never predicts
         that class, so it disagrees with a good model on those parts). ``hold_back`` names a
         file left out of the object store (the test stores something else under its digest);
-        ``keep`` receives a copy of the genuine files."""
+        ``keep`` receives a copy of the genuine files; ``weights`` adds a ``weights.bin`` of
+        that many random bytes (a large artefact)."""
         src = self.tmp / "src" / version
         folder = write_model_dir(src / MODEL, version=version, bad_class=bad_class)
+        if weights:
+            block = os.urandom(1 << 20)
+            with (folder / "weights.bin").open("wb") as f:
+                for i in range(weights >> 20):
+                    f.write(bytes([i & 0xFF]) + block[1:])
         signature = src / "model.sig"
         sign_model(folder, self.tmp / "registry.pem", signature)
         manifest = verify_model(folder, self.tmp / "registry.pub.pem", signature).manifest_sha256

@@ -4,6 +4,8 @@ not the signed ones never install."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,10 +75,11 @@ async def test_a_device_offline_during_the_canary_is_reported_late_and_converges
 
 
 async def test_artefact_bytes_other_than_the_signed_ones_are_refused(line: Line) -> None:
-    """The object named by a file's signed digest holds other bytes (a tampered store), or
-    one byte more than signed: the agent refuses before installing and keeps what it runs."""
+    """Another device's document, or an object under a file's signed digest that holds other
+    bytes (a tampered store) or one byte more than signed: the agent refuses before installing
+    and keeps what it runs."""
     await line.release("2.0.4", 1)
-    assert (await line.assign("2.0.4", device_ids=["cam-3-1"])).status_code == 200
+    assert (await line.assign("2.0.4", line="line3")).status_code == 200
     nc = await connect_device(line.nats.url, line.tmp / "cam-3-1.nk", device_id="cam-3-1")
     reports: list[DeviceStatusV1] = []
 
@@ -93,6 +96,9 @@ async def test_artefact_bytes_other_than_the_signed_ones_are_refused(line: Line)
             report=report,
             download_timeout=10,
         )
+        # Another device's document (validly signed) is not this device's desired state.
+        assert await agent.apply(await line.desired_doc("cam-3-2")) is False
+        assert "bound to device 'cam-3-2'" in (reports[-1].detail or "")
         assert await agent.apply(await line.desired_doc("cam-3-1")) is True
 
         # The object under a file's signed digest holds other bytes, or one byte too many.
@@ -146,3 +152,51 @@ async def test_desired_state_is_re_signed_before_it_can_expire(line: Line) -> No
     old, new = verify_release(before.value, key), verify_release(after.value, key)
     assert new.device == old.device  # the same desired state, revision included
     assert new.expires >= old.expires
+
+
+async def test_nats_restarted_mid_download_the_install_resumes_and_the_digest_matches(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1, weights=96 << 20)
+    assert (await line.assign("2.0.4", device_ids=["cam-3-1"])).status_code == 200
+    doc = await line.desired_doc("cam-3-1")
+    signed = json.loads(doc)["signed"]["targets"]["weights.bin"]
+    nc = await connect_device(
+        line.nats.url,
+        line.tmp / "cam-3-1.nk",
+        device_id="cam-3-1",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+    )
+    reports: list[DeviceStatusV1] = []
+
+    async def report(status: DeviceStatusV1) -> None:
+        reports.append(status)
+
+    try:
+        agent = DeviceAgent(
+            "cam-3-1",
+            line.tmp / "direct" / "cam-3-1",
+            js=nc.jetstream(timeout=10),
+            release_keys=[load_public_key((line.tmp / "gateway.pub.pem").read_bytes())],
+            model_key_paths=[line.tmp / "registry.pub.pem"],
+            report=report,
+            download_timeout=60,
+        )
+        install = asyncio.create_task(agent.apply(doc))
+        partial = agent.state_dir / "staging" / f"{MODEL}@2.0.4" / MODEL / "weights.bin.partial"
+
+        async def mid_download() -> bool:
+            size = partial.stat().st_size if partial.exists() else 0
+            return 0 < size < signed["length"]
+
+        await wait_for(mid_download, "the download of weights.bin to be under way")
+        line.nats.stop()
+        line.nats.start()
+        assert await install is True, [r.detail for r in reports if r.state == "refused"]
+        installed = agent.current / "weights.bin"
+        assert _sha256(installed) == signed["hashes"]["sha256"]
+        assert installed.stat().st_size == signed["length"]
+        assert [r.state for r in reports][-1] == "active"
+    finally:
+        await nc.close()

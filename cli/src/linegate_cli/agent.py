@@ -510,6 +510,18 @@ def status_publisher(js: Any, device_id: str) -> Report:
     return publish
 
 
+def bound_threads(workers: int = 2) -> None:
+    """Give the running loop a small default executor. Hashing, file writes and the self-test
+    run in worker threads (``asyncio.to_thread``); each new thread costs a stack and a malloc
+    arena, and the default pool grows to cpu + 4 threads under load, so the device's peak
+    memory would depend on timing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent")
+    )
+
+
 async def main(
     *,
     device_id: str,
@@ -527,6 +539,7 @@ async def main(
     from linegate.nats_auth import connect_device
     from linegate.signing import load_public_key
 
+    bound_threads()
     keys = []
     for path in release_key_paths:
         key = load_public_key(path.read_bytes())
