@@ -85,7 +85,7 @@ class MonitorGroupRead(BaseModel):
     tier: int
     cadence: str
     tier_source: str = Field(description="registry, or why the configured default applies")
-    tier_checked_at: datetime | None
+    tier_checked_at: datetime | None = Field(description="When the tier or its source last changed")
     thresholds: Thresholds
     threshold_overrides: dict[str, Any]
     reference_from: datetime | None
