@@ -37,6 +37,7 @@ async def test_a_run_is_counted_once_into_windows_and_the_log(line_factory: Any)
         assert r.status_code == 200, r.text
         windows = r.json()
         assert [w["shift"] for w in windows] == ["night", "late", "early"]
+        assert windows[0]["bucket_start"] == "2026-11-02T22:00:00Z"
         assert all(w["n"] == 600 for w in windows)
         assert all(sum(w["confidence_histogram"]) == 600 for w in windows)
         assert all(0.9 < w["confidence_mean"] < 1.0 for w in windows)

@@ -8,9 +8,11 @@ time but not in the type checker. These helpers keep that one cast in one place.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Annotated, Any, cast
 
 import sqlalchemy as sa
+from pydantic import AfterValidator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -31,3 +33,11 @@ async def execute(
     params: Sequence[Mapping[str, Any]] | None = None,
 ) -> Any:
     return await session.exec(cast(Any, stmt), params=params)
+
+
+def _as_utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+#: A datetime read back from the database, always with its UTC offset (SQLite drops it).
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -12,7 +12,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from incident import postmarket
-from incident._sql import fetch_all
+from incident._sql import UtcDateTime, fetch_all
 from incident.feedback.models import operator_feedback
 from incident.postmarket.models import postmarket_event
 from incident.telemetry.deps import FeedbackDep, ReaderDep, TelemetryDep
@@ -47,9 +47,9 @@ class FeedbackCreate(BaseModel):
 
 class FeedbackRead(BaseModel):
     id: str
-    reported_at: datetime
+    reported_at: UtcDateTime
     reported_by: str
-    occurred_at: datetime
+    occurred_at: UtcDateTime
     line: str
     station: str | None
     device_id: str | None

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from incident._sql import UtcDateTime
+
 Cadence = Literal["real-time", "hourly", "daily", "weekly", "monthly", "quarterly"]
 CADENCE_BY_TIER: dict[int, Cadence] = {1: "real-time", 2: "daily", 3: "monthly"}
 #: How much data one evaluation looks at, and how often a scheduled one runs; a real-time
@@ -72,9 +74,9 @@ class MonitorStateRead(BaseModel):
     detail: str
     values: dict[str, Any]
     dedup_key: str
-    evaluated_at: datetime
-    since: datetime
-    fired_at: datetime | None
+    evaluated_at: UtcDateTime
+    since: UtcDateTime
+    fired_at: UtcDateTime | None
     fire_count: int
 
 
@@ -85,14 +87,16 @@ class MonitorGroupRead(BaseModel):
     tier: int
     cadence: str
     tier_source: str = Field(description="registry, or why the configured default applies")
-    tier_checked_at: datetime | None = Field(description="When the tier or its source last changed")
+    tier_checked_at: UtcDateTime | None = Field(
+        description="When the tier or its source last changed"
+    )
     thresholds: Thresholds
     threshold_overrides: dict[str, Any]
-    reference_from: datetime | None
-    reference_to: datetime | None
-    last_evaluated_at: datetime | None
-    next_due_at: datetime | None
-    updated_at: datetime
+    reference_from: UtcDateTime | None
+    reference_to: UtcDateTime | None
+    last_evaluated_at: UtcDateTime | None
+    next_due_at: UtcDateTime | None
+    updated_at: UtcDateTime
     updated_by: str
     states: list[MonitorStateRead]
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from incident._sql import fetch_all
+from incident._sql import UtcDateTime, fetch_all
 from incident.postmarket.models import postmarket_event
 from incident.telemetry.deps import ReaderDep
 from linegate.errors import Unprocessable
@@ -80,8 +80,8 @@ FiltersDep = Annotated[Filters, Depends()]
 class LogEntry(BaseModel):
     id: int
     kind: str
-    occurred_at: datetime
-    recorded_at: datetime
+    occurred_at: UtcDateTime
+    recorded_at: UtcDateTime
     event_id: str | None
     incident_id: str | None
     model: str | None

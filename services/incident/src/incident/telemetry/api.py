@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from incident._sql import fetch_all
+from incident._sql import UtcDateTime, fetch_all
 from incident.telemetry.deps import ReaderDep
 from incident.telemetry.models import HIST, telemetry_dead_letter, telemetry_window
 from linegate.service import SessionDep
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
 
 class DeadLetterRead(BaseModel):
     id: int
-    received_at: datetime
+    received_at: UtcDateTime
     subject: str
     stream_seq: int | None
     reason: str
@@ -68,6 +68,9 @@ async def list_windows(
     out = []
     for r in await fetch_all(session, q):
         m = dict(r)
+        for k in ("bucket_start", "bucket_end", "updated_at"):
+            t: datetime = m[k]
+            m[k] = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
         hist = [m.pop(h) for h in HIST]
         n = m["n"]
         m["confidence_histogram"] = hist
