@@ -165,7 +165,10 @@ async def test_a_key_revoked_through_another_process_is_refused_at_once(
     """Two app instances on one database stand for two workers or replicas: the second has
     verified with its cached trust material before the first revokes the key."""
     roots = [TESTDATA / "sigstore" / "trusted_root.production.json"]
-    settings = settings_factory(AttestationSettings, sigstore_trusted_roots=roots)
+    # Like two processes on one SQLite file: each waits for the other's lock off its loop.
+    settings = settings_factory(
+        AttestationSettings, sigstore_trusted_roots=roots, database_sqlite_inline=False
+    )
     app_a, app_b = create_app(settings), create_app(settings)
     async with service_client(app_a) as client_a, service_client(app_b) as client_b:
         a = Stack(client=client_a, app=app_a, mint=mint_token)
@@ -214,7 +217,7 @@ async def _add_key(stack: Stack, supplier_id: str):
 async def test_a_supplier_onboarded_through_another_process_can_upload(
     settings_factory, service_client, mint_token
 ):
-    settings = settings_factory(AttestationSettings)
+    settings = settings_factory(AttestationSettings, database_sqlite_inline=False)
     app_a, app_b = create_app(settings), create_app(settings)
     async with service_client(app_a) as client_a, service_client(app_b) as client_b:
         a = Stack(client=client_a, app=app_a, mint=mint_token)
