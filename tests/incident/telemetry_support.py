@@ -72,11 +72,27 @@ class Run:
     kpi_samples: int = 0
     shifts: int = 0
 
+    def __add__(self, other: Run) -> Run:
+        """Both runs at once (e.g. two versions on the line during a canary)."""
+        return Run(
+            self.messages + other.messages,
+            self.records + other.records,
+            self.kpi_samples + other.kpi_samples,
+            max(self.shifts, other.shifts),
+        )
+
 
 def production_run(
-    profiles: Sequence[Profile], *, seed: int = 7, batch: int = 50, start: datetime = T0
+    profiles: Sequence[Profile],
+    *,
+    seed: int = 7,
+    batch: int = 50,
+    start: datetime = T0,
+    version: str = VERSION,
+    attribute_kpis: bool = False,
 ) -> Run:
-    """Telemetry of ``len(profiles)`` consecutive shifts on line 3, both devices."""
+    """Telemetry of ``len(profiles)`` consecutive shifts on line 3, both devices, decided by
+    ``version``; ``attribute_kpis``: the MES names that version in its KPI samples."""
     rng = np.random.default_rng(seed)
     run = Run()
     for i, p in enumerate(profiles):
@@ -99,7 +115,7 @@ def production_run(
                     label="porosity" if reject[j] else "ok",
                     confidence=float(conf[j]),
                     model=MODEL,
-                    version=VERSION,
+                    version=version,
                     threshold=0.5,
                     stats=InputStatsV1(
                         brightness=float(bright[j]),
@@ -136,7 +152,7 @@ def production_run(
                         record_id=f"r-{i}-{k * 10}",
                         camera="cam0",
                         model=MODEL,
-                        version=VERSION,
+                        version=version,
                         original_decision="reject",
                         decision="pass",
                         reason_code="false_reject",
@@ -157,6 +173,8 @@ def production_run(
                     scrap=int(reject.sum()),
                     escapes=p.escapes,
                     oee=0.82,
+                    model=MODEL if attribute_kpis else None,
+                    version=version if attribute_kpis else None,
                 ),
             )
         )

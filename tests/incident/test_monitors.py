@@ -159,3 +159,26 @@ async def test_the_background_runner_raises_in_real_time(line_factory: Any) -> N
 
         await wait_for(drift_raised, "a drift signal")
         assert line.sink.of("drift")[0].dedup_key == f"confidence_drift:{MODEL}:{VERSION}:{LINE}"
+
+
+async def test_kpis_attributed_to_a_version_judge_only_that_version(line_factory: Any) -> None:
+    """A canary: two versions decide on line 3; the MES knows which parts each passed."""
+    old = production_run([*day(STABLE)] * 2, seed=1, version="2.0.4", attribute_kpis=True)
+    new = production_run(
+        [*day(STABLE), STABLE, STABLE, shifted(STABLE, escapes=24)],
+        seed=2,
+        attribute_kpis=True,
+    )
+    run = old + new
+    async with line_factory() as line:
+        await line.publish_run(run)
+        await line.wait_ingested(run)
+        monitors = (await line.evaluate())["by_monitor"]
+        assert monitors["outcome"]["status"] == "firing"
+        assert monitors["outcome"]["values"]["produced"] == 600  # 2.1.0's parts only
+        r = await line.client.get(
+            f"/v1/monitors/{MODEL}/2.0.4/{LINE}", headers=line.auth(Role.AUDITOR)
+        )
+        old_outcome = {s["monitor"]: s for s in r.json()["states"]}["outcome"]
+        assert old_outcome["status"] == "ok"
+        assert [s.version for s in line.sink.of("defect_escape")] == [VERSION]

@@ -183,50 +183,49 @@ async def load_windows(
                 acc[c] += m[c]
 
     kw = kpi_window.c
+    # The line's figures the MES attributes to this version, or to no version in particular.
+    kpi_of = (
+        kw.line == line,
+        sa.or_(sa.and_(kw.model == model, kw.version == version), kw.model == ""),
+    )
+    not_ref = sa.not_(sa.and_(kw.bucket_start >= ref_from, kw.bucket_start < ref_to))
     kpi_ref_rows = await fetch_all(
         session,
-        sa.select(kpi_window).where(
-            kw.line == line, kw.bucket_start >= ref_from, kw.bucket_start < ref_to
-        ),
+        sa.select(kpi_window).where(*kpi_of, kw.bucket_start >= ref_from, kw.bucket_start < ref_to),
     )
-    kpi_cur_q = (
-        sa.select(kpi_window)
-        .where(
-            kw.line == line,
-            kw.bucket_start >= max(cur_from, first),
-            sa.not_(sa.and_(kw.bucket_start >= ref_from, kw.bucket_start < ref_to)),
-        )
-        .order_by(kw.bucket_start)
-    )
-    kpi_cur_rows = await fetch_all(session, kpi_cur_q)
+    since = max(cur_from, first)
     if period == timedelta(0):
         # Real time: the newest shift with KPIs (they may lag the telemetry by a shift).
-        kpi_cur_q = (
-            sa.select(kpi_window)
-            .where(
-                kw.line == line,
-                kw.bucket_start >= first,
-                sa.not_(sa.and_(kw.bucket_start >= ref_from, kw.bucket_start < ref_to)),
-            )
-            .order_by(kw.bucket_start.desc())
-            .limit(1)
+        newest = await fetch_one(
+            session,
+            sa.select(sa.func.max(kw.bucket_start).label("b")).where(
+                *kpi_of, kw.bucket_start >= first, not_ref
+            ),
         )
-        kpi_cur_rows = await fetch_all(session, kpi_cur_q)
-    shifts: list[KpiShift] = []
+        since = utc(newest["b"]) if newest is not None and newest["b"] is not None else latest_end
+    kpi_cur_rows = await fetch_all(
+        session,
+        sa.select(kpi_window)
+        .where(*kpi_of, kw.bucket_start >= since, not_ref)
+        .order_by(kw.bucket_start),
+    )
+    per_shift: dict[datetime, list[Any]] = {}
     for k in kpi_cur_rows:
         start = _utc(k["bucket_start"])
         assert start is not None
+        per_shift.setdefault(start, []).append(k)
+    shifts: list[KpiShift] = []
+    for start, ks in per_shift.items():
         tel = by_bucket.get(start)
-        if tel is None and start not in by_bucket:
-            tel_row = await fetch_one(
+        if tel is None:
+            tel = await fetch_one(
                 session, sa.select(telemetry_window).where(*group, tw.bucket_start == start)
             )
-            tel = tel_row
         shifts.append(
             KpiShift(
                 bucket_start=start,
-                shift=str(k["shift"]),
-                kpi=_sum([k], KPI_SUMS),
+                shift=str(ks[0]["shift"]),
+                kpi=_sum(ks, KPI_SUMS),
                 telemetry=_sum([tel], WINDOW_SUMS) if tel is not None else {},
             )
         )

@@ -147,7 +147,7 @@ class WindowSums:
         self.windows: dict[tuple[str, str, str, datetime], list[float]] = {}
         self.meta: dict[datetime, tuple[datetime, str]] = {}
         self.cameras: dict[tuple[str, str, str, str, str, datetime], list[float]] = {}
-        self.kpis: dict[tuple[str, datetime], list[float]] = {}
+        self.kpis: dict[tuple[str, datetime, str, str], list[float]] = {}
 
     def _bucket(self, t: datetime) -> datetime:
         shift = self.shifts.shift_of(t)
@@ -227,7 +227,7 @@ class WindowSums:
 
     def add_kpi(self, k: KpiSampleV1) -> None:
         middle = _utc(k.window_start) + (_utc(k.window_end) - _utc(k.window_start)) / 2
-        key = (k.line, self._bucket(middle))
+        key = (k.line, self._bucket(middle), k.model or "", k.version or "")
         w = self.kpis.get(key)
         if w is None:
             w = self.kpis[key] = [0.0] * len(KPI_SUMS)
@@ -276,9 +276,11 @@ class WindowSums:
             cams.append(row)
         await upsert_add(session, camera_window, CAMERA_SUMS, cams)
         kpis: list[dict[str, Any]] = []
-        for (line, start), sums in sorted(self.kpis.items()):
+        for (line, start, model, version), sums in sorted(self.kpis.items()):
             end, name = self.meta[start]
             row = {
+                "model": model,
+                "version": version,
                 "line": line,
                 "bucket_start": start,
                 "bucket_end": end,
@@ -361,7 +363,7 @@ class TelemetryIngest:
                     params=[{"event_id": k, "seen_at": now} for k in fresh],
                 )
             out.touched = {(m, v, line) for m, v, line, _ in sums.windows}
-            out.kpi_keys = set(sums.kpis)
+            out.kpi_keys = {(line, start) for line, start, _, _ in sums.kpis}
         return out
 
     def _add(

@@ -94,6 +94,9 @@ kpi_window = sa.Table(
     metadata,
     sa.Column("line", sa.String(64), primary_key=True),
     sa.Column("bucket_start", TZ, primary_key=True),
+    #: The version the MES attributes the figures to; "" when it does not know.
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(100), primary_key=True),
     sa.Column("bucket_end", TZ, nullable=False),
     sa.Column("shift", sa.String(64), nullable=False),
     *(sa.Column(c, sa.Float if c == "oee_sum" else sa.Integer, nullable=False) for c in KPI_SUMS),

@@ -98,6 +98,8 @@ def upgrade() -> None:
         "kpi_window",
         sa.Column("line", sa.String(64), primary_key=True),
         sa.Column("bucket_start", TZ, primary_key=True),
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("version", sa.String(100), primary_key=True),
         sa.Column("bucket_end", TZ, nullable=False),
         sa.Column("shift", sa.String(64), nullable=False),
         *(_int(c) for c in ("samples", "produced", "scrap", "rework", "escapes")),
