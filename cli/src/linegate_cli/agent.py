@@ -44,7 +44,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from linegate.events import DeviceStatusV1, Subjects
-from linegate.modelsig import ModelSignatureError, verify_model
+from linegate.modelsig import ModelSignatureError, verify_model_pinned
 from linegate.objstore import ObjectTransferError, download
 from linegate.release_metadata import (
     Release,
@@ -301,7 +301,7 @@ class DeviceAgent:
         errors = []
         for key in self.model_key_paths:
             try:
-                verified = await asyncio.to_thread(verify_model, folder, key, signature)
+                verified = await asyncio.to_thread(verify_model_pinned, folder, key, signature)
             except ModelSignatureError as e:
                 errors.append(str(e))
                 continue

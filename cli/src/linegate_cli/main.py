@@ -91,7 +91,8 @@ def agent(
             "--model-key",
             exists=True,
             dir_okay=False,
-            help="Registry public key(s) (PEM) model signatures must verify with",
+            help="Pinned model-signature trust (PEM): the registry's public key, or with "
+            "certificate signing its CA chain (root included)",
         ),
     ],
     nats_url: Annotated[

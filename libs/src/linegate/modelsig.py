@@ -95,6 +95,7 @@ __all__ = [
     "signed_digests",
     "verify_model",
     "verify_model_certificate",
+    "verify_model_pinned",
     "verify_model_sigstore",
 ]
 
@@ -372,6 +373,32 @@ def sign_model_sigstore(
         )
 
     _run_signer(root, signature_path, ignore_paths, use_sigstore)
+
+
+def verify_model_pinned(
+    model_dir: Path,
+    trust_pem_path: Path,
+    signature_path: Path,
+    *,
+    ignore_paths: Sequence[Path] = (),
+) -> VerifiedModel:
+    """Verify against one pinned trust file, whichever kind it is: a PEM holding certificates
+    (a root CA, optionally with intermediates) verifies certificate signatures with
+    :func:`verify_model_certificate`; any other PEM is a public key for :func:`verify_model`.
+
+    For verifiers that pin what the registry publishes (``GET /v1/signing-keys``: the public
+    key, and with certificate signing the chain), so a device or gateway follows the
+    registry's signing method without a setting of its own.
+    """
+    try:
+        trust = trust_pem_path.read_bytes()
+    except OSError as e:
+        raise ModelSignatureError(f"cannot read pinned trust {trust_pem_path}: {e}") from e
+    if b"-----BEGIN CERTIFICATE-----" in trust:
+        return verify_model_certificate(
+            model_dir, trust_pem_path, signature_path, ignore_paths=ignore_paths
+        )
+    return verify_model(model_dir, trust_pem_path, signature_path, ignore_paths=ignore_paths)
 
 
 def verify_model_sigstore(

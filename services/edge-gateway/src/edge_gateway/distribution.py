@@ -52,7 +52,7 @@ from edge_gateway.settings import GatewaySettings
 from linegate.audit import AuditLog
 from linegate.db import Database
 from linegate.events import Buckets, NatsClient
-from linegate.modelsig import ModelSignatureError, verify_model
+from linegate.modelsig import ModelSignatureError, verify_model_pinned
 from linegate.objstore import put_file
 from linegate.release_metadata import ReleaseFile, sign_release
 from linegate.signing import load_or_create_private_key
@@ -93,10 +93,10 @@ async def _fetch_and_verify(
     keys = await gw.registry.signing_keys()
     errors = []
     for i, pem in enumerate(keys):
-        key_file = folder.parent / f"registry-{i}.pub.pem"
+        key_file = folder.parent / f"registry-{i}.trust.pem"
         key_file.write_text(pem)
         try:
-            await asyncio.to_thread(verify_model, folder, key_file, signature)
+            await asyncio.to_thread(verify_model_pinned, folder, key_file, signature)
             return signature
         except ModelSignatureError as e:
             errors.append(str(e))

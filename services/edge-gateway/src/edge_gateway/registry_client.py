@@ -50,8 +50,15 @@ class RegistryClient:
         return body
 
     async def signing_keys(self) -> list[str]:
+        """What release signatures verify against (PEM): each published public key and, where
+        the registry signs with a certificate, the CA chain it pins."""
         body = await self._get_json("/v1/signing-keys")
-        return [str(k["public_key_pem"]) for k in body["keys"]]
+        trust = []
+        for k in body["keys"]:
+            trust.append(str(k["public_key_pem"]))
+            if k.get("certificate_chain_pem"):
+                trust.append(str(k["certificate_chain_pem"]))
+        return trust
 
     async def download(self, path: str, dest: Path, *, sha256: str | None = None) -> str:
         """Stream ``path`` to ``dest``; returns its sha256 and refuses a different one."""

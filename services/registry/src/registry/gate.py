@@ -384,7 +384,7 @@ async def release(
         version.released_by = actor.subject
         version.release_evidence = {
             "evidence": report.to_dict(),
-            "signature": verified.model_dump(),
+            "signature": verified.model_dump(mode="json"),
             "validation_id": run.id if run else None,
             "approvals": [
                 {

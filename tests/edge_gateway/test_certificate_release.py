@@ -1,0 +1,109 @@
+"""A registry that signs with a code-signing certificate (LINEGATE_MODEL_SIGNING_METHOD =
+certificate) releases through the real gateway to a device that pins the CA chain the registry
+publishes: the gateway verifies the bundle against that chain before distributing, the device
+verifies it again and installs; a device pinning another CA refuses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from edge_gateway.app import create_app as create_gateway
+from edge_gateway.settings import GatewaySettings
+from linegate.events import DeviceStatusV1
+from linegate.signing import load_public_key
+from linegate.testing.pki import CodeSigningPki
+from linegate_cli.agent import DeviceAgent
+from registry.app import create_app as create_registry
+from registry.settings import RegistrySettings
+from tests.edge_gateway.test_distribution import Chain
+from tests.registry.conftest import RegistryClient
+
+
+@pytest.fixture
+async def certificate_chain(
+    settings_factory: Any,
+    serve_http: Any,
+    service_client: Any,
+    mint_token: Any,
+    tmp_path: Path,
+    nats_server: Any,
+) -> Any:
+    pki = CodeSigningPki.create(tmp_path / "pki")
+    leaf = pki.issue_leaf("registry-release")
+    pinned = tmp_path / "pinned-chain.pem"
+    pinned.write_bytes(pki.chain_pem.read_bytes() + pki.root_pem.read_bytes())
+    registry_app = create_registry(
+        settings_factory(
+            RegistrySettings,
+            model_signing_method="certificate",
+            model_signing_key=leaf.key,
+            model_signing_certificate=leaf.certificate,
+            model_signing_certificate_chain=pinned,
+        )
+    )
+    registry_url = serve_http(registry_app)
+    gateway_app = create_gateway(settings_factory(GatewaySettings, registry_url=registry_url))
+    async with (
+        service_client(gateway_app) as gateway,
+        httpx.AsyncClient(base_url=registry_url) as http,
+    ):
+        registry = RegistryClient(client=http, app=registry_app, mint=mint_token, tmp=tmp_path)
+        await registry.create_system(tier=2)
+        await registry.create_model()
+        assert (await registry.add_golden_set()).status_code == 201
+        nc = await nats.connect(nats_server.url)
+        try:
+            yield Chain(registry, gateway, gateway_app, mint_token, nc, tmp_path)
+        finally:
+            await nc.close()
+
+
+async def device(chain: Chain, device_id: str, trust: Path) -> DeviceAgent:
+    keys = (await chain.gateway.get("/v1/release-keys")).json()["keys"]
+
+    async def report(status: DeviceStatusV1) -> None:
+        chain.reports.append(status)
+
+    return DeviceAgent(
+        device_id,
+        chain.tmp / "devices" / device_id,
+        js=chain.js,
+        release_keys=[load_public_key(k.encode()) for k in keys],
+        model_key_paths=[trust],
+        report=report,
+        download_timeout=10,
+    )
+
+
+async def test_a_certificate_signed_release_installs_on_a_device_pinning_the_chain(
+    certificate_chain: Chain,
+) -> None:
+    chain = certificate_chain
+    published = (await chain.registry.client.get("/v1/signing-keys")).json()["keys"][0]
+    assert published["method"] == "certificate"
+    trust = chain.tmp / "device-trust.pem"
+    trust.write_text(published["certificate_chain_pem"])
+
+    await chain.release("2.0.4", security_version=1)  # the gateway verified it by the chain
+    for device_id in ("cam-3-1", "cam-3-2"):
+        await chain.register(device_id)
+    assert (await chain.assign("2.0.4", line="line3")).status_code == 200
+
+    agent = await device(chain, "cam-3-1", trust)
+    assert await agent.apply(await chain.desired("cam-3-1")) is True
+    assert chain.states() == ["downloaded", "verified", "self_test", "active"]
+
+    # A device pinning another CA (or only the registry's bare key) refuses the same release.
+    other = CodeSigningPki.create(chain.tmp / "other-pki", name="Other Plant")
+    chain.reports.clear()
+    stranger = await device(chain, "cam-3-2", other.root_pem)
+    assert await stranger.apply(await chain.desired("cam-3-2")) is False
+    refused = [r for r in chain.reports if r.state == "refused"]
+    assert refused, chain.states()
+    assert "model signature" in (refused[-1].detail or "")
+    assert stranger.state.active is None
