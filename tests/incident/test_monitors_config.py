@@ -145,6 +145,9 @@ async def test_one_cause_opens_one_incident_through_the_incident_module(
         assert len(incidents) == 1
         assert incidents[0]["line"] == LINE
         assert incidents[0]["model"] == MODEL
+        # The registry is unreachable here, so the default tier (1) applies: its corrective
+        # actions will need two approvers.
+        assert incidents[0]["risk_tier"] == 1
 
 
 async def test_an_explicit_reference_window_replaces_the_first_day(line_factory: Any) -> None:

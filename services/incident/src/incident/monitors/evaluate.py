@@ -394,5 +394,11 @@ def signal_of(g: Group, v: Verdict, window: Mapping[str, Any], now: datetime) ->
         device_id=v.device_id,
         model=g.model,
         version=g.version,
-        evidence={**v.values, "monitor": v.monitor, "window": dict(window)},
+        evidence={
+            **v.values,
+            "monitor": v.monitor,
+            "window": dict(window),
+            # The system's NIST tier: tier 1 actions need two approvers (incidents.actions).
+            "risk_tier": g.tier,
+        },
     )
