@@ -136,3 +136,48 @@ async def test_a_rolled_back_change_leaves_no_audit_entry(db, key):
             raise BoomError
     async with db.session() as s:
         assert await AuditLog.entries(s) == []
+
+
+async def test_append_many_chains_exactly_like_appends_one_by_one(db, key):
+    from linegate.audit import AuditRecord
+
+    audit = AuditLog("registry", key, checkpoint_every=4)
+    await _fill(db, audit, 2)
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    records = [
+        AuditRecord(
+            actor=f"a{i}",
+            action="attestation.verified",
+            subject=f"att-{i}",
+            payload={"i": i},
+            reason=None if i % 2 else "why",
+        )
+        for i in range(7)
+    ]
+    async with db.session() as s:
+        many = await audit.append_many(s, records, now=now)
+    assert [e.seq for e in many] == list(range(3, 10))
+    assert (await _verify(db, audit)).ok
+    log, cps, head = AuditEntry.__table__, AuditCheckpoint.__table__, AuditHead.__table__
+    async with db.engine.begin() as conn:
+        checkpoints = sorted((await conn.execute(sa.select(cps.c.seq))).scalars())
+        assert checkpoints == [4, 8]
+        # Rewind to the first two entries and append the same records one by one.
+        await conn.execute(sa.delete(log).where(log.c.seq > 2))
+        await conn.execute(sa.delete(cps))
+        second = (await conn.execute(sa.select(log.c.hash).where(log.c.seq == 2))).scalar_one()
+        await conn.execute(sa.update(head).values(seq=2, hash=second))
+    one_by_one = []
+    for r in records:
+        async with db.session() as s:
+            e = await audit.append(
+                s,
+                actor=r.actor,
+                action=r.action,
+                subject=r.subject,
+                payload=r.payload,
+                reason=r.reason,
+                now=now,
+            )
+            one_by_one.append(e.hash)
+    assert [e.hash for e in many] == one_by_one

@@ -144,6 +144,17 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One entry to append with :meth:`AuditLog.append_many`."""
+
+    actor: str
+    action: str
+    subject: str
+    payload: Any = None
+    reason: str | None = None
+
+
 class AuditLog:
     """One service's audit log."""
 
@@ -205,6 +216,55 @@ class AuditLog:
             session.add(self._sign_checkpoint(seq, h, t))
         await session.flush()
         return entry
+
+    async def append_many(
+        self, session: AsyncSession, records: Sequence[AuditRecord], *, now: datetime | None = None
+    ) -> list[AuditEntry]:
+        """Append ``records`` in order in ``session``'s transaction: the same chain, entry by
+        entry, as that many :meth:`append` calls, with one head read, one insert of all
+        entries and one head update (for group commits)."""
+        if not records:
+            return []
+        head = await self._head(session)
+        t = (now or datetime.now(UTC)).astimezone(UTC)
+        seq, prev = head.seq, head.hash
+        entries: list[AuditEntry] = []
+        checkpoints: list[AuditCheckpoint] = []
+        for r in records:
+            seq += 1
+            digest = payload_digest(r.payload)
+            h = entry_hash(
+                seq=seq,
+                time=t,
+                actor=r.actor,
+                action=r.action,
+                subject=r.subject,
+                reason=r.reason,
+                payload_digest=digest,
+                prev_hash=prev,
+            )
+            entries.append(
+                AuditEntry(
+                    seq=seq,
+                    time=t,
+                    actor=r.actor,
+                    action=r.action,
+                    subject=r.subject,
+                    reason=r.reason,
+                    payload_digest=digest,
+                    prev_hash=prev,
+                    hash=h,
+                )
+            )
+            if seq % self.checkpoint_every == 0:
+                checkpoints.append(self._sign_checkpoint(seq, h, t))
+            prev = h
+        session.add_all(entries)
+        head.seq, head.hash = seq, prev
+        session.add(head)
+        session.add_all(checkpoints)
+        await session.flush()
+        return entries
 
     async def checkpoint(self, session: AsyncSession) -> AuditCheckpoint | None:
         """Sign the current head now (no-op when it is already checkpointed or empty)."""

@@ -40,7 +40,7 @@ from attestation.models import Attestation
 from attestation.repository import AttestationRepository, TrustRepository
 from attestation.trust import TrustCache, TrustSnapshot
 from attestation.verification import Outcome, TrustContext
-from linegate.audit import AuditLog
+from linegate.audit import AuditLog, AuditRecord
 from linegate.auth import Principal
 from linegate.db import Database
 from linegate.errors import ServiceUnavailable
@@ -299,15 +299,20 @@ class Ingestor:
                     IngestResult(record, created=True, malformed=pending.outcome.malformed)
                 )
             await attestations.add_many(rows, list(blobs.values()), list(subjects.values()))
-            for pending, record in new:
-                await self.audit.append(
-                    session,
-                    actor=pending.actor.actor,
-                    action=f"attestation.{record.status}",
-                    subject=record.id,
-                    payload=pending.upload.data,
-                    reason="; ".join(record.reasons) or None,
-                )
+            # One chained entry per upload, appended with one head read and one insert.
+            await self.audit.append_many(
+                session,
+                [
+                    AuditRecord(
+                        actor=pending.actor.actor,
+                        action=f"attestation.{record.status}",
+                        subject=record.id,
+                        payload=pending.upload.data,
+                        reason="; ".join(record.reasons) or None,
+                    )
+                    for pending, record in new
+                ],
+            )
             await enqueue_many(session, [_event(pending, record) for pending, record in new])
         return results
 
