@@ -161,13 +161,26 @@ def verify_chain(
     Only the pinned file's certificates are trusted; ``intermediates`` (from the signature) may
     fill the path. Returns the verified path from the leaf's issuer to the root.
     """
+    pinned = load_certificates(pinned_path, "pinned certificate chain")
+    return verify_chain_to(leaf, intermediates, pinned, str(pinned_path), where, at)
+
+
+def verify_chain_to(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    pinned: Sequence[x509.Certificate],
+    pinned_name: str,
+    where: str,
+    at: datetime,
+) -> list[x509.Certificate]:
+    """:func:`verify_chain` against pinned certificates already loaded (``pinned_name`` names
+    where they come from in messages)."""
     from OpenSSL import crypto
 
-    pinned = load_certificates(pinned_path, "pinned certificate chain")
     roots = [c for c in pinned if c.subject == c.issuer]
     if not roots:
         raise CertificateError(
-            f"pinned certificate chain {pinned_path} holds no self-signed root CA "
+            f"pinned certificate chain {pinned_name} holds no self-signed root CA "
             f"({', '.join(map(_name, pinned))}): add the root certificate the chain ends in"
         )
     store = crypto.X509Store()
@@ -186,7 +199,7 @@ def verify_chain(
         code = e.errors[0] if e.errors and isinstance(e.errors[0], int) else None
         message = (
             f"{where}: certificate chain of {_name(leaf)} does not verify against the pinned "
-            f"chain {pinned_path}: {e} (at {failed})"
+            f"chain {pinned_name}: {e} (at {failed})"
         )
         if code in _UNKNOWN_ISSUER:
             top = intermediates[-1] if intermediates else leaf

@@ -72,8 +72,15 @@ from linegate._modelsig_x509 import (
     load_certificate,
     load_certificates,
     verify_chain,
+    verify_chain_to,
 )
-from linegate.signing import SignatureError, key_id, load_private_key, load_public_key
+from linegate.signing import (
+    SignatureError,
+    dsse_verify,
+    key_id,
+    load_private_key,
+    load_public_key,
+)
 
 if TYPE_CHECKING:
     from model_signing.hashing import Config as HashingConfig
@@ -87,6 +94,7 @@ __all__ = [
     "SignedStatement",
     "SigningCertificate",
     "VerifiedModel",
+    "VerifiedSignature",
     "read_signature",
     "sign_model",
     "sign_model_certificate",
@@ -97,6 +105,7 @@ __all__ = [
     "verify_model_certificate",
     "verify_model_pinned",
     "verify_model_sigstore",
+    "verify_signature_certificate",
 ]
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -337,6 +346,73 @@ def verify_model_certificate(
         manifest_sha256=statement.manifest_sha256,
         key_id=signer.key_id,
         model_name=statement.model_name,
+        certificate=signer,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSignature:
+    """A certificate-signed bundle whose certificate and DSSE envelope verified, WITHOUT the
+    model files: ``files`` and ``manifest_sha256`` are what the signer signed, not a check
+    of any directory (use :func:`verify_model_certificate` before acting on a model)."""
+
+    model_name: str
+    manifest_sha256: str
+    files: tuple[SignedFile, ...]
+    certificate: SigningCertificate
+
+
+def verify_signature_certificate(
+    signature: bytes,
+    pinned_chain: bytes,
+    *,
+    at: datetime | None = None,
+    name: str = "model.sig",
+    pinned_name: str = "pinned certificate chain",
+) -> VerifiedSignature:
+    """Verify a certificate-signed model-signing bundle on its own, offline: its signing
+    certificate chains to ``pinned_chain`` (PEM with the root CA; nothing else is trusted)
+    and is an EC code-signing certificate valid at ``at`` (default: now), and its DSSE
+    envelope verifies with that certificate's key. For evidence kept apart from the model
+    (an auditor's bundle): the statement says which files were signed, without hashing them.
+    ``name`` and ``pinned_name`` name the two inputs in messages. Raises
+    :class:`ModelSignatureError` saying which check failed.
+    """
+    moment = _moment(at)
+    where = f"signature {name}"
+    statement = _parse_bundle(signature, Path(name))
+    if not statement.certificates:
+        raise ModelSignatureError(
+            f"{where} carries no certificate chain: it was not made by certificate signing"
+        )
+    _check_serialization(statement, Path(name))
+    try:
+        pinned = x509.load_pem_x509_certificates(pinned_chain)
+    except ValueError as e:
+        raise ModelSignatureError(f"{pinned_name} holds no PEM certificate: {e}") from e
+    try:
+        leaf, *intermediates = (x509.load_der_x509_certificate(c) for c in statement.certificates)
+        check_signing_certificate(leaf, where, moment)
+        path = verify_chain_to(leaf, intermediates, pinned, pinned_name, where, moment)
+    except CertificateError as e:
+        raise ModelSignatureError(str(e)) from e
+    except ValueError as e:  # a DER certificate that does not parse
+        raise ModelSignatureError(f"{where} holds a malformed certificate: {e}") from e
+    signer = describe(leaf, path)
+    key = leaf.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)  # check_signing_certificate refused others
+    try:
+        dsse_verify(json.loads(signature)["dsseEnvelope"], [key])
+    except SignatureError as e:
+        raise ModelSignatureError(
+            f"{where} does not verify with its signing certificate {signer.subject}: the "
+            f"bundle was altered ({e})"
+        ) from e
+    # _parse_bundle read the statement from this same envelope's payload: it is the signed one.
+    return VerifiedSignature(
+        model_name=statement.model_name,
+        manifest_sha256=statement.manifest_sha256,
+        files=statement.files,
         certificate=signer,
     )
 
