@@ -54,6 +54,10 @@ class RegistrySettings(LinegateSettings):
     evidence_policy: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_EVIDENCE_POLICY.items()}
     )
+    #: Largest post-market log segment (``incidents/postmarket.jsonl``, JSON lines from the
+    #: incident service) an evidence bundle carries; a longer log is cut at the last whole
+    #: event below it and the bundle's manifest says so.
+    evidence_postmarket_max_bytes: int = Field(default=64 * MiB, ge=1)
     #: Shortest written rationale an approval or rejection accepts.
     min_rationale_chars: int = Field(default=20, ge=1)
 

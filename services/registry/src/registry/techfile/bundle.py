@@ -12,8 +12,13 @@ Layout (under ``evidence-<model>-<version>/``)::
     audit/<service>.proof.json      audit log segment to a freshly signed checkpoint, per service
     competence.json                 the system's competence register
     incidents/*.json                incident records and monitors, when the service answered
+    incidents/postmarket.jsonl      the version's post-market monitoring log (Art. 72), JSON
+                                    lines as the incident service exports them, oldest first,
+                                    capped at LINEGATE_EVIDENCE_POSTMARKET_MAX_BYTES
     keys/registry.pem               registry service key: manifest, checkpoints, reports
     keys/model-signing.pem          model signature key
+    keys/model-signing-chain.pem    the pinned certificate chain, when the registry signs by
+                                    certificate (as ``GET /v1/signing-keys`` publishes it)
     keys/<service>-audit.pem        other services' audit checkpoint keys
     keys/suppliers/<id>.json        suppliers' public keys (attestation signatures)
 
@@ -42,6 +47,7 @@ from linegate.signing import (
     load_or_create_private_key,
     public_key_pem,
 )
+from registry.model_signers import published_signing_keys
 from registry.techfile import document, html
 from registry.techfile.facts import gather
 from registry.techfile.sources import Missing, Sources
@@ -57,6 +63,7 @@ class Bundle:
     files: dict[str, bytes] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     audit_entries: dict[str, list[int]] = field(default_factory=dict)
+    postmarket: dict[str, Any] | None = None
 
     def add_json(self, name: str, value: Any) -> None:
         self.files[name] = json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
@@ -86,6 +93,50 @@ async def _attestations(bundle: Bundle, sources: Sources, ids: list[str]) -> set
         else:
             bundle.add_json(f"keys/suppliers/{supplier}.json", keys)
     return suppliers
+
+
+POSTMARKET = "incidents/postmarket.jsonl"
+
+
+async def _postmarket(
+    bundle: Bundle, sources: Sources, model: str, version: str, max_bytes: int
+) -> None:
+    """The version's post-market log as the incident service exports it, up to ``max_bytes``
+    (cut after the last whole event; the manifest records the cut)."""
+    got = await sources.stream_capped(
+        "incident",
+        "/v1/postmarket/export",
+        {"format": "jsonl", "model": model, "version": version},
+        max_bytes,
+    )
+    if isinstance(got, Missing):
+        bundle.missing.append(f"post-market log of {model} {version}: {got.reason}")
+        return
+    try:
+        events = [json.loads(line) for line in got.content.splitlines() if line.strip()]
+    except ValueError as e:
+        bundle.missing.append(
+            f"post-market log of {model} {version}: the incident service's export is not JSON "
+            f"lines ({e})"
+        )
+        return
+    bundle.files[POSTMARKET] = got.content
+    bundle.postmarket = {
+        "file": POSTMARKET,
+        "events": len(events),
+        "bytes": len(got.content),
+        "firstId": events[0].get("id") if events else None,
+        "lastId": events[-1].get("id") if events else None,
+        "truncated": got.truncated,
+        "maxBytes": max_bytes,
+    }
+    if got.truncated:
+        ids = f" (ids {events[0].get('id')}-{events[-1].get('id')})" if events else ""
+        bundle.missing.append(
+            f"post-market log of {model} {version}: truncated at LINEGATE_EVIDENCE_POSTMARKET_"
+            f"MAX_BYTES={max_bytes}; {POSTMARKET} holds the first {len(events)} events{ids}, "
+            "later events are only at the incident service (GET /v1/postmarket/export)"
+        )
 
 
 async def _remote_audit(
@@ -165,6 +216,9 @@ async def export(
         )
     if not isinstance(facts.monitors, Missing):
         bundle.add_json("incidents/monitors.json", facts.monitors)
+    await _postmarket(
+        bundle, sources, model, version, registry.settings.evidence_postmarket_max_bytes
+    )
 
     signatures = {x["version"]: x for x in links if x["type"] == "model-signature"}
     for v in facts.versions:
@@ -178,6 +232,9 @@ async def export(
     service_key = load_or_create_private_key(registry.report_key_path)
     bundle.files["keys/registry.pem"] = public_key_pem(service_key.public_key())
     bundle.files["keys/model-signing.pem"] = registry.public_key_pem()
+    chains = [k.certificate_chain_pem for k in published_signing_keys(registry.settings)]
+    if chain := next((c for c in chains if c), None):
+        bundle.files["keys/model-signing-chain.pem"] = chain.encode()
     techfile = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
     bundle.files["technical-file.json"] = techfile
     bundle.files["technical-file.html"] = html.render(doc).encode()
@@ -220,6 +277,7 @@ async def export(
             "missing": bundle.missing,
             "checkpoint": cp.seq,
             "retention": facts.retention,
+            **({"postmarket": bundle.postmarket} if bundle.postmarket else {}),
         },
     }
     envelope = dsse_sign(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, service_key)

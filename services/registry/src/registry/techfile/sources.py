@@ -2,9 +2,10 @@
 
 - the attestation service (``LINEGATE_ATTESTATION_URL``): attestation records and their raw
   bytes, suppliers' public keys, its audit log proofs and audit public key;
-- the incident service (``LINEGATE_INCIDENT_URL``): incidents and monitors of a model, its audit
-  log proofs. It may be down or not have an endpoint yet: every read returns either the data or
-  a :class:`Missing` with the reason, which becomes a gap, never an error or boilerplate.
+- the incident service (``LINEGATE_INCIDENT_URL``): incidents and monitors of a model, its
+  post-market log export (streamed, capped), its audit log proofs. It may be down or not have
+  an endpoint yet: every read returns either the data or a :class:`Missing` with the reason,
+  which becomes a gap, never an error or boilerplate.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ class Missing:
     """Why a source could not give what was asked."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Capped:
+    """A streamed answer read up to a size cap: whole lines only when ``truncated``."""
+
+    content: bytes
+    truncated: bool
 
 
 class Sources:
@@ -91,6 +100,36 @@ class Sources:
             return response.json()
         except ValueError:
             return Missing(f"the {service} service answered {path} with something not JSON")
+
+    async def stream_capped(
+        self, service: str, path: str, params: dict[str, Any], max_bytes: int
+    ) -> Capped | Missing:
+        """GET ``path`` streamed, keeping at most ``max_bytes``: when the answer is longer, what is
+        kept ends at the last newline within the cap (the rest is never read into memory)."""
+        url = self._url(service) + path
+        try:
+            headers = {"Authorization": f"Bearer {await self._tokens.get(self._http)}"}
+            async with self._http.stream("GET", url, params=params, headers=headers) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    if response.status_code == 404 and _route_missing(response):
+                        return Missing(f"the {service} service has no GET {path} endpoint (404)")
+                    return Missing(
+                        f"the {service} service answered {response.status_code} to GET {path}: "
+                        f"{response.text[:200]}"
+                    )
+                kept = bytearray()
+                async for chunk in response.aiter_bytes():
+                    if len(kept) + len(chunk) > max_bytes:
+                        kept += chunk[: max_bytes - len(kept)]
+                        cut = kept.rfind(b"\n") + 1
+                        return Capped(bytes(kept[:cut]), truncated=True)
+                    kept += chunk
+                return Capped(bytes(kept), truncated=False)
+        except httpx.HTTPError as e:
+            return Missing(f"the {service} service at {self._url(service)} did not answer ({e!r})")
+        except ServiceUnavailable as e:
+            return Missing(f"no credentials to read the {service} service: {e.detail}")
 
 
 def _route_missing(response: httpx.Response) -> bool:
