@@ -31,7 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from linegate.signing import SignatureError, key_id
 
 #: OpenSSL verify error codes that mean "this chain does not lead to a pinned root".
-_UNKNOWN_ISSUER = {2, 20, 21}  # unable to get (local) issuer certificate, unable to verify leaf
+#: 2, 20: unable to get (local) issuer certificate; 21: unable to verify the leaf; 19: the
+#: signature's own chain ends in a self-signed root that is not pinned.
+_UNKNOWN_ISSUER = {2, 19, 20, 21}
 
 
 class CertificateError(SignatureError):
