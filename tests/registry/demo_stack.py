@@ -12,7 +12,7 @@ configurations (the incident service running, a certificate-signing registry) us
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,10 @@ async def start_demo_stack(
     serve_http: Any,
     *,
     registry: dict[str, Any] | None = None,
-    incident: Callable[[dict[str, Any], int], None] | None = None,
+    incident: Callable[[dict[str, Any], int], Awaitable[None]] | None = None,
 ) -> DemoStack:
     """Serve the attestation service and the registry (with ``registry`` settings on top) and
-    seed steps 1-3. ``incident(common_settings, port)`` serves the incident service on
+    seed steps 1-3. ``await incident(common_settings, port)`` serves the incident service on
     ``port`` before seeding; without it nothing listens there."""
     ports = {"attestation": free_port(), "registry": free_port(), "incident": free_port()}
     urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
@@ -76,7 +76,7 @@ async def start_demo_stack(
     registry_settings = settings_factory(RegistrySettings, **common, **(registry or {}))
     serve_http(create_registry(registry_settings), ports["registry"])
     if incident is not None:
-        incident(common, ports["incident"])
+        await incident(common, ports["incident"])
     settings = LinegateSettings(data_dir=attestation.data_dir, **common)
     issuer = TokenIssuer.embedded(settings)
     # Steps 1-3 only: no gateway runs here (demo.seed would also register a device).

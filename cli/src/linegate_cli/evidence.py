@@ -13,7 +13,11 @@ checkpoints and its golden-set reports); no Linegate service needs to run::
 It prints one line per check (``ok`` or ``FAIL``, what was checked, the file it concerns) and
 exits 0 when every check passed, 1 otherwise. Checks: the manifest's DSSE signature and in-toto
 Statement; every file's sha256 against the manifest (and no file the manifest does not list);
-the technical file's model and version; every model signature (DSSE, key, manifest digest);
+the technical file's model and version; every model signature (DSSE, key, manifest digest;
+a certificate-signed one: its leaf chains to ``keys/model-signing-chain.pem`` and is a
+code-signing certificate valid at the bundle's signed creation time, then DSSE with the leaf's
+key); the post-market log ``incidents/postmarket.jsonl`` (JSON lines of this version, as many
+events and bytes as the manifest records);
 every golden-set report (signature, subject digest); every attestation (digest as cited, DSSE
 signature by a key of its supplier, subject digest); every audit proof (chain segment and
 signed checkpoint), and that every audit entry the technical file or the manifest cites is in a
@@ -30,6 +34,7 @@ import tarfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -168,8 +173,32 @@ def _links(techfile: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def _model_signatures(files: dict[str, bytes], techfile: dict[str, Any], report: Report) -> None:
-    from linegate.modelsig import MODEL_SIGNATURE_PREDICATE
+CHAIN = "keys/model-signing-chain.pem"
+POSTMARKET = "incidents/postmarket.jsonl"
+
+
+def _created_at(statement: dict[str, Any]) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(statement.get("predicate", {}).get("createdAt")))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def _certificate_signed(bundle: Any) -> bool:
+    material = bundle.get("verificationMaterial") if isinstance(bundle, dict) else None
+    chain = material.get("x509CertificateChain") if isinstance(material, dict) else None
+    return bool(isinstance(chain, dict) and chain.get("certificates"))
+
+
+def _model_signatures(
+    files: dict[str, bytes], techfile: dict[str, Any], statement: dict[str, Any], report: Report
+) -> None:
+    from linegate.modelsig import (
+        MODEL_SIGNATURE_PREDICATE,
+        ModelSignatureError,
+        verify_signature_certificate,
+    )
 
     keys = _keys(files, "keys/model-signing.pem", report)
     for link in _links(techfile, "model-signature"):
@@ -183,18 +212,98 @@ def _model_signatures(files: dict[str, bytes], techfile: dict[str, Any], report:
             continue
         try:
             bundle = json.loads(data)
-            verified = dsse_verify(bundle["dsseEnvelope"], keys)
-            statement = json.loads(verified.payload)
-            manifest = "sha256:" + statement["subject"][0]["digest"]["sha256"]
+        except ValueError as e:
+            report.fail(f"model signature {name}", f"does not verify ({e})")
+            continue
+        if _certificate_signed(bundle):
+            # Offline and at the bundle's signed creation time: the certificate must have been
+            # valid when the registry vouched for it, not when an auditor reads it years later.
+            at = _created_at(statement)
+            if CHAIN not in files:
+                report.fail(
+                    f"model signature {name}",
+                    f"certificate-signed, but the bundle has no {CHAIN} to verify it against",
+                )
+                continue
+            if at is None:
+                report.fail(f"model signature {name}", "the manifest has no valid createdAt")
+                continue
+            try:
+                verified = verify_signature_certificate(
+                    data, files[CHAIN], at=at, name=name, pinned_name=CHAIN
+                )
+            except ModelSignatureError as e:
+                report.fail(f"model signature {name}", f"does not verify ({e})")
+                continue
+            manifest = "sha256:" + verified.manifest_sha256
+            report.check(
+                manifest == link["manifest_digest"],
+                f"model signature {name}",
+                f"signed by code-signing certificate {verified.certificate.subject} chaining to "
+                f"{CHAIN} (valid at the bundle's creation, {at.isoformat()}) over manifest "
+                f"{manifest[:23]}...",
+            )
+            continue
+        try:
+            verified_key = dsse_verify(bundle["dsseEnvelope"], keys)
+            signed = json.loads(verified_key.payload)
+            manifest = "sha256:" + signed["subject"][0]["digest"]["sha256"]
         except (SignatureError, ValueError, KeyError, TypeError, IndexError) as e:
             report.fail(f"model signature {name}", f"does not verify ({e})")
             continue
         report.check(
             manifest == link["manifest_digest"]
-            and statement.get("predicateType") == MODEL_SIGNATURE_PREDICATE,
+            and signed.get("predicateType") == MODEL_SIGNATURE_PREDICATE,
             f"model signature {name}",
             f"signed by keys/model-signing.pem over manifest {manifest[:23]}...",
         )
+
+
+def _postmarket(files: dict[str, bytes], statement: dict[str, Any], report: Report) -> None:
+    """The post-market log segment: JSON lines of this model version, as many events and
+    bytes as the manifest records (its digest is checked with every file)."""
+    predicate = statement.get("predicate", {})
+    recorded = predicate.get("postmarket")
+    if POSTMARKET not in files and not recorded:
+        return  # not in the bundle: the manifest's missing list says why
+    what = f"post-market log {POSTMARKET}"
+    data = files.get(POSTMARKET)
+    if data is None:
+        report.fail(what, "recorded by the manifest, missing")
+        return
+    if not isinstance(recorded, dict):
+        report.fail(what, "in the bundle, but the manifest does not record it")
+        return
+    try:
+        events = [json.loads(line) for line in data.splitlines() if line.strip()]
+    except ValueError as e:
+        report.fail(what, f"not JSON lines ({e})")
+        return
+    model, version = predicate.get("model"), predicate.get("version")
+    foreign = [
+        e.get("id") if isinstance(e, dict) else e
+        for e in events
+        if not isinstance(e, dict) or (e.get("model"), e.get("version")) != (model, version)
+    ]
+    if foreign:
+        report.fail(what, f"events not of {model} {version}: {foreign[:5]}")
+        return
+    if (recorded.get("events"), recorded.get("bytes")) != (len(events), len(data)):
+        report.fail(
+            what,
+            f"{len(events)} events in {len(data)} bytes, the manifest records "
+            f"{recorded.get('events')} in {recorded.get('bytes')}",
+        )
+        return
+    report.passed(
+        what,
+        f"{len(events)} events of {model} {version}"
+        + (
+            f", truncated at {recorded.get('maxBytes')} bytes (see the note)"
+            if recorded.get("truncated")
+            else ", the whole log"
+        ),
+    )
 
 
 def _reports(
@@ -340,7 +449,8 @@ def verify_bundle(path: Path, trust: list[PublicKey]) -> Report:
         f"{techfile.get('completeness', {}).get('score')}",
     )
     steps: list[Callable[[], None]] = [
-        lambda: _model_signatures(files, techfile, report),
+        lambda: _model_signatures(files, techfile, statement, report),
+        lambda: _postmarket(files, statement, report),
         lambda: _reports(files, techfile, trust, report),
         lambda: _attestations(files, techfile, report),
         lambda: _audit(files, techfile, statement, trust, report),
