@@ -480,3 +480,53 @@ def test_a_real_sigstore_bundle_that_is_not_a_model_signature_fails_closed_offli
             trust_config=pinned_trust_config(tmp_path, "production"),
         )
     assert "certificate chain" in str(info.value)
+
+
+def test_a_certificate_signature_verifies_without_the_model_files(
+    model, pki, leaf, signed, tmp_path
+):
+    from linegate.modelsig import verify_signature_certificate
+
+    raw, pinned = signed.read_bytes(), pki.root_pem.read_bytes()
+    verified = verify_signature_certificate(raw, pinned, name="model/2.1.0.sig")
+    assert (
+        verified.manifest_sha256
+        == verify_model_certificate(model, pki.root_pem, signed).manifest_sha256
+    )
+    assert verified.certificate.subject == "CN=release-signer,O=Linegate Test Plant"
+    assert [f.path for f in verified.files] == MODEL_FILES
+
+    def refused(data: bytes, trust: bytes = pinned, **kw) -> str:
+        with pytest.raises(ModelSignatureError) as e:
+            verify_signature_certificate(
+                data, trust, name="model/2.1.0.sig", pinned_name="ca.pem", **kw
+            )
+        return str(e.value)
+
+    bundle = json.loads(raw)
+    sig = bytearray(base64.b64decode(bundle["dsseEnvelope"]["signatures"][0]["sig"]))
+    sig[-1] ^= 0x01
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    assert "does not verify with its signing certificate" in refused(json.dumps(bundle).encode())
+
+    statement = json.loads(base64.b64decode(json.loads(raw)["dsseEnvelope"]["payload"]))
+    statement["subject"][0]["digest"]["sha256"] = "0" * 64
+    bundle = json.loads(raw)
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    assert "the bundle was altered" in refused(json.dumps(bundle).encode())
+
+    other = CodeSigningPki.create(tmp_path / "other", name="Other Plant")
+    assert "signed under another CA" in refused(raw, other.root_pem.read_bytes())
+    later = leaf.cert.not_valid_after_utc + DAY
+    assert "expired on" in refused(raw, at=later)
+
+    server = pki.issue_leaf("tls-server", code_signing=False)
+    tls_signed = raw_model_signing_sign(model, pki, server, tmp_path / "tls.sig")
+    assert "not a code-signing certificate" in refused(tls_signed.read_bytes())
+
+    key_signed = tmp_path / "key.sig"
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    (tmp_path / "k.pem").write_bytes(private_key_pem(ec.generate_private_key(ec.SECP256R1())))
+    sign_model(model, tmp_path / "k.pem", key_signed)
+    assert "carries no certificate chain" in refused(key_signed.read_bytes())
