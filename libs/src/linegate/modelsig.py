@@ -38,6 +38,10 @@ certificate and its CAs are valid *now*, and the leaf is a code-signing certific
     verified = verify_model_certificate(model, Path("root-ca.pem"), Path("model.sig"))
     print(verified.certificate.subject, verified.certificate.sha256_fingerprint)
 
+:func:`verify_signature_certificate` makes the same certificate checks and the DSSE check on a
+signature alone (bytes, with the pinned chain as bytes), for evidence kept apart from the model
+such as an auditor's bundle: it vouches for what was signed, not for any files on disk.
+
 Sigstore keyless (:func:`sign_model_sigstore`, :func:`verify_model_sigstore`) needs Fulcio and
 Rekor to sign, so it is online by nature; both refuse to run without a pinned trust config
 (``model_signing`` would otherwise fetch the production trust root), and verification is offline
