@@ -2,7 +2,7 @@
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from linegate.errors import NotFound
@@ -76,3 +76,55 @@ async def test_unexpected_error_is_500_with_a_trace_id_that_is_logged(
     body = r.json()
     assert "secret internals" not in r.text
     assert any(rec.__dict__.get("trace_id") == body["trace_id"] for rec in caplog.records)
+
+
+async def test_a_client_that_disconnects_mid_body_is_no_server_error(
+    settings_factory, service_client, caplog
+):
+    """wrk and impatient clients close the connection while a body is being read: a quiet
+    400, never an "unhandled error" 500 with a traceback."""
+    router = APIRouter()
+
+    @router.post("/upload")
+    async def upload(request: Request) -> dict[str, int]:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+        return {"size": size}
+
+    app = create_service_app(
+        settings_factory(RegistrySettings), title="t", routers=[router], migrations=MIGRATIONS
+    )
+    async with service_client(app):
+        sent: list[dict] = []
+        messages = [
+            {"type": "http.request", "body": b"half of ", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/upload",
+            "raw_path": b"/upload",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/octet-stream")],
+            "client": ("127.0.0.1", 1),
+            "server": ("testserver", 80),
+            "state": {},
+        }
+        with caplog.at_level(logging.INFO):
+            await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records

@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://linegate.dev/problems/"
@@ -206,6 +207,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             instance=request.url.path,
         )
 
+    async def on_client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+        # The client went away while its body was being read: nobody reads this answer, and it
+        # is no server error (no 500, no traceback); whatever the body was, nothing was stored.
+        log.info("client disconnected mid-request", extra={"path": request.url.path})
+        return problem_response(
+            400,
+            "Client disconnected",
+            "The connection closed before the request body was complete; nothing was stored.",
+            instance=request.url.path,
+        )
+
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(IntegrityError, on_integrity_error)
     app.add_exception_handler(LinegateError, on_domain_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
