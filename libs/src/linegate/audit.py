@@ -184,37 +184,10 @@ class AuditLog:
         now: datetime | None = None,
     ) -> AuditEntry:
         """Append an entry in ``session``'s transaction (committed with the change itself)."""
-        head = await self._head(session)
-        t = (now or datetime.now(UTC)).astimezone(UTC)
-        seq = head.seq + 1
-        digest = payload_digest(payload)
-        h = entry_hash(
-            seq=seq,
-            time=t,
-            actor=actor,
-            action=action,
-            subject=subject,
-            reason=reason,
-            payload_digest=digest,
-            prev_hash=head.hash,
+        record = AuditRecord(
+            actor=actor, action=action, subject=subject, payload=payload, reason=reason
         )
-        entry = AuditEntry(
-            seq=seq,
-            time=t,
-            actor=actor,
-            action=action,
-            subject=subject,
-            reason=reason,
-            payload_digest=digest,
-            prev_hash=head.hash,
-            hash=h,
-        )
-        session.add(entry)
-        head.seq, head.hash = seq, h
-        session.add(head)
-        if seq % self.checkpoint_every == 0:
-            session.add(self._sign_checkpoint(seq, h, t))
-        await session.flush()
+        (entry,) = await self.append_many(session, [record], now=now)
         return entry
 
     async def append_many(
