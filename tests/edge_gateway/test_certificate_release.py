@@ -5,23 +5,17 @@ verifies it again and installs; a device pinning another CA refuses it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import nats
 import pytest
 
-from edge_gateway.app import create_app as create_gateway
-from edge_gateway.settings import GatewaySettings
 from linegate.events import DeviceStatusV1
 from linegate.signing import load_public_key
 from linegate.testing.pki import CodeSigningPki
 from linegate_cli.agent import DeviceAgent
-from registry.app import create_app as create_registry
-from registry.settings import RegistrySettings
-from tests.edge_gateway.test_distribution import Chain
-from tests.registry.conftest import RegistryClient
+from tests.edge_gateway.test_distribution import Chain, chain_of
 
 
 @pytest.fixture
@@ -32,35 +26,24 @@ async def certificate_chain(
     mint_token: Any,
     tmp_path: Path,
     nats_server: Any,
-) -> Any:
+) -> AsyncIterator[Chain]:
     pki = CodeSigningPki.create(tmp_path / "pki")
     leaf = pki.issue_leaf("registry-release")
     pinned = tmp_path / "pinned-chain.pem"
     pinned.write_bytes(pki.chain_pem.read_bytes() + pki.root_pem.read_bytes())
-    registry_app = create_registry(
-        settings_factory(
-            RegistrySettings,
-            model_signing_method="certificate",
-            model_signing_key=leaf.key,
-            model_signing_certificate=leaf.certificate,
-            model_signing_certificate_chain=pinned,
-        )
-    )
-    registry_url = serve_http(registry_app)
-    gateway_app = create_gateway(settings_factory(GatewaySettings, registry_url=registry_url))
-    async with (
-        service_client(gateway_app) as gateway,
-        httpx.AsyncClient(base_url=registry_url) as http,
-    ):
-        registry = RegistryClient(client=http, app=registry_app, mint=mint_token, tmp=tmp_path)
-        await registry.create_system(tier=2)
-        await registry.create_model()
-        assert (await registry.add_golden_set()).status_code == 201
-        nc = await nats.connect(nats_server.url)
-        try:
-            yield Chain(registry, gateway, gateway_app, mint_token, nc, tmp_path)
-        finally:
-            await nc.close()
+    async with chain_of(
+        settings_factory,
+        serve_http,
+        service_client,
+        mint_token,
+        tmp_path,
+        nats_server,
+        model_signing_method="certificate",
+        model_signing_key=leaf.key,
+        model_signing_certificate=leaf.certificate,
+        model_signing_certificate_chain=pinned,
+    ) as chain:
+        yield chain
 
 
 async def device(chain: Chain, device_id: str, trust: Path) -> DeviceAgent:

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -110,16 +112,18 @@ class Chain:
         return [r.state for r in self.reports]
 
 
-@pytest.fixture
-async def chain(
+@contextlib.asynccontextmanager
+async def chain_of(
     settings_factory: Any,
     serve_http: Any,
     service_client: Any,
     mint_token: Any,
     tmp_path: Path,
     nats_server: Any,
-) -> Any:
-    registry_app = create_registry(settings_factory(RegistrySettings))
+    **registry_settings: Any,
+) -> AsyncIterator[Chain]:
+    """A real registry (over HTTP, with ``registry_settings``) and gateway on one NATS."""
+    registry_app = create_registry(settings_factory(RegistrySettings, **registry_settings))
     registry_url = serve_http(registry_app)
     gateway_app = create_gateway(settings_factory(GatewaySettings, registry_url=registry_url))
     async with (
@@ -135,6 +139,21 @@ async def chain(
             yield Chain(registry, gateway, gateway_app, mint_token, nc, tmp_path)
         finally:
             await nc.close()
+
+
+@pytest.fixture
+async def chain(
+    settings_factory: Any,
+    serve_http: Any,
+    service_client: Any,
+    mint_token: Any,
+    tmp_path: Path,
+    nats_server: Any,
+) -> AsyncIterator[Chain]:
+    async with chain_of(
+        settings_factory, serve_http, service_client, mint_token, tmp_path, nats_server
+    ) as c:
+        yield c
 
 
 async def test_a_release_reaches_a_device_that_verifies_and_swaps(chain: Chain) -> None:
