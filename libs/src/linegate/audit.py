@@ -373,17 +373,7 @@ def verify_chain(
             )
         if e.prev_hash != prev:
             report.errors.append(f"seq {e.seq}: prev_hash does not match the previous entry's hash")
-        recomputed = entry_hash(
-            seq=e.seq,
-            time=e.time,
-            actor=e.actor,
-            action=e.action,
-            subject=e.subject,
-            reason=e.reason,
-            payload_digest=e.payload_digest,
-            prev_hash=e.prev_hash,
-        )
-        if recomputed != e.hash:
+        if _rehash(e) != e.hash:
             report.errors.append(f"seq {e.seq}: content does not match its hash (entry edited)")
         by_seq[e.seq] = e.hash
         prev = e.hash
@@ -529,6 +519,20 @@ def _proof_entries(proof: dict[str, Any], report: ProofReport) -> list[AuditEntr
         return []
 
 
+def _rehash(e: AuditEntry) -> str:
+    """The hash ``e``'s stored fields give (what its ``hash`` must equal)."""
+    return entry_hash(
+        seq=e.seq,
+        time=e.time,
+        actor=e.actor,
+        action=e.action,
+        subject=e.subject,
+        reason=e.reason,
+        payload_digest=e.payload_digest,
+        prev_hash=e.prev_hash,
+    )
+
+
 def _check_segment(entries: Sequence[AuditEntry], report: ProofReport) -> None:
     prev = entries[0].prev_hash
     for i, e in enumerate(entries):
@@ -536,17 +540,7 @@ def _check_segment(entries: Sequence[AuditEntry], report: ProofReport) -> None:
             report.errors.append(f"seq {e.seq}: expected seq {entries[i - 1].seq + 1}")
         if e.prev_hash != prev:
             report.errors.append(f"seq {e.seq}: prev_hash does not match the previous entry's hash")
-        recomputed = entry_hash(
-            seq=e.seq,
-            time=e.time,
-            actor=e.actor,
-            action=e.action,
-            subject=e.subject,
-            reason=e.reason,
-            payload_digest=e.payload_digest,
-            prev_hash=e.prev_hash,
-        )
-        if recomputed != e.hash:
+        if _rehash(e) != e.hash:
             report.errors.append(f"seq {e.seq}: content does not match its hash (entry edited)")
         prev = e.hash
 
