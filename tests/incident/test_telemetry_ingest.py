@@ -255,3 +255,29 @@ async def test_a_message_that_breaks_processing_is_dead_lettered_alone(line_fact
         [dead] = r.json()["items"]
         assert dead["reason"].startswith("processing failed: RuntimeError")
         assert poison in dead["data"]
+
+
+async def test_an_event_is_deduplicated_by_its_id_not_by_its_first_bytes(
+    line_factory: Any,
+) -> None:
+    """The ingest reads an id hint off a message's first bytes; JSON's last ``event_id`` is
+    the one that counts, so a hint that differs from it is never trusted."""
+    run = production_run([STABLE])
+    (subject_a, a), (subject_b, b) = run.messages[0], run.messages[1]
+    async with line_factory() as line:
+        await line.telemetry.consumer.stop()  # drive the ingest by hand
+        ingest = line.telemetry.ingest
+        first = await ingest.process([Incoming(subject_a, a.model_dump_json().encode(), 1)])
+        assert first.events == 1
+        # A new id up front, A's at the end: this is A again.
+        again = a.model_dump_json()[:-1] + f',"event_id":"{a.event_id}"}}'
+        again = again.replace(a.event_id, "not-the-id", 1)
+        # A's id up front, B's at the end: this is B, never seen.
+        other = '{"event_id":"' + a.event_id + '",' + b.model_dump_json()[1:]
+        out = await ingest.process(
+            [Incoming(subject_a, again.encode(), 2), Incoming(subject_b, other.encode(), 3)]
+        )
+        assert (out.events, out.duplicates, out.dead_letters) == (1, 1, [])
+        assert out.records == len(b.records)  # type: ignore[attr-defined]
+        counted = len(a.records) + len(b.records)  # type: ignore[attr-defined]
+        assert await line.totals() == (counted, 0, 0, 0)
