@@ -28,6 +28,32 @@ async def _put(feed: queue.Queue[bytes | None], item: bytes | None) -> None:
         await asyncio.to_thread(feed.put, item)
 
 
+async def _pump(
+    chunks: AsyncIterator[bytes],
+    feed: queue.Queue[bytes | None],
+    failed: list[BaseException],
+    max_total: int,
+) -> None:
+    """Receive the body into ``feed`` in batches of about a megabyte, until it ends, passes
+    ``max_total`` (413) or the parser in the worker has failed."""
+    batch: list[bytes] = []
+    batched = total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > max_total:
+            raise PayloadTooLarge(f"upload exceeds the {max_total}-byte limit")
+        if failed:
+            return
+        batch.append(chunk)
+        batched += len(chunk)
+        if batched >= _BATCH_BYTES:
+            await _put(feed, b"".join(batch))  # the one copy made on the event loop
+            batch.clear()
+            batched = 0
+    if batch:
+        await _put(feed, b"".join(batch))
+
+
 class _PartCollector:
     """Callbacks for :class:`MultipartParser`: one staging file per named part."""
 
@@ -75,7 +101,8 @@ class _PartCollector:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         assert self._writer is not None
-        self._writer.write(data[start:end])
+        # A view, not a slice: a megabyte batch goes to the hash and the file without a copy.
+        self._writer.write(memoryview(data)[start:end])
 
     def on_part_end(self) -> None:
         writer, self._writer = self._writer, None
@@ -88,9 +115,10 @@ class _PartCollector:
     def open_part(self) -> bool:
         return self._writer is not None
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """Drop a part left open by a failed upload (no fsync: staging is removed anyway)."""
         if self._writer is not None:
-            self._writer.close()
+            self._writer.abort()
             self._writer = None
 
 
@@ -124,7 +152,6 @@ async def receive_multipart(
             "on_part_end": collector.on_part_end,
         },
     )
-    total = 0
     # Parsing, hashing, writing and the final fsync run in a worker thread fed through a
     # bounded queue: the event loop only receives, so network and disk overlap and the service
     # keeps answering other requests during a multi-gigabyte upload.
@@ -142,21 +169,9 @@ async def receive_multipart(
 
     loop = asyncio.get_running_loop()
     worker = loop.run_in_executor(None, parse)
-    batch = bytearray()
     try:
         try:
-            async for chunk in chunks:
-                total += len(chunk)
-                if total > max_total:
-                    raise PayloadTooLarge(f"upload exceeds the {max_total}-byte limit")
-                if failed:
-                    break
-                batch += chunk
-                if len(batch) >= _BATCH_BYTES:
-                    await _put(feed, bytes(batch))
-                    batch.clear()
-            if batch and not failed:
-                await _put(feed, bytes(batch))
+            await _pump(chunks, feed, failed, max_total)
         finally:
             await _put(feed, None)
             await worker
@@ -169,5 +184,5 @@ async def receive_multipart(
         if collector.open_part or not collector.received:
             raise Unprocessable("the multipart body ended early or held no parts")
     finally:
-        collector.close()
+        collector.abort()
     return collector.received
