@@ -56,6 +56,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ if TYPE_CHECKING:
     from model_signing.verifying import Config as VerifyingConfig
 
 __all__ = [
+    "KnownDigest",
     "ModelSignatureError",
     "SignatureKind",
     "SignedFile",
@@ -116,10 +118,22 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 MODEL_SIGNATURE_PREDICATE = "https://model_signing/signature/v1.0"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelSignatureError(SignatureError):
     """A model could not be signed, or its signature did not verify; the message says why."""
+
+
+class KnownDigest(NamedTuple):
+    """A file's SHA-256 (hex) and size, computed by the caller over exactly the bytes it wrote.
+
+    Passed to the ``sign_model*`` functions as ``known_digests`` so that a file just received
+    and hashed on its way to disk (a registry upload) is not read and hashed a second time.
+    """
+
+    sha256: str
+    size: int
 
 
 class SignedFile(NamedTuple):
@@ -173,11 +187,20 @@ def sign_model(
     signature_path: Path,
     *,
     ignore_paths: Sequence[Path] = (),
+    known_digests: Mapping[str, KnownDigest] | None = None,
 ) -> None:
     """Sign every file in ``model_dir`` with an EC private key (PEM, unencrypted).
 
     ``ignore_paths`` are relative to ``model_dir`` (or absolute, inside it); a directory ignores
     everything under it. The signature is written atomically: a reader never sees half of it.
+
+    ``known_digests`` maps files (POSIX paths relative to ``model_dir``) to digests the caller
+    computed over exactly the bytes it wrote to them; those files are not read again (a file
+    whose size differs is refused), every other file is hashed as usual. The caller vouches for
+    these digests: pass only files this process wrote and nothing else changes until the
+    signature is made. Which files are signed does not change: model_signing still walks the
+    directory. Verification always re-hashes.
+
     Raises :class:`ModelSignatureError` when the key, the directory or the write fails.
     """
     root = _model_root(model_dir)
@@ -187,6 +210,7 @@ def sign_model(
         signature_path,
         ignore_paths,
         lambda config: config.use_elliptic_key_signer(private_key=private_key_pem_path),
+        known_digests,
     )
 
 
@@ -251,6 +275,7 @@ def sign_model_certificate(
     certificate_chain: Sequence[Path],
     ignore_paths: Sequence[Path] = (),
     at: datetime | None = None,
+    known_digests: Mapping[str, KnownDigest] | None = None,
 ) -> SigningCertificate:
     """Sign every file in ``model_dir`` with an EC key and its code-signing certificate.
 
@@ -258,7 +283,8 @@ def sign_model_certificate(
     lead from ``certificate`` to the root a verifier pins; they travel in the bundle. Refuses a
     certificate that does not belong to the key, is not a code-signing certificate
     (``digitalSignature`` key usage and ``codeSigning`` extended key usage) or is not valid at
-    ``at`` (default: now): such a signature would not verify. Returns the signing certificate.
+    ``at`` (default: now): such a signature would not verify. ``known_digests`` as for
+    :func:`sign_model`. Returns the signing certificate.
     """
     root = _model_root(model_dir)
     key = _load_ec_private_key(private_key)
@@ -283,7 +309,7 @@ def sign_model_certificate(
             certificate_chain=list(certificate_chain),
         )
 
-    _run_signer(root, signature_path, ignore_paths, use_certificate)
+    _run_signer(root, signature_path, ignore_paths, use_certificate, known_digests)
     return describe(cert)
 
 
@@ -431,6 +457,7 @@ def sign_model_sigstore(
     identity_token: Path,
     trust_config: Path,
     ignore_paths: Sequence[Path] = (),
+    known_digests: Mapping[str, KnownDigest] | None = None,
 ) -> None:
     """Sign ``model_dir`` keyless with Sigstore: ONLINE (the OIDC issuer, Fulcio and Rekor).
 
@@ -438,7 +465,8 @@ def sign_model_sigstore(
     audience ``sigstore``); ``trust_config`` is a pinned Sigstore ``ClientTrustConfig`` JSON
     (trusted root and signing config) naming the Fulcio, Rekor and issuer to use. Both are
     checked offline first; ``model_signing``'s own defaults (ambient credentials, a browser
-    flow, the production trust fetched over TUF) are never used.
+    flow, the production trust fetched over TUF) are never used. ``known_digests`` as for
+    :func:`sign_model`.
     """
     root = _model_root(model_dir)
     _load_trust_config(trust_config)
@@ -452,7 +480,7 @@ def sign_model_sigstore(
             trust_config=Path(trust_config),
         )
 
-    _run_signer(root, signature_path, ignore_paths, use_sigstore)
+    _run_signer(root, signature_path, ignore_paths, use_sigstore, known_digests)
 
 
 def verify_model_pinned(
@@ -640,11 +668,15 @@ def _run_signer(
     signature_path: Path,
     ignore_paths: Sequence[Path],
     configure: Callable[[Any], Any],
+    known_digests: Mapping[str, KnownDigest] | None = None,
 ) -> None:
     """Sign ``root`` with the signer ``configure`` sets on a ``model_signing.signing.Config``."""
     from model_signing import signing
 
     ignored = _relative_ignore_paths(root, ignore_paths, signature_path)
+    hashing_config = _hashing_config(
+        ignored, _known_digests_config(root, known_digests) if known_digests else None
+    )
     # model_signing writes the signature with a plain write_text; sign into a private directory
     # and move the result into place so a concurrent verifier never reads a partial bundle.
     with tempfile.TemporaryDirectory(prefix="linegate-modelsig-") as tmp:
@@ -652,7 +684,7 @@ def _run_signer(
         try:
             # model_signing's constructors lack annotations (its methods are typed).
             signer = configure(signing.Config())  # type: ignore[no-untyped-call]
-            signer.set_hashing_config(_hashing_config(ignored)).sign(root, unsigned)
+            signer.set_hashing_config(hashing_config).sign(root, unsigned)
         except Exception as e:  # any failure of the third-party signer is a signing failure
             raise ModelSignatureError(f"cannot sign model directory {root}: {_reason(e)}") from e
         _write_atomically(signature_path, unsigned.read_bytes())
@@ -751,6 +783,65 @@ def _recording_hashing_config(ignored: Iterable[Path]) -> tuple[HashingConfig, _
             return record.manifest
 
     return _hashing_config(ignored, RecordingConfig()), record
+
+
+def _known_digests_config(root: Path, known: Mapping[str, KnownDigest]) -> HashingConfig:
+    """A ``hashing.Config`` whose per-file hasher returns ``known`` digests instead of reading.
+
+    Only the file hasher changes: model_signing still walks ``root``, applies the ignore paths
+    and the symlink rule, and builds the manifest and its serialization description itself, so
+    the signed statement is the one hashing would have produced (tests compare the two).
+    """
+    from model_signing import hashing
+    from model_signing._hashing import hashing as engines
+    from model_signing._hashing import io
+
+    by_path = {root / Path(name): digest for name, digest in known.items()}
+    for path, digest in by_path.items():
+        if not path.resolve().is_relative_to(root) or not _SHA256_HEX.fullmatch(digest.sha256):
+            raise ModelSignatureError(f"invalid known digest for {path}: {digest}")
+
+    class KnownFileHasher(io.FileHasher):
+        def __init__(self, path: Path, digest: KnownDigest, digest_name: str) -> None:
+            self._path = path
+            self._known = digest
+            self._name = digest_name
+
+        @property
+        def digest_name(self) -> str:
+            return self._name
+
+        @property
+        def digest_size(self) -> int:
+            return 32
+
+        def compute(self) -> engines.Digest:
+            size = self._path.stat().st_size
+            if size != self._known.size:
+                raise ModelSignatureError(
+                    f"{self._path} has {size} bytes, not the {self._known.size} whose digest "
+                    "was given: it changed after it was written"
+                )
+            return engines.Digest(self._name, bytes.fromhex(self._known.sha256))
+
+    class KnownDigestsConfig(hashing.Config):
+        # Called by hashing.Config.__init__ and use_file_serialization(); wraps the stock
+        # factory so that the digest name and every unknown file are exactly model_signing's.
+        def _build_file_hasher_factory(self, *args: Any, **kwargs: Any) -> Any:
+            inner = super()._build_file_hasher_factory(*args, **kwargs)
+
+            def factory(path: Path) -> io.FileHasher:
+                hasher = inner(path)
+                digest = by_path.get(Path(path))
+                if digest is None or not isinstance(hasher, io.SimpleFileHasher):
+                    return hasher
+                if hasher.digest_name != "sha256":
+                    raise ModelSignatureError("known digests are SHA-256; the hashing is not")
+                return KnownFileHasher(Path(path), digest, hasher.digest_name)
+
+            return factory
+
+    return KnownDigestsConfig()  # type: ignore[no-untyped-call]
 
 
 def _files_of(manifest: Manifest) -> tuple[SignedFile, ...]:

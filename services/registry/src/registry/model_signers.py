@@ -16,11 +16,13 @@ changed keep verifying (a key signature with the registry key, and so on).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from linegate.modelsig import (
+    KnownDigest,
     ModelSignatureError,
     VerifiedModel,
     sign_model,
@@ -37,12 +39,18 @@ from registry.settings import RegistrySettings
 
 
 class ModelSigner(Protocol):
-    """Signs an artefact folder; ``key_id`` is what the version records as its signer."""
+    """Signs an artefact folder; ``key_id`` is what the version records as its signer.
+
+    ``known_digests`` are the digests of files the registry hashed as it wrote them (see
+    :func:`linegate.modelsig.sign_model`), so an upload is not read back to be signed.
+    """
 
     @property
     def method(self) -> str: ...
 
-    def sign(self, folder: Path, signature: Path) -> None: ...
+    def sign(
+        self, folder: Path, signature: Path, known_digests: Mapping[str, KnownDigest] | None = None
+    ) -> None: ...
 
     def key_id(self) -> str: ...
 
@@ -52,8 +60,10 @@ class KeySigner:
     key: Path
     method: str = "key"
 
-    def sign(self, folder: Path, signature: Path) -> None:
-        sign_model(folder, self.key, signature)
+    def sign(
+        self, folder: Path, signature: Path, known_digests: Mapping[str, KnownDigest] | None = None
+    ) -> None:
+        sign_model(folder, self.key, signature, known_digests=known_digests)
 
     def key_id(self) -> str:
         return key_id(load_or_create_private_key(self.key).public_key())
@@ -66,13 +76,16 @@ class CertificateSigner:
     chain: Path
     method: str = "certificate"
 
-    def sign(self, folder: Path, signature: Path) -> None:
+    def sign(
+        self, folder: Path, signature: Path, known_digests: Mapping[str, KnownDigest] | None = None
+    ) -> None:
         sign_model_certificate(
             folder,
             signature,
             private_key=self.key,
             certificate=self.certificate,
             certificate_chain=[self.chain],
+            known_digests=known_digests,
         )
 
     def key_id(self) -> str:
@@ -87,9 +100,15 @@ class SigstoreSigner:
     oidc_issuer: str
     method: str = "sigstore"
 
-    def sign(self, folder: Path, signature: Path) -> None:
+    def sign(
+        self, folder: Path, signature: Path, known_digests: Mapping[str, KnownDigest] | None = None
+    ) -> None:
         sign_model_sigstore(
-            folder, signature, identity_token=self.identity_token, trust_config=self.trust_config
+            folder,
+            signature,
+            identity_token=self.identity_token,
+            trust_config=self.trust_config,
+            known_digests=known_digests,
         )
 
     def key_id(self) -> str:

@@ -30,6 +30,7 @@ from linegate.auth import Principal
 from linegate.db import Database
 from linegate.errors import Unprocessable
 from linegate.modelsig import (
+    KnownDigest,
     ModelSignatureError,
     read_signature,
 )
@@ -196,14 +197,22 @@ def _sign_folder(
     stage_dir: Path, model_name: str, parts: dict[str, Received], signer: ModelSigner
 ) -> tuple[Received, str, list[dict[str, Any]]]:
     """Hard-link the parts into an artefact folder and sign it; returns the signature file,
-    the manifest digest and the signed file list."""
+    the manifest digest and the signed file list.
+
+    The parts were hashed as they were written to staging (the same buffers went to the hash
+    and to the file) and nothing writes to staging after that, so their digests are given to
+    the signer instead of reading a gigabyte back; the folder is still walked by model_signing,
+    and verification (at release, and ``POST .../verify``) re-hashes the stored files.
+    """
     folder = stage_dir / "artefact" / model_name
     folder.mkdir(parents=True)
+    known: dict[str, KnownDigest] = {}
     for part, received in parts.items():
         if part in ARTEFACT_FILES:
             os.link(received.path, folder / ARTEFACT_FILES[part])
+            known[ARTEFACT_FILES[part]] = KnownDigest(received.sha256, received.size)
     signature = stage_dir / "model.sig"
-    signer.sign(folder, signature)
+    signer.sign(folder, signature, known)
     statement = read_signature(signature)
     sizes = {ARTEFACT_FILES[p]: r.size for p, r in parts.items() if p in ARTEFACT_FILES}
     files = [{"path": f.path, "sha256": f.sha256, "size": sizes[f.path]} for f in statement.files]
