@@ -104,6 +104,9 @@ async def test_escapes_on_line_3_end_in_manual_inspection_and_a_rollback(
         nats_user=SERVICE_USER,
         nats_password=SERVICE_PASSWORD,
         registry_url=f"http://127.0.0.1:{free_port()}",  # not running: default tier
+        # ... and approvals of corrective actions are accepted, flagged as unchecked
+        # (tests/incident/test_action_competence.py checks them against a real registry).
+        competence_unverifiable="flag",
         monitor_interval_seconds=0,
     )
     app = create_incident(settings)

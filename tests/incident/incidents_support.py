@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from incident.incidents.runtime import Incidents
 from incident.settings import IncidentSettings
 from incident.signals import Signal
 from linegate.auth import Role
+from linegate.embedded import free_port
 from linegate.events import Streams
 from linegate.outbox import OutboxMessage
 from linegate.testing.fixtures import bearer
@@ -189,6 +191,26 @@ class Desk:
         return self.now
 
 
+@asynccontextmanager
+async def open_desk(
+    settings: IncidentSettings, service_client: Any, mint_token: Any, nats_url: str
+) -> AsyncIterator[Desk]:
+    """The incident app on ``settings``, started, with its consumers subscribed."""
+    app = create_app(settings)
+    nc = await nats.connect(nats_url)
+    try:
+        async with service_client(app) as client:
+            d = Desk(client=client, app=app, mint=mint_token, nc=nc)
+            app.state.incidents.clock = lambda: d.now
+            # Subscribed once the consumers are in place, so tests may publish at once.
+            await wait_for(lambda: _true(len(app.state.incidents.subscriptions) == 4), "consumers")
+            yield d
+            # Stop with nothing in flight: every queued event published, the relay idle.
+            await d.flush_outbox()
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 async def desk(
     settings_factory: Any,
@@ -201,20 +223,13 @@ async def desk(
         IncidentSettings,
         escalation_interval_seconds=0,
         maintenance_public_key=maintenance_keys.public_pem,
+        # Nothing listens there: approvals of corrective actions are accepted and flagged as
+        # unchecked (test_action_competence.py runs them against a real registry).
+        registry_url=f"http://127.0.0.1:{free_port()}",
+        competence_unverifiable="flag",
     )
-    app = create_app(settings)
-    nc = await nats.connect(nats_server.url)
-    try:
-        async with service_client(app) as client:
-            d = Desk(client=client, app=app, mint=mint_token, nc=nc)
-            app.state.incidents.clock = lambda: d.now
-            # Subscribed once the consumers are in place, so tests may publish at once.
-            await wait_for(lambda: _true(len(app.state.incidents.subscriptions) == 4), "consumers")
-            yield d
-            # Stop with nothing in flight: every queued event published, the relay idle.
-            await d.flush_outbox()
-    finally:
-        await nc.close()
+    async with open_desk(settings, service_client, mint_token, nats_server.url) as d:
+        yield d
 
 
 async def _true(value: bool) -> bool:

@@ -273,4 +273,6 @@ def settings_for_probe(registry_url: str) -> dict[str, Any]:
         "monitor_interval_seconds": 0,
         "registry_url": registry_url,
         "maintenance_public_key": maintenance_public_key(),
+        # No registry answers: approvals are accepted, flagged as unchecked.
+        "competence_unverifiable": "flag",
     }

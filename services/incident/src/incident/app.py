@@ -8,6 +8,7 @@ import incident
 from incident import incidents
 from incident.feedback import api as feedback_api
 from incident.monitors import api as monitors_api
+from incident.monitors.tiers import RegistryTiers
 from incident.postmarket import api as postmarket_api
 from incident.settings import IncidentSettings
 from incident.telemetry import api as telemetry_api
@@ -32,7 +33,11 @@ def create_app(settings: IncidentSettings | None = None) -> FastAPI:
     async def start_telemetry(ctx: ServiceContext) -> None:
         # The sink is looked up at each signal: whatever the incident module attached.
         app.state.telemetry = Telemetry.build(
-            ctx, settings, lambda: getattr(app.state, "signal_sink", None)
+            ctx,
+            settings,
+            lambda: getattr(app.state, "signal_sink", None),
+            # One registry client (and its inventory cache) for tiers and competence checks.
+            tiers=RegistryTiers(settings, app.state.incidents.competence.client),
         )
         app.state.telemetry.start()
 

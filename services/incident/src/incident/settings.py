@@ -46,3 +46,7 @@ class IncidentSettings(LinegateSettings):
     #: withheld rather than stored in the clear.
     maintenance_public_key: str | None = None
     maintenance_public_key_file: Path | None = None
+    #: When the registry cannot say whether an approver of a corrective action holds current
+    #: responder training (unreachable, or no inventory entry lists the model): ``refuse`` the
+    #: approval (503, nothing recorded) or accept it with a ``flag`` on the approval.
+    competence_unverifiable: Literal["refuse", "flag"] = "refuse"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from incident.incidents.competence import RegistryCompetence
 from incident.incidents.runtime import Incidents
+from incident.registry_client import RegistryClient
 from incident.settings import IncidentSettings
 from linegate.service import ServiceContext
 
@@ -26,6 +28,9 @@ async def start(app: FastAPI, ctx: ServiceContext, settings: IncidentSettings) -
         maintenance_key=settings.maintenance_public_key,
         maintenance_key_file=settings.maintenance_public_key_file,
         escalation_interval=settings.escalation_interval_seconds,
+        competence=RegistryCompetence(
+            RegistryClient(settings), unverifiable=settings.competence_unverifiable
+        ),
     )
     app.state.incidents = runtime
     app.state.signal_sink = runtime.sink

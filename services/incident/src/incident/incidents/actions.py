@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.incidents import workflow
+from incident.incidents.competence import RegistryCompetence
 from incident.incidents.core import log, note, record_postmarket
 from incident.incidents.errors import (
     ActionNotFound,
@@ -192,6 +193,7 @@ async def approve(
     action_id: str,
     body: ApprovalCreate,
     now: datetime,
+    competence: RegistryCompetence,
 ) -> IncidentAction:
     action = await get_action(session, incident_id, action_id, lock=True)
     if action.state != "pending_approval":
@@ -202,11 +204,20 @@ async def approve(
             f"{principal.actor} already approved {action_id}; a second approver must be "
             "another person"
         )
+    # Refuses (tier 1) before anything is written; flags (tiers 2-3) stay on the approval.
+    standing = await competence.approver(
+        principal.subject, action.params.get("model"), action.params.get("line")
+    )
     approval = ActionApproval(
-        action_id=action.id, approver=principal.actor, rationale=body.rationale, at=now
+        action_id=action.id,
+        approver=principal.actor,
+        rationale=body.rationale,
+        at=now,
+        competence=standing.as_json(),
     )
     session.add(approval)
     approvals.append(approval)
+    flagged = f" [flagged: {'; '.join(standing.flags)}]" if standing.flags else ""
     await note(
         session,
         incident_id,
@@ -214,15 +225,19 @@ async def approve(
         kind="action_approved",
         actor=principal.actor,
         detail=f"{action.action} approved ({len(approvals)}/{action.required_approvals}): "
-        f"{body.rationale}",
-        data={"action_id": action.id},
+        f"{body.rationale}{flagged}",
+        data={"action_id": action.id, "competence": standing.as_json()},
     )
     await audit.append(
         session,
         actor=principal.actor,
         action="incident.action.approve",
         subject=f"incident:{incident_id}",
-        payload={"action_id": action.id, "approvals": len(approvals)},
+        payload={
+            "action_id": action.id,
+            "approvals": len(approvals),
+            "competence": standing.as_json(),
+        },
         reason=body.rationale,
         now=now,
     )

@@ -183,6 +183,9 @@ class ActionApproval(SQLModel, table=True):
     approver: str
     rationale: str
     at: datetime = Field(sa_type=TZ)
+    #: What the competence register said at the approval (``incident.incidents.competence``):
+    #: systems checked with their training record ids, and any flags. NULL before 0005.
+    competence: dict[str, Any] | None = _json_or_null(default=None)
 
 
 class RegulatoryClock(SQLModel, table=True):

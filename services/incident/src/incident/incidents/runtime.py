@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from incident.incidents import routing
+from incident.incidents.competence import RegistryCompetence
 from incident.incidents.consumers import Consumers
 from incident.incidents.core import now_utc
 from incident.incidents.pdm import MaintenanceChain, TicketDesk, TicketEncrypter
@@ -33,6 +34,9 @@ class Incidents:
     catalogue: Catalogue
     tickets: TicketDesk
     escalation_interval: float
+    #: Asked at every approval of a corrective action; its registry client is shared with the
+    #: monitors' tier source and closed at :meth:`stop`.
+    competence: RegistryCompetence
     clock: Callable[[], datetime] = now_utc
     subscriptions: list[Any] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -45,6 +49,7 @@ class Incidents:
         maintenance_key: str | None,
         maintenance_key_file: Any,
         escalation_interval: float,
+        competence: RegistryCompetence,
     ) -> Incidents:
         async with ctx.db.session() as session:
             catalogue = await sync_runbooks(session, ctx.audit, now=now_utc())
@@ -64,6 +69,7 @@ class Incidents:
             catalogue=catalogue,
             tickets=tickets,
             escalation_interval=escalation_interval,
+            competence=competence,
         )
         self._tasks.append(asyncio.create_task(self._subscribe(), name="incidents-subscribe"))
         if escalation_interval > 0:
@@ -106,3 +112,4 @@ class Incidents:
         for sub in self.subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        await self.competence.client.close()

@@ -221,6 +221,11 @@ class ApprovalRead(Read):
     approver: str
     rationale: str
     at: datetime
+    #: The approver's responder training as the registry's competence register stated it at
+    #: the approval: ``systems`` (AI system id -> training record id, or null when there was
+    #: none) and ``flags`` (why it was accepted without current training); null for approvals
+    #: recorded before the check existed.
+    competence: dict[str, Any] | None = None
 
 
 class ActionRead(Read):

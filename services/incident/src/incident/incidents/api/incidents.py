@@ -178,10 +178,21 @@ async def approve_action(
     body: ApprovalCreate,
     session: SessionDep,
     principal: ResponderDep,
-    ctx: ContextDep,
+    incidents: IncidentsDep,
     now: NowDep,
 ) -> ActionRead:
-    action = await actions.approve(session, ctx.audit, principal, incident_id, action_id, body, now)
+    """Refused (403) when the approver has no current responder training for the model's AI
+    system on tier 1, accepted and flagged on tiers 2-3; see ``incident.incidents.competence``."""
+    action = await actions.approve(
+        session,
+        incidents.ctx.audit,
+        principal,
+        incident_id,
+        action_id,
+        body,
+        now,
+        incidents.competence,
+    )
     return await actions.action_read(session, action)
 
 
