@@ -90,6 +90,7 @@ async def test_an_exported_bundle_verifies_offline_with_every_check_reported(
         "manifest.dsse.json",
         "technical-file.json",
         "technical-file.html",
+        "technical-file.pdf",
         f"model/{VERSION}.sig",
         "audit/registry.proof.json",
         "audit/attestation.proof.json",
@@ -228,7 +229,7 @@ async def test_export_is_audited_and_needs_an_auditor(
     assert "403" in r.output
 
 
-async def test_techfile_command_writes_json_and_html(
+async def test_techfile_command_writes_json_html_and_pdf(
     demo_stack: DemoStack,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -253,6 +254,33 @@ async def test_techfile_command_writes_json_and_html(
     )
     assert r.exit_code == 0, r.output
     assert out.read_text().startswith("<!doctype html>")
+    pdf = tmp_path / "tf.pdf"
+    r = cli(
+        "techfile",
+        MODEL,
+        VERSION,
+        "--format",
+        "pdf",
+        "--out",
+        pdf,
+        "--registry",
+        demo_stack.registry_url,
+        token=token,
+    )
+    assert r.exit_code == 0, r.output
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    r = cli(
+        "techfile",
+        MODEL,
+        VERSION,
+        "--format",
+        "pdf",
+        "--registry",
+        demo_stack.registry_url,
+        token=token,
+    )
+    assert r.exit_code == 2
+    assert "add --out FILE" in r.output
     r = cli("techfile", MODEL, "0.0.1", "--registry", demo_stack.registry_url, token=token)
     assert r.exit_code == 1
     assert "has no version '0.0.1'" in r.output

@@ -2,10 +2,14 @@
 evidence that exists and matches, gaps with reasons, a completeness score."""
 
 import hashlib
+import io
 import json
 from typing import Any
 
+from pypdf import PdfReader
+
 from linegate.signing import canonical_json
+from registry.techfile import pdf
 from tests.registry.demo_stack import MODEL, VERSION, DemoStack, demo_stack  # noqa: F401
 
 PATH = f"/v1/models/{MODEL}/versions/{VERSION}"
@@ -94,6 +98,26 @@ async def test_every_evidence_link_resolves_to_the_record_it_names(
         assert report == "sha256:" + hashlib.sha256(canonical_json(run["envelope"])).hexdigest()
         register = {r["id"] for r in (await reg.get("/v1/competence")).json()}
         assert {x["id"] for x in links if x["type"] == "competence-record"} <= register
+
+
+async def test_the_pdf_rendering_holds_the_same_sections_and_gaps(
+    demo_stack: DemoStack,  # noqa: F811
+) -> None:
+    doc = (await _techfile(demo_stack)).json()
+    r = await _techfile(demo_stack, format="pdf")
+    assert r.headers["content-type"] == "application/pdf"
+    assert "attachment" in r.headers["content-disposition"]
+    reader = PdfReader(io.BytesIO(r.content))
+    assert reader.metadata is not None
+    assert reader.metadata.title == f"Technical file: {MODEL} {VERSION}"
+    text = " ".join((page.extract_text() or "") for page in reader.pages)
+    text = " ".join(text.split())  # line breaks fall where the layout puts them
+    for section in doc["sections"]:
+        assert f"{section['id']}. {section['title']}" in text
+    assert f"Completeness {doc['completeness']['score']:.0%}" in text
+    assert "Gap, 8 declaration of conformity (Art. 47)" in text
+    # Rendered from the document alone: the same technical file gives the same bytes.
+    assert pdf.render(doc) == pdf.render(doc)
 
 
 async def test_the_html_rendering_and_access(demo_stack: DemoStack) -> None:  # noqa: F811

@@ -1,10 +1,11 @@
 """``linegate techfile MODEL VERSION``: the Annex IV technical file of a model version.
 
-Prints (or writes with ``--out``) the JSON record or the readable HTML the registry generates
-(``GET /v1/models/{name}/versions/{version}/technical-file``), and reports its completeness on
-stderr so a pipeline can keep stdout clean::
+Prints (or writes with ``--out``) the JSON record, or the readable HTML or PDF, that the registry
+generates (``GET /v1/models/{name}/versions/{version}/technical-file``), and reports its
+completeness on stderr so a pipeline can keep stdout clean::
 
     linegate techfile weld-seam-inspector 2.1.0 --format html --out techfile.html
+    linegate techfile weld-seam-inspector 2.1.0 --format pdf --out techfile.pdf
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from linegate_cli.evidence import RegistryUrl, fetch, registry_url
 class Format(StrEnum):
     JSON = "json"
     HTML = "html"
+    PDF = "pdf"
 
 
 def techfile(
@@ -30,7 +32,7 @@ def techfile(
     token: Annotated[
         str, typer.Option(envvar="LINEGATE_TOKEN", help="Bearer token (auditor or registry role)")
     ],
-    format_: Annotated[Format, typer.Option("--format", help="json or html")] = Format.JSON,
+    format_: Annotated[Format, typer.Option("--format", help="json, html or pdf")] = Format.JSON,
     out: Annotated[Path | None, typer.Option("--out", metavar="FILE")] = None,
     registry: RegistryUrl = None,
 ) -> None:
@@ -45,6 +47,8 @@ def techfile(
             f"({c['statements']} statements, {c['gaps']} gaps)",
             err=True,
         )
+    if out is None and format_ is Format.PDF:
+        raise typer.BadParameter("a PDF is written to a file: add --out FILE", param_hint="--out")
     if out is None:
         typer.echo(data.decode())
     else:

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from linegate.auth import Principal, Role, require
 from registry.deps import ReaderDep, RegistryDep
-from registry.techfile import bundle, controls, document, html, portfolio
+from registry.techfile import bundle, controls, document, html, pdf, portfolio
 from registry.techfile.facts import gather
 from registry.techfile.sources import Sources
 
@@ -27,7 +27,7 @@ SourcesDep = Annotated[Sources, Depends(get_sources)]
 
 @router.get(
     VersionPath + "/technical-file",
-    responses={200: {"content": {"application/json": {}, "text/html": {}}}},
+    responses={200: {"content": {"application/json": {}, "text/html": {}, "application/pdf": {}}}},
 )
 async def technical_file(
     name: str,
@@ -35,13 +35,20 @@ async def technical_file(
     _: ReaderDep,
     registry: RegistryDep,
     sources: SourcesDep,
-    format_: Annotated[Literal["json", "html"], Query(alias="format")] = "json",
+    format_: Annotated[Literal["json", "html", "pdf"], Query(alias="format")] = "json",
 ) -> Response:
     """The Annex IV technical file: nine sections, each statement with its evidence, every
     missing item a gap with the reason, and a completeness score."""
     doc = document.build(await gather(registry, sources, name, version))
     if format_ == "html":
         return HTMLResponse(html.render(doc))
+    if format_ == "pdf":
+        filename = f"technical-file-{name}-{version}.pdf"
+        return Response(
+            pdf.render(doc),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
     return JSONResponse(doc)
 
 

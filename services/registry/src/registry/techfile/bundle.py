@@ -4,7 +4,7 @@ Layout (under ``evidence-<model>-<version>/``)::
 
     manifest.dsse.json              DSSE envelope of an in-toto Statement v1 whose subjects are
                                     every other file with its sha256 (signed by the registry)
-    technical-file.json / .html     the Annex IV technical file
+    technical-file.json / .html / .pdf   the Annex IV technical file (JSON is the record)
     model/<version>.sig             OpenSSF model-signing bundles of the versions it cites
     golden-set/<run>.dsse.json      signed golden-set reports (canonical JSON of the envelope)
     attestations/<id>.raw           every cited attestation, the bytes the supplier uploaded
@@ -48,7 +48,7 @@ from linegate.signing import (
     public_key_pem,
 )
 from registry.model_signers import published_signing_keys
-from registry.techfile import document, html
+from registry.techfile import document, html, pdf
 from registry.techfile.facts import gather
 from registry.techfile.sources import Missing, Sources
 from registry.versions import Registry
@@ -238,6 +238,7 @@ async def export(
     techfile = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
     bundle.files["technical-file.json"] = techfile
     bundle.files["technical-file.html"] = html.render(doc).encode()
+    bundle.files["technical-file.pdf"] = pdf.render(doc)
 
     first = min((x["seq"] for x in links if x["type"] == "audit-entry"), default=None)
     async with registry.db.session() as session:

@@ -15,21 +15,24 @@ color:#444}table{border-collapse:collapse}td,th{padding:.2rem .6rem;border:1px s
 """
 
 
-def _link(link: dict[str, Any]) -> str:
+def link_text(link: dict[str, Any]) -> str:
+    """How an evidence link reads in the HTML and PDF renderings."""
     kind = link.get("type", "?")
     if kind == "audit-entry":
-        text = (
+        return (
             f"audit {link['service']} #{link['seq']} {link.get('action', '')} {link['hash'][:12]}"
         )
-    elif kind == "attestation":
-        text = f"attestation {link['id']} {link['digest'][:19]}"
-    elif kind == "model-signature":
-        text = f"model signature {link['digest'][:19]} key {str(link['key_id'])[:12]}"
-    elif kind == "golden-set-report":
-        text = f"golden-set report {link['validation_id'][:12]} {link['digest'][:19]}"
-    else:
-        text = f"{kind} {link.get('id', '')}"
-    return f'<span class="ev">[{escape(text)}]</span>'
+    if kind == "attestation":
+        return f"attestation {link['id']} {link['digest'][:19]}"
+    if kind == "model-signature":
+        return f"model signature {link['digest'][:19]} key {str(link['key_id'])[:12]}"
+    if kind == "golden-set-report":
+        return f"golden-set report {link['validation_id'][:12]} {link['digest'][:19]}"
+    return f"{kind} {link.get('id', '')}"
+
+
+def _link(link: dict[str, Any]) -> str:
+    return f'<span class="ev">[{escape(link_text(link))}]</span>'
 
 
 def render(document: dict[str, Any]) -> str:
