@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -308,15 +310,27 @@ def _call(method: str, url: str, token: str, *, timeout: float = 300.0, **kw: An
     return response.json()
 
 
-class _ProgressReader:
-    """A file whose reads advance a progress bar (httpx streams multipart files by reads)."""
+class _UploadReader:
+    """A file as httpx streams it into a multipart part (by reads): each read advances the
+    progress bar and the SHA-256 of what was sent, so the file is read once, not hashed first.
+
+    httpx seeks to the start before it renders a part (and again on a retry), which starts
+    the digest over; any other seek, or a digest asked before the last byte, is refused.
+    """
 
     def __init__(self, f: BinaryIO, advance: Callable[[int], None]) -> None:
         self._f = f
         self._advance = advance
+        self._size = os.fstat(f.fileno()).st_size
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+        self._ended = False
 
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
+        self._hash.update(data)
+        self._hashed += len(data)
+        self._ended = not data
         self._advance(len(data))
         return data
 
@@ -324,18 +338,85 @@ class _ProgressReader:
         return self._f.fileno()
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
+        if (offset, whence) != (0, os.SEEK_SET):
+            raise io.UnsupportedOperation("an upload is read from its start only")
+        self._hash, self._hashed, self._ended = hashlib.sha256(), 0, False
+        return self._f.seek(0)
 
     def tell(self) -> int:
         return self._f.tell()
 
+    def sha256(self) -> str:
+        """Hex SHA-256 of the whole file as it was sent."""
+        if not self._ended or self._hashed != self._size:
+            raise RuntimeError(
+                f"the upload of {self._f.name} is incomplete ({self._hashed} of {self._size} "
+                "bytes read): the metadata part must be sent after the model"
+            )
+        return self._hash.hexdigest()
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
+
+class _MetadataAfterModel:
+    """The ``metadata`` part, whose ``artefact_sha256`` is the digest of the model bytes just
+    streamed (httpx sends the parts in order and this one is the last).
+
+    httpx needs every part's length before it sends the first byte (Content-Length); a SHA-256
+    hex digest has a fixed length, so the length is known before the digest is.
+    """
+
+    def __init__(self, meta: Mapping[str, Any], model: _UploadReader) -> None:
+        self._meta = dict(meta)
+        self._model = model
+        self._length = len(self._render("0" * 64))
+        self._data: bytes | None = None
+        self._offset = 0
+
+    def _render(self, sha256: str) -> bytes:
+        return json.dumps({**self._meta, "artefact_sha256": f"sha256:{sha256}"}).encode()
+
+    def read(self, size: int = -1) -> bytes:
+        if self._data is None:
+            self._data = self._render(self._model.sha256())
+            assert len(self._data) == self._length
+        end = self._length if size < 0 else min(self._length, self._offset + size)
+        chunk, self._offset = self._data[self._offset : end], end
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # httpx measures the part with seek(0, SEEK_END) and rewinds with seek(0) before it
+        # sends it; the digest is taken again at the next read (a retry streams the model anew).
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._offset, os.SEEK_END: self._length}[whence]
+        self._offset = max(0, min(self._length, base + offset))
+        if self._offset == 0:
+            self._data = None
+        return self._offset
+
+    def tell(self) -> int:
+        return self._offset
+
+
+def upload_parts(
+    stack: contextlib.ExitStack,
+    paths: Mapping[str, Path],
+    meta: Mapping[str, Any],
+    advance: Callable[[int], None],
+    *,
+    declare_digest: bool = True,
+) -> dict[str, Any]:
+    """The ``files`` httpx sends for a push: each file of ``paths`` (part name -> path, the
+    ``model`` part first) opened on ``stack``, then ``metadata`` last. With ``declare_digest``
+    the metadata declares the SHA-256 of the model bytes as they were streamed, so the
+    registry refuses a body changed on the way (422, nothing stored). The bench sends pushes
+    through this too."""
+    files: dict[str, Any] = {
+        part: (path.name, _UploadReader(stack.enter_context(path.open("rb")), advance))
+        for part, path in paths.items()
+    }
+    body: Any = json.dumps(dict(meta)).encode()
+    if declare_digest:
+        body = _MetadataAfterModel(meta, files["model"][1])
+    files["metadata"] = ("metadata.json", body, "application/json")
+    return files
 
 
 @app.command()
@@ -378,8 +459,7 @@ def push(
         raise _fail(f"{metadata} is not JSON: {e}") from e
     if not isinstance(meta, dict):
         raise _fail(f"{metadata} must hold a JSON object")
-    # The declared digest makes the registry refuse a body corrupted on the way.
-    meta.update(version=version, artefact_sha256=f"sha256:{_sha256(onnx_file)}")
+    meta["version"] = version
     if security_version is not None:
         meta["security_version"] = security_version
     base = _registry_url(registry)
@@ -394,11 +474,9 @@ def push(
             advance = stack.enter_context(
                 typer.progressbar(length=total, label=label, file=sys.stderr)
             ).update
-        files = {
-            part: (path.name, _ProgressReader(stack.enter_context(path.open("rb")), advance))
-            for part, path in paths.items()
-        }
-        files["metadata"] = ("metadata.json", json.dumps(meta).encode(), "application/json")  # type: ignore[assignment]
+        # The declared digest (of the bytes as sent, in the metadata sent after them) makes the
+        # registry refuse a body corrupted on the way.
+        files = upload_parts(stack, paths, meta, advance)
         body = _call(
             "POST", f"{base}/v1/models/{model}/versions", token, files=files, timeout=3600.0
         )
