@@ -9,6 +9,7 @@ import json
 import shutil
 import socket
 import tarfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,15 @@ def export_bundle(stack: DemoStack, tmp_path: Path) -> tuple[Path, Path]:
     )
     assert r.exit_code == 0, r.output
     assert r.output.startswith(f"exported: {bundle}")
+    # Built on disk in a staging directory that goes once the answer is sent (just after the
+    # last byte: the removal runs as the response's background task).
+    staging = stack.data_dir / "registry" / "blobs" / ".staging"
+    for _ in range(200):
+        if not any(staging.iterdir()):
+            break
+        time.sleep(0.05)
+    assert list(staging.iterdir()) == []
+    assert not bundle.with_name(bundle.name + ".partial").exists()
     trust = tmp_path / "registry.pub.pem"
     trust.write_bytes(httpx.get(f"{stack.registry_url}/v1/audit/public-key").content)
     return bundle, trust

@@ -519,6 +519,38 @@ def fetch(method: str, url: str, token: str) -> bytes:
     return response.content
 
 
+def download(method: str, url: str, token: str, out: Path) -> str:
+    """Stream the registry's answer to ``out`` (through ``out.partial``, renamed once complete,
+    so a broken download never looks like a bundle); returns its sha256 hex. problem+json
+    answers are reported and exit 1."""
+    import httpx
+
+    from linegate_cli.attest import report_http_error
+
+    partial = out.with_name(out.name + ".partial")
+    digest = hashlib.sha256()
+    try:
+        with (
+            httpx.Client(timeout=300.0) as client,
+            client.stream(method, url, headers={"Authorization": f"Bearer {token}"}) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                report_http_error(method.lower() + " " + url.split("/v1/", 1)[-1], response)
+                raise typer.Exit(1)
+            with partial.open("wb") as f:
+                for chunk in response.iter_bytes(1 << 20):
+                    digest.update(chunk)
+                    f.write(chunk)
+        partial.replace(out)
+    except httpx.TransportError as e:
+        typer.echo(f"error: cannot reach the registry at {url}: {e}", err=True)
+        raise typer.Exit(1) from e
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest()
+
+
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(metavar="MODEL")],
@@ -529,10 +561,7 @@ def export(
 ) -> None:
     """Ask the registry for the signed evidence bundle of a version and write it to --out."""
     url = f"{registry_url(registry)}/v1/models/{model}/versions/{version}/evidence-bundle"
-    data = fetch("POST", url, token)
-    out.write_bytes(data)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+    digest = download("POST", url, token, out)
+    with tarfile.open(out, mode="r:gz") as tar:
         count = sum(1 for m in tar.getmembers() if m.isfile())
-    typer.echo(
-        f"exported: {out} ({count} files, sha256:{hashlib.sha256(data).hexdigest()[:16]}...)"
-    )
+    typer.echo(f"exported: {out} ({count} files, sha256:{digest[:16]}...)")

@@ -1,10 +1,12 @@
 """Compliance routes: the Annex IV technical file, the signed evidence bundle, the controls
 matrix of a version, and the portfolio risk report of the inventory."""
 
+import contextlib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from linegate.auth import Principal, Role, require
 from registry.deps import ReaderDep, RegistryDep
@@ -62,11 +64,23 @@ async def export_evidence_bundle(
 ) -> Response:
     """The signed auditor bundle (tar.gz): technical file, raw attestations, signatures,
     golden-set reports, audit proofs, keys and a DSSE-signed in-toto manifest. Audited."""
-    filename, data = await bundle.export(registry, sources, principal, name, version)
-    return Response(
-        data,
+    # Built on disk in a staging directory of the blob store and sent from there; the
+    # directory goes once the response is sent, or at once if the export fails (a crash leaves
+    # it to the store's staging sweep).
+    stack = contextlib.ExitStack()
+    stage = stack.enter_context(registry.store.staging())
+    try:
+        filename, path = await bundle.export(
+            registry, sources, principal, name, version, stage.directory
+        )
+    except BaseException:
+        stack.close()
+        raise
+    return FileResponse(
+        path,
         media_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        filename=filename,
+        background=BackgroundTask(stack.close),
     )
 
 

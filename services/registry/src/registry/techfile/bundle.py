@@ -31,11 +31,11 @@ its own entry is inside the registry's proof.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from linegate.audit import AuditCheckpoint, AuditLog
@@ -58,19 +58,58 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 MANIFEST = "manifest.dsse.json"
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @dataclass
 class Bundle:
-    files: dict[str, bytes] = field(default_factory=dict)
+    """The bundle's files as they are collected, written to ``directory`` (a staging directory
+    of the blob store) and hashed on the way, so the export holds one file in memory at a time
+    and never the whole bundle."""
+
+    directory: Path
+    #: name -> sha256 hex of each file written so far.
+    files: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     audit_entries: dict[str, list[int]] = field(default_factory=dict)
     postmarket: dict[str, Any] | None = None
 
-    def add_json(self, name: str, value: Any) -> None:
-        self.files[name] = json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
+    def _path(self, name: str) -> Path:
+        path = self.directory / "files" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
+    def add(self, name: str, data: bytes) -> bytes:
+        self._path(name).write_bytes(data)
+        self.files[name] = _sha256(data)
+        return data
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    def add_json(self, name: str, value: Any) -> bytes:
+        return self.add(name, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
+
+    def copy(self, name: str, source: Path) -> None:
+        """Copy a stored file in 1 MiB pieces, hashing it as it goes."""
+        digest = hashlib.sha256()
+        with source.open("rb") as src, self._path(name).open("wb") as dst:
+            while piece := src.read(1 << 20):
+                digest.update(piece)
+                dst.write(piece)
+        self.files[name] = digest.hexdigest()
+
+    def archive(self, root: str, at: datetime) -> Path:
+        """The ``.tar.gz`` of every file under ``root/``, sorted by name, written to disk."""
+        out = self.directory / f"{root}.tar.gz"
+        with tarfile.open(out, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(self.files):
+                path = self.directory / "files" / name
+                info = tarfile.TarInfo(f"{root}/{name}")
+                info.size = path.stat().st_size
+                info.mtime = int(at.timestamp())
+                info.mode = 0o644
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+        return out
 
 
 async def _attestations(bundle: Bundle, sources: Sources, ids: list[str]) -> set[str]:
@@ -82,7 +121,7 @@ async def _attestations(bundle: Bundle, sources: Sources, ids: list[str]) -> set
             reason = record.reason if isinstance(record, Missing) else raw.reason  # type: ignore[union-attr]
             bundle.missing.append(f"attestation {attestation_id}: {reason}")
             continue
-        bundle.files[f"attestations/{attestation_id}.raw"] = raw.content
+        bundle.add(f"attestations/{attestation_id}.raw", raw.content)
         bundle.add_json(f"attestations/{attestation_id}.json", record)
         if record.get("supplier"):
             suppliers.add(str(record["supplier"]))
@@ -120,7 +159,7 @@ async def _postmarket(
             f"lines ({e})"
         )
         return
-    bundle.files[POSTMARKET] = got.content
+    bundle.add(POSTMARKET, got.content)
     bundle.postmarket = {
         "file": POSTMARKET,
         "events": len(events),
@@ -174,31 +213,25 @@ async def _remote_audit(
     if isinstance(proof, Missing):
         bundle.missing.append(f"{service} audit proof: {proof.reason}")
         return
-    bundle.files[f"keys/{service}-audit.pem"] = key.content
+    bundle.add(f"keys/{service}-audit.pem", key.content)
     bundle.add_json(f"audit/{service}.proof.json", proof)
     bundle.audit_entries[service] = sorted(seqs)
 
 
-def _archive(root: str, files: dict[str, bytes], at: datetime) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(files):
-            info = tarfile.TarInfo(f"{root}/{name}")
-            info.size = len(files[name])
-            info.mtime = int(at.timestamp())
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(files[name]))
-    return buffer.getvalue()
-
-
 async def export(
-    registry: Registry, sources: Sources, actor: Principal, model: str, version: str
-) -> tuple[str, bytes]:
-    """Build the bundle; returns (file name, tar.gz bytes)."""
+    registry: Registry,
+    sources: Sources,
+    actor: Principal,
+    model: str,
+    version: str,
+    directory: Path,
+) -> tuple[str, Path]:
+    """Build the bundle in ``directory`` (empty, the caller's to remove); returns the file name
+    to offer and the path of the ``.tar.gz``."""
     now = datetime.now(UTC)
     facts = await gather(registry, sources, model, version)
     doc = document.build(facts, now=now)
-    bundle = Bundle()
+    bundle = Bundle(directory)
     if isinstance(facts.attestations, Missing):
         bundle.missing.append(f"attestations: {facts.attestations.reason}")
     links = document.links(doc)
@@ -223,22 +256,19 @@ async def export(
     signatures = {x["version"]: x for x in links if x["type"] == "model-signature"}
     for v in facts.versions:
         if v.version in signatures:
-            bundle.files[f"model/{v.version}.sig"] = registry.store.path(
-                v.signature_digest
-            ).read_bytes()
+            bundle.copy(f"model/{v.version}.sig", registry.store.path(v.signature_digest))
     for run in facts.validations:
-        bundle.files[f"golden-set/{run.id}.dsse.json"] = canonical_json(run.envelope)
+        bundle.add(f"golden-set/{run.id}.dsse.json", canonical_json(run.envelope))
     bundle.add_json("competence.json", [r.model_dump(mode="json") for r in facts.competence])
     service_key = load_or_create_private_key(registry.report_key_path)
-    bundle.files["keys/registry.pem"] = public_key_pem(service_key.public_key())
-    bundle.files["keys/model-signing.pem"] = registry.public_key_pem()
+    bundle.add("keys/registry.pem", public_key_pem(service_key.public_key()))
+    bundle.add("keys/model-signing.pem", registry.public_key_pem())
     chains = [k.certificate_chain_pem for k in published_signing_keys(registry.settings)]
     if chain := next((c for c in chains if c), None):
-        bundle.files["keys/model-signing-chain.pem"] = chain.encode()
-    techfile = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
-    bundle.files["technical-file.json"] = techfile
-    bundle.files["technical-file.html"] = html.render(doc).encode()
-    bundle.files["technical-file.pdf"] = pdf.render(doc)
+        bundle.add("keys/model-signing-chain.pem", chain.encode())
+    techfile = bundle.add_json("technical-file.json", doc)
+    bundle.add("technical-file.html", html.render(doc).encode())
+    bundle.add("technical-file.pdf", pdf.render(doc))
 
     first = min((x["seq"] for x in links if x["type"] == "audit-entry"), default=None)
     async with registry.db.session() as session:
@@ -264,8 +294,8 @@ async def export(
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [
-            {"name": name, "digest": {"sha256": _sha256(data)}}
-            for name, data in sorted(bundle.files.items())
+            {"name": name, "digest": {"sha256": digest}}
+            for name, digest in sorted(bundle.files.items())
         ],
         "predicateType": BUNDLE_PREDICATE,
         "predicate": {
@@ -284,4 +314,4 @@ async def export(
     envelope = dsse_sign(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, service_key)
     bundle.add_json(MANIFEST, envelope)
     root = f"evidence-{model}-{version}"
-    return f"{root}.tar.gz", _archive(root, bundle.files, now)
+    return f"{root}.tar.gz", bundle.archive(root, now)
