@@ -314,13 +314,21 @@ def seed_registry(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
         http.post("/v1/models", json=line, headers=qa).raise_for_status()
         # Tier 1: approvals need current approver training (the competence register); each
         # approver's training is recorded by someone else (QA by its trainer, the rest by QA).
-        for person, recorder in (("jonas.weber", qa), ("lena.hoffmann", auth("tom.trainer"))):
+        # Responders approving corrective actions need responder training (the incident
+        # service asks the register at every approval).
+        trainings = (
+            ("jonas.weber", "approver", qa, "Release approval and human oversight", "QA-AI-101"),
+            ("lena.hoffmann", "approver", auth("tom.trainer"), "Release approval", "QA-AI-101"),
+            ("rita", "responder", qa, "AI incident response and corrective actions", "QA-AI-201"),
+            ("sam", "responder", qa, "AI incident response and corrective actions", "QA-AI-201"),
+        )
+        for person, role, recorder, course, record in trainings:
             training = {
                 "person": person,
-                "role": "approver",
+                "role": role,
                 "system_id": SYSTEM["id"],
-                "course": "Release approval and human oversight for weld-seam inspection",
-                "evidence": "LMS record QA-AI-101",
+                "course": f"{course} for weld-seam inspection",
+                "evidence": f"LMS record {record}",
                 "valid_until": (datetime.now(UTC) + timedelta(days=365)).isoformat(),
             }
             http.post("/v1/competence", json=training, headers=recorder).raise_for_status()
@@ -333,7 +341,8 @@ def seed_registry(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
         ).raise_for_status()
         done.append(
             "AI system weld-seam-qa-line3 in the inventory (high-risk, NIST tier 1); approver "
-            "training of jonas.weber and lena.hoffmann in the competence register"
+            "training of jonas.weber and lena.hoffmann, responder training of rita and sam, in "
+            "the competence register"
         )
         uploader = auth("dana.datasci")
         files = {
