@@ -21,7 +21,7 @@ _BATCH_BYTES = 1024 * 1024
 _QUEUE_BATCHES = 16  # at most ~16 MiB waits for the disk
 
 
-async def _put(feed: queue.Queue[bytes | None], item: bytes | None) -> None:
+async def _put(feed: queue.Queue[list[bytes] | None], item: list[bytes] | None) -> None:
     try:
         feed.put_nowait(item)
     except queue.Full:
@@ -30,12 +30,16 @@ async def _put(feed: queue.Queue[bytes | None], item: bytes | None) -> None:
 
 async def _pump(
     chunks: AsyncIterator[bytes],
-    feed: queue.Queue[bytes | None],
+    feed: queue.Queue[list[bytes] | None],
     failed: list[BaseException],
     max_total: int,
 ) -> None:
     """Receive the body into ``feed`` in batches of about a megabyte, until it ends, passes
-    ``max_total`` (413) or the parser in the worker has failed."""
+    ``max_total`` (413) or the parser in the worker has failed.
+
+    A batch is the list of chunks as received, never joined: the event loop copies nothing
+    (it is the busier thread during an upload), and the chunks are hashed and written as-is.
+    """
     batch: list[bytes] = []
     batched = total = 0
     async for chunk in chunks:
@@ -47,11 +51,11 @@ async def _pump(
         batch.append(chunk)
         batched += len(chunk)
         if batched >= _BATCH_BYTES:
-            await _put(feed, b"".join(batch))  # the one copy made on the event loop
-            batch.clear()
+            await _put(feed, batch)
+            batch = []
             batched = 0
     if batch:
-        await _put(feed, b"".join(batch))
+        await _put(feed, batch)
 
 
 class _PartCollector:
@@ -101,7 +105,7 @@ class _PartCollector:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         assert self._writer is not None
-        # A view, not a slice: a megabyte batch goes to the hash and the file without a copy.
+        # A view, not a slice: a received chunk goes to the hash and the file without a copy.
         self._writer.write(memoryview(data)[start:end])
 
     def on_part_end(self) -> None:
@@ -155,15 +159,16 @@ async def receive_multipart(
     # Parsing, hashing, writing and the final fsync run in a worker thread fed through a
     # bounded queue: the event loop only receives, so network and disk overlap and the service
     # keeps answering other requests during a multi-gigabyte upload.
-    feed: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
+    feed: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
     failed: list[BaseException] = []
 
     def parse() -> None:
-        while (data := feed.get()) is not None:
+        while (batch := feed.get()) is not None:
             if failed:
                 continue  # drain what the loop already queued
             try:
-                parser.write(data)
+                for data in batch:
+                    parser.write(data)
             except Exception as e:  # noqa: BLE001  (re-raised on the event loop below)
                 failed.append(e)
 

@@ -34,8 +34,10 @@ from typing import BinaryIO
 from linegate.errors import PayloadTooLarge
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-# Writes are batched to this size before they hit the file: fewer syscalls, bounded memory.
+# Small writes are batched to this size before they hit the file: fewer syscalls, bounded
+# memory. Pieces of at least _DIRECT_BYTES (an upload's received chunks) go through as they are.
 _WRITE_CHUNK = 1024 * 1024
+_DIRECT_BYTES = 64 * 1024
 # How much written data may wait in the page cache before its writeback is started.
 _WRITEBACK_BYTES = 32 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
@@ -136,8 +138,9 @@ class HashingWriter:
         self.size += n
         if self.size > self.limit:
             raise PayloadTooLarge(f"{self.name} exceeds the {self.limit}-byte limit")
-        if not self._buffer and n >= _WRITE_CHUNK:
-            self._put(chunk)  # already large: no copy into the buffer
+        if n >= _DIRECT_BYTES:  # large enough for a syscall of its own: no copy into the buffer
+            self._flush()
+            self._put(chunk)
             return
         self._buffer += chunk
         if len(self._buffer) >= _WRITE_CHUNK:
