@@ -318,17 +318,19 @@ class _UploadReader:
     the digest over; any other seek, or a digest asked before the last byte, is refused.
     """
 
-    def __init__(self, f: BinaryIO, advance: Callable[[int], None]) -> None:
+    def __init__(self, f: BinaryIO, advance: Callable[[int], None], *, hashed: bool) -> None:
         self._f = f
         self._advance = advance
         self._size = os.fstat(f.fileno()).st_size
+        self._hashing = hashed
         self._hash = hashlib.sha256()
         self._hashed = 0
         self._ended = False
 
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
-        self._hash.update(data)
+        if self._hashing:
+            self._hash.update(data)
         self._hashed += len(data)
         self._ended = not data
         self._advance(len(data))
@@ -348,7 +350,7 @@ class _UploadReader:
 
     def sha256(self) -> str:
         """Hex SHA-256 of the whole file as it was sent."""
-        if not self._ended or self._hashed != self._size:
+        if not self._hashing or not self._ended or self._hashed != self._size:
             raise RuntimeError(
                 f"the upload of {self._f.name} is incomplete ({self._hashed} of {self._size} "
                 "bytes read): the metadata part must be sent after the model"
@@ -409,7 +411,14 @@ def upload_parts(
     registry refuses a body changed on the way (422, nothing stored). The bench sends pushes
     through this too."""
     files: dict[str, Any] = {
-        part: (path.name, _UploadReader(stack.enter_context(path.open("rb")), advance))
+        part: (
+            path.name,
+            _UploadReader(
+                stack.enter_context(path.open("rb")),
+                advance,
+                hashed=declare_digest and part == "model",
+            ),
+        )
         for part, path in paths.items()
     }
     body: Any = json.dumps(dict(meta)).encode()
