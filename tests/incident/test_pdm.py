@@ -51,6 +51,15 @@ async def test_alert_opens_an_incident_and_an_encrypted_ticket_the_team_decrypts
     assert ticket["status"] == "open"
     assert ticket["delivery"].startswith("encrypted for ")
 
+    # Delivered to its level over NATS as the same ciphertext, nothing in the clear beside it.
+    delivered = await desk.last_on(Subjects.maintenance_ticket("line_maintenance"))
+    assert delivered is not None
+    assert (delivered["ticket_id"], delivered["reason"]) == (ticket["id"], "opened")
+    assert (delivered["jwe"], delivered["recipient_kid"]) == (
+        ticket["jwe"],
+        ticket["recipient_kid"],
+    )
+    assert "press-3-spindle" not in json.dumps(delivered)
     opened = jwe.decrypt_compact(ticket["jwe"], maintenance_keys.private)
     assert opened.protected["alg"] == "ECDH-ES+A256KW"
     assert opened.protected["enc"] == "A256GCM"
@@ -126,6 +135,9 @@ async def test_a_high_score_starts_higher_and_an_unacknowledged_ticket_climbs(
     assert (await desk.runtime.escalate(desk.later(minutes=1)))["tickets"] == 1
     [low] = await tickets(desk, asset="conveyor-1")
     assert low["level"] == "plant_maintenance"
+    delivered = await desk.last_on(Subjects.maintenance_ticket("plant_maintenance"))
+    assert delivered is not None
+    assert (delivered["ticket_id"], delivered["reason"]) == (low["id"], "escalated")
 
     r = await desk.client.post(
         f"/v1/maintenance-tickets/{low['id']}/acknowledge",
@@ -207,3 +219,4 @@ async def test_without_a_team_key_the_ticket_is_withheld_not_stored_in_the_clear
     [ticket] = await tickets(desk)
     assert ticket["jwe"] is None
     assert ticket["delivery"].startswith("withheld")
+    assert await desk.last_on(Subjects.maintenance_ticket("line_maintenance")) is None

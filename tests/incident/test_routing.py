@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from linegate.auth import Role
+from linegate.events import Streams, Subjects
 from tests.incident.incidents_support import Desk
 
 
@@ -68,6 +69,13 @@ async def test_an_incident_goes_to_every_matching_queue_with_its_owner(desk: Des
     assert routes == {("qa", "Maria Keller", 0), ("data_science", "Dana Fischer", 0)}
     routed = [e["detail"] for e in await desk.timeline(incident["id"]) if e["kind"] == "routed"]
     assert len(routed) == 2
+    for queue, owner in (("qa", "Maria Keller"), ("data_science", "Dana Fischer")):
+        announced = await desk.last_on(Subjects.incident_assigned(queue))
+        assert announced is not None, queue
+        assert (announced["incident_id"], announced["owner"]) == (incident["id"], owner)
+        assert (announced["reason"], announced["level"]) == ("routed", 0)
+        assert announced["summary"] == incident["summary"]
+    assert await desk.last_on(Subjects.incident_assigned("ot")) is None
 
     assert [i["id"] for i in await desk.incidents(queue="data_science")] == [incident["id"]]
     assert [i["id"] for i in await desk.incidents(owner="Maria Keller")] == [incident["id"]]
@@ -109,6 +117,19 @@ async def test_unacknowledged_incidents_escalate_level_by_level_and_acknowledgin
     escalations = [e for e in await desk.timeline(incident_id) if e["kind"] == "escalated"]
     assert [e["data"]["to"] for e in escalations] == ["Jonas Weber", "Petra Schulz"]
     assert (await desk.audit_actions()).count("incident.escalate") == 2
+    # Each assignment is announced for the notification bridge, the last escalation last.
+    announced = await desk.last_on(Subjects.incident_assigned("qa"))
+    assert announced is not None
+    assert {k: announced[k] for k in ("incident_id", "reason", "owner", "previous_owner")} == {
+        "incident_id": incident_id,
+        "reason": "escalated",
+        "owner": "Petra Schulz",
+        "previous_owner": "Jonas Weber",
+    }
+    assert (announced["level"], announced["acknowledge_by"]) == (2, None)
+    info = await desk.js.stream_info(Streams.INCIDENT.name, subjects_filter="linegate.incident.>")
+    assert info.state.subjects is not None
+    assert info.state.subjects[Subjects.incident_assigned("qa")] == 3  # routed + 2 escalations
 
     # A second incident is acknowledged in time: it never escalates.
     desk.now = opened_at

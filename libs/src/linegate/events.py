@@ -83,6 +83,18 @@ class Subjects:
         return f"linegate.incident.action.{subject_token(kind)}"
 
     @staticmethod
+    def incident_assigned(queue: str) -> str:
+        """Where an incident's assignment to an owner (routed or escalated) is announced, for
+        the plant's notification bridge (mail, pager, chat) to deliver."""
+        return f"linegate.incident.assigned.{subject_token(queue)}"
+
+    @staticmethod
+    def maintenance_ticket(level: str) -> str:
+        """Where an encrypted maintenance ticket is delivered to its chain level (inside the
+        incident stream, so no device can publish there)."""
+        return f"linegate.incident.maintenance_ticket.{subject_token(level)}"
+
+    @staticmethod
     def maintenance(asset: str) -> str:
         """Where a device reports that ``asset``'s anomaly score crossed its threshold."""
         return f"linegate.maintenance.{subject_token(asset)}"
@@ -221,6 +233,44 @@ class IncidentOpenedV1(EventV1):
     line: str | None = None
     model: str | None = None
     version: str | None = None
+
+
+class IncidentAssignedV1(EventV1):
+    """An incident was put in ``queue`` for ``owner`` (``reason="routed"``, level 0) or moved
+    up the rule's escalation chain because nobody acknowledged in time (``"escalated"``).
+    Published on ``Subjects.incident_assigned(queue)``; ``acknowledge_by`` is when it escalates
+    next (None: the end of the chain, or no time set)."""
+
+    kind: Literal["incident.assigned.v1"] = "incident.assigned.v1"
+    incident_id: str
+    incident_type: str
+    severity: str
+    summary: str
+    queue: str
+    owner: str | None
+    level: int
+    previous_owner: str | None = None
+    reason: Literal["routed", "escalated"]
+    acknowledge_by: datetime | None = None
+    line: str | None = None
+    model: str | None = None
+    version: str | None = None
+
+
+class MaintenanceTicketV1(EventV1):
+    """A maintenance ticket delivered to ``level`` of the maintenance chain: opened, or
+    escalated because nobody acknowledged it in time. Its context travels only as ``jwe``
+    (compact JWE encrypted for the maintenance team's key ``recipient_kid``); a ticket withheld
+    for want of a key is never published."""
+
+    kind: Literal["maintenance.ticket.v1"] = "maintenance.ticket.v1"
+    ticket_id: str
+    incident_id: str
+    level: str
+    reason: Literal["opened", "escalated"]
+    acknowledge_by: datetime | None = None
+    recipient_kid: str
+    jwe: str
 
 
 class MaintenanceAlertV1(EventV1):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from joserfc import jwe
 from joserfc.errors import JoseError
@@ -42,6 +42,8 @@ from incident.incidents.errors import InvalidTransition, TicketNotFound
 from incident.incidents.models import Incident, MaintenanceTicket
 from incident.signals import Signal
 from linegate.audit import AuditLog
+from linegate.events import MaintenanceTicketV1, Subjects
+from linegate.outbox import enqueue
 
 TICKET_MEDIA_TYPE = "application/vnd.linegate.maintenance-ticket.v1+json"
 ENC = "A256GCM"
@@ -144,6 +146,33 @@ class TicketDesk:
         minutes = self.chain.levels[index].acknowledge_within_minutes
         return None if minutes is None else now + timedelta(minutes=minutes)
 
+    async def _deliver(
+        self,
+        session: AsyncSession,
+        ticket: MaintenanceTicket,
+        now: datetime,
+        reason: Literal["opened", "escalated"],
+    ) -> None:
+        """Queue the encrypted ticket for its level in the outbox (same transaction); a
+        withheld ticket (no key) has nothing that may leave the service."""
+        if ticket.jwe is None or ticket.recipient_kid is None:
+            return
+        await enqueue(
+            session,
+            Subjects.maintenance_ticket(ticket.level),
+            MaintenanceTicketV1(
+                actor=ACTOR,
+                occurred_at=now,
+                ticket_id=ticket.id,
+                incident_id=ticket.incident_id,
+                level=ticket.level,
+                reason=reason,
+                acknowledge_by=ticket.escalate_at,
+                recipient_kid=ticket.recipient_kid,
+                jwe=ticket.jwe,
+            ),
+        )
+
     async def open_ticket(
         self, session: AsyncSession, audit: AuditLog, incident: Incident, signal: Signal
     ) -> MaintenanceTicket:
@@ -181,6 +210,7 @@ class TicketDesk:
             ticket.delivery = f"encrypted for {self.encrypter.kid} ({self.encrypter.alg}/{ENC})"
         session.add(ticket)
         await session.flush()
+        await self._deliver(session, ticket, now, "opened")
         await note(
             session,
             incident.id,
@@ -261,6 +291,7 @@ class TicketDesk:
             ticket.level = self.chain.levels[ticket.level_index].level
             ticket.escalate_at = self._deadline(ticket.level_index, now)
             session.add(ticket)
+            await self._deliver(session, ticket, now, "escalated")
             await note(
                 session,
                 ticket.incident_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,6 +24,8 @@ from incident.incidents.models import Incident, IncidentAssignment, RoutingRule
 from incident.incidents.schemas import RoutingRuleCreate, RoutingRuleRead, RoutingRuleUpdate
 from linegate.audit import AuditLog
 from linegate.auth import Principal
+from linegate.events import IncidentAssignedV1, Subjects
+from linegate.outbox import enqueue
 
 #: Where an incident no rule matches waits, unowned, for someone to pick it up.
 UNROUTED_QUEUE = "triage"
@@ -154,6 +156,7 @@ async def route(
     session.add_all(assignments)
     await session.flush()
     for a in assignments:
+        await announce(session, incident, a, now, reason="routed")
         detail = (
             f"routed to {a.queue}, owner {a.owner}, acknowledge by {a.escalate_at:%Y-%m-%d %H:%M}Z"
             if a.owner and a.escalate_at
@@ -171,6 +174,40 @@ async def route(
             data={"queue": a.queue, "owner": a.owner, "rule_id": a.rule_id},
         )
     return assignments
+
+
+async def announce(
+    session: AsyncSession,
+    incident: Incident,
+    assignment: IncidentAssignment,
+    now: datetime,
+    *,
+    reason: Literal["routed", "escalated"],
+    previous: str | None = None,
+) -> None:
+    """Queue ``IncidentAssignedV1`` in the outbox with the assignment (same transaction): the
+    plant's notification bridge delivers it to the owner."""
+    await enqueue(
+        session,
+        Subjects.incident_assigned(assignment.queue),
+        IncidentAssignedV1(
+            actor=ACTOR,
+            occurred_at=now,
+            incident_id=incident.id,
+            incident_type=incident.incident_type,
+            severity=incident.severity,
+            summary=incident.summary,
+            queue=assignment.queue,
+            owner=assignment.owner,
+            level=assignment.level,
+            previous_owner=previous,
+            reason=reason,
+            acknowledge_by=assignment.escalate_at,
+            line=incident.line,
+            model=incident.model,
+            version=incident.version,
+        ),
+    )
 
 
 async def assignments_of(session: AsyncSession, incident_id: str) -> list[IncidentAssignment]:
@@ -228,6 +265,7 @@ async def escalate_due(
             "from": previous,
             "to": assignment.owner,
         }
+        await announce(session, incident, assignment, now, reason="escalated", previous=previous)
         await note(
             session,
             incident.id,
