@@ -25,6 +25,14 @@ grows: an older or unbound document is a replay and refused). The binding also c
 - ``shadow``: a candidate's own signed metadata. The agent verifies, stages and self-tests it
   like a release and points the ``shadow`` link at it; the inference API runs it on the same
   inputs as the active model and reports where they disagree, but only the active one decides.
+
+The document may also carry the override roster of the model's AI system (who holds
+``override`` training until when, and the system's NIST tier; see
+:mod:`linegate.release_metadata`). The agent writes it to ``competence.json`` before anything
+is installed (a revoked training must stop counting at once) and the inference API checks every
+operator override against it at the moment of the override, offline: refused on a tier 1 (or
+unclassified) system without current training, accepted and flagged on tiers 2 and 3. A
+document without a roster removes the file, and then no override is accepted.
 """
 
 from __future__ import annotations
@@ -59,6 +67,9 @@ SIGNATURE_FILE = "model.sig"
 MODEL_FILE = "model.onnx"
 #: What an incident ordered the device to do (written atomically; read by the inference API).
 CONTROL_FILE = "control.json"
+#: The override roster of the signed desired state (written atomically; read by the inference
+#: API's competence check).
+COMPETENCE_FILE = "competence.json"
 
 Report = Callable[[DeviceStatusV1], Awaitable[None]]
 
@@ -191,6 +202,8 @@ class DeviceAgent:
         if device is not None:
             # The order holds even if the release below is refused: apply it first.
             await self._apply_control(device.get("control"))
+        # So does the roster: a training revoked must stop counting before a long download.
+        self._apply_competence(release)
         installed = await self._install(release)
         if installed and device is not None:
             await self._apply_shadow(device.get("shadow"))
@@ -375,6 +388,35 @@ class DeviceAgent:
             if control.get("threshold") is not None:
                 detail += f", confidence threshold {control['threshold']}"
         await self.report("control", None, detail)
+
+    def _apply_competence(self, release: Release) -> None:
+        path = self.state_dir / COMPETENCE_FILE
+        roster = release.competence
+        if roster is None:
+            path.unlink(missing_ok=True)
+            return
+        document = {
+            # The roster is the system of this model line: it does not vouch for operators of
+            # another model the device may still run (an install that was refused).
+            "model": release.model,
+            "revision": release.device["revision"] if release.device else None,
+            "system_id": roster["system_id"],
+            "nist_tier": roster["nist_tier"],
+            "as_of": roster["as_of"].isoformat(),
+            "override": [
+                {
+                    "person": e["person"],
+                    "trained_at": e["trained_at"].isoformat(),
+                    "valid_until": e["valid_until"].isoformat(),
+                }
+                for e in roster["override"]
+            ],
+        }
+        raw = json.dumps(document, indent=2).encode()
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_bytes() == raw:
+                return
+        _write_atomic(path, raw)
 
     async def _apply_shadow(self, raw: str | None) -> None:
         shadow = self.state.shadow
@@ -578,6 +620,7 @@ async def _serve_inference(nc: Any, device_id: str, line: str, state_dir: Path, 
 
     from linegate_cli.edge.inference import (
         DEFAULT_REASON_CODES,
+        CompetenceFile,
         ControlFile,
         ModelRunner,
         TelemetryBuffer,
@@ -595,6 +638,7 @@ async def _serve_inference(nc: Any, device_id: str, line: str, state_dir: Path, 
         reason_codes=DEFAULT_REASON_CODES,
         shadow=ModelRunner(state_dir, link="shadow"),
         control=ControlFile(state_dir),
+        competence=CompetenceFile(state_dir),
     )
     # Loopback only: the line's controller is on the device; the API has no authentication.
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")

@@ -46,6 +46,14 @@ Where things live, and why:
   ``shadow`` (or null) is the complete signed metadata (a string) of a candidate release the
   device runs beside the active one without letting it decide (a rollout's shadow stage);
   the device verifies it on its own, like any release.
+* ``x-linegate-competence`` (optional, a second field of ``signed``): the override roster for
+  the AI system the release's model line belongs to, from the registry's competence register:
+  ``{"system_id", "nist_tier": 1 | 2 | 3 | null, "as_of": "<UTC time>", "override":
+  [{"person", "trained_at", "valid_until"}, ...]}`` (times ``YYYY-MM-DDTHH:MM:SSZ``; every
+  unrevoked ``override`` training that has not ended, so a device decides at the moment of an
+  override, offline, whether its operator's training is current). Its own field rather than a
+  key of ``x-linegate-release`` so that agents which predate it ignore it (they reject unknown
+  release and device keys); it is signed like everything in ``signed``.
 * ``expires`` and ``version`` (the monotonic metadata version) are TUF's own fields.
 
 Trust: a device holds the gateway's public key(s); key ids are TUF's
@@ -111,6 +119,7 @@ from tuf.api.metadata import Metadata, Root, TargetFile, Targets  # type: ignore
 from tuf.api.serialization import DeserializationError, SerializationError
 
 __all__ = [
+    "COMPETENCE_FIELD",
     "CONTROL_MODES",
     "MAX_METADATA_BYTES",
     "RELEASE_FIELD",
@@ -126,6 +135,8 @@ __all__ = [
 
 #: The key in ``signed`` that holds the release-level fields.
 RELEASE_FIELD = "x-linegate-release"
+#: The key in ``signed`` that holds the override roster (competence register extract).
+COMPETENCE_FIELD = "x-linegate-competence"
 #: Devices refuse metadata larger than this before parsing it (endless-data defence).
 MAX_METADATA_BYTES = 1 << 20
 
@@ -145,6 +156,9 @@ CONTROL_MODES = ("automatic", "manual_inspection")
 _ROLLBACK_KEYS = frozenset(
     {"incident_id", "approved_by", "reason", "from_security_version", "to_security_version"}
 )
+_COMPETENCE_KEYS = frozenset({"system_id", "nist_tier", "as_of", "override"})
+_TRAINING_KEYS = frozenset({"person", "trained_at", "valid_until"})
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _CHUNK = 1 << 20
 
 
@@ -184,6 +198,9 @@ class Release:
     rollback: dict[str, Any] | None
     #: The device binding (``id``, ``revision``, ``control``, ``shadow``) or ``None``.
     device: dict[str, Any] | None = None
+    #: The override roster (``system_id``, ``nist_tier``, ``as_of``, ``override``: entries
+    #: with ``person`` and timezone-aware ``trained_at`` / ``valid_until``) or ``None``.
+    competence: dict[str, Any] | None = None
 
     def file(self, path: str) -> ReleaseFile:
         """The signed entry for ``path``; ``mismatch`` when the release has no such file."""
@@ -212,6 +229,7 @@ def sign_release(
     metadata_version: int = 1,
     rollback: Mapping[str, Any] | None = None,
     device: Mapping[str, Any] | None = None,
+    competence: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Canonical JSON bytes of TUF targets metadata for one release, signed with ``key``.
 
@@ -219,8 +237,10 @@ def sign_release(
     given, needs ``incident_id``, ``approved_by`` (non-empty list of distinct names), ``reason``
     and ``from_security_version`` (above ``security_version``); ``to_security_version`` is filled
     in. ``device`` binds the document to one device (``id``, ``revision``, optional
-    ``control`` and ``shadow``; see the module docstring). Raises
-    :class:`ReleaseMetadataError` (``malformed``) naming the field that is wrong.
+    ``control`` and ``shadow``; see the module docstring). ``competence`` is the override
+    roster (``system_id``, ``nist_tier``, ``as_of`` and ``override`` entries; times as aware
+    datetimes or ``YYYY-MM-DDTHH:MM:SSZ`` strings). Raises :class:`ReleaseMetadataError`
+    (``malformed``) naming the field that is wrong.
     """
     if expires.tzinfo is None:
         raise ValueError("expires must be timezone-aware (e.g. datetime.now(UTC) + timedelta)")
@@ -251,13 +271,16 @@ def sign_release(
         )
     if not targets:
         raise _malformed("a release needs at least one file")
+    fields: dict[str, Any] = {RELEASE_FIELD: block}
+    if competence is not None:
+        fields[COMPETENCE_FIELD] = _signed_competence(_competence(competence))
 
     metadata = Metadata(
         Targets(
             version=metadata_version,
             expires=expires.astimezone(UTC),
             targets=targets,
-            unrecognized_fields={RELEASE_FIELD: block},
+            unrecognized_fields=fields,
         )
     )
     metadata.sign(CryptoSigner(key))
@@ -493,6 +516,11 @@ def _release(signed: Targets) -> Release:
         metadata_version=signed.version,
         rollback=block.get("rollback"),
         device=block.get("device"),
+        competence=(
+            None
+            if signed.unrecognized_fields.get(COMPETENCE_FIELD) is None
+            else _competence(signed.unrecognized_fields[COMPETENCE_FIELD])
+        ),
     )
 
 
@@ -589,6 +617,75 @@ def _control(value: object) -> dict[str, Any]:
         "approved_by": [_text_value(name, "approved_by") for name in approved_by],
         "reason": _text(value, "reason"),
     }
+
+
+def _competence(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _malformed(f"{COMPETENCE_FIELD} must be an object")
+    unknown, missing = set(value) - _COMPETENCE_KEYS, _COMPETENCE_KEYS - set(value)
+    if unknown or missing:
+        raise _malformed(
+            f"{COMPETENCE_FIELD} needs exactly {sorted(_COMPETENCE_KEYS)}"
+            f" (unknown: {sorted(unknown)}, missing: {sorted(missing)})"
+        )
+    tier = value["nist_tier"]
+    if tier is not None and (type(tier) is not int or tier not in (1, 2, 3)):
+        raise _malformed(f"competence nist_tier must be 1, 2, 3 or null, not {tier!r}")
+    entries = value["override"]
+    if not isinstance(entries, list | tuple):
+        raise _malformed("competence override must be a list of trainings")
+    override = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or set(entry) != _TRAINING_KEYS:
+            raise _malformed(f"a competence override entry needs exactly {sorted(_TRAINING_KEYS)}")
+        trained_at = _time(entry["trained_at"], "trained_at")
+        valid_until = _time(entry["valid_until"], "valid_until")
+        if valid_until <= trained_at:
+            raise _malformed(
+                f"competence of {entry['person']!r}: valid_until is not after trained_at"
+            )
+        override.append(
+            {
+                "person": _text_value(entry["person"], "person"),
+                "trained_at": trained_at,
+                "valid_until": valid_until,
+            }
+        )
+    return {
+        "system_id": _text(value, "system_id"),
+        "nist_tier": tier,
+        "as_of": _time(value["as_of"], "as_of"),
+        "override": override,
+    }
+
+
+def _signed_competence(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The roster as canonical JSON holds it (times as strings, entries in a stable order)."""
+    entries = [
+        {**e, "trained_at": _stamp(e["trained_at"]), "valid_until": _stamp(e["valid_until"])}
+        for e in value["override"]
+    ]
+    entries.sort(key=lambda e: (e["person"], e["trained_at"], e["valid_until"]))
+    return {**value, "as_of": _stamp(value["as_of"]), "override": entries}
+
+
+def _time(value: object, name: str) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise _malformed(f"competence {name} must be timezone-aware")
+        return value.astimezone(UTC).replace(microsecond=0)
+    if isinstance(value, str):
+        try:
+            return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    raise _malformed(
+        f"competence {name} must be a UTC time like 2030-01-01T00:00:00Z, not {value!r}"
+    )
+
+
+def _stamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
 def _rollback(value: object, security_version: int) -> dict[str, Any]:

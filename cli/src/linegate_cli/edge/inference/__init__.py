@@ -6,7 +6,8 @@ The line posts an image; :class:`ModelRunner` classifies it with the model the a
 verified model), and :class:`TelemetryBuffer` publishes the record, with cheap input statistics
 (:func:`input_stats`) and no pixels, in batches on ``linegate.telemetry.<line>.<device_id>``.
 Operators override a decision with a reason code and a rationale; the override is published
-at once as :class:`~linegate.events.OverrideV1`.
+at once as :class:`~linegate.events.OverrideV1`, if the operator's training passes the signed
+override roster (:mod:`linegate_cli.edge.inference.competence`).
 
 Example (serve on loopback only; the API has no authentication)::
 
@@ -29,6 +30,13 @@ from linegate_cli.edge.inference.api import (
     OverrideRead,
     StatusRead,
     create_inference_app,
+)
+from linegate_cli.edge.inference.competence import (
+    CompetenceFile,
+    Roster,
+    UntrainedOperator,
+    Verdict,
+    check_override,
 )
 from linegate_cli.edge.inference.runner import (
     DEFAULT_CONFIDENCE_THRESHOLD,
@@ -56,6 +64,7 @@ __all__ = [
     "DEFAULT_CONFIDENCE_THRESHOLD",
     "DEFAULT_REASON_CODES",
     "ActiveModel",
+    "CompetenceFile",
     "Control",
     "ControlFile",
     "Decision",
@@ -71,8 +80,12 @@ __all__ = [
     "Prediction",
     "Publish",
     "PublisherUnavailable",
+    "Roster",
     "StatusRead",
     "TelemetryBuffer",
+    "UntrainedOperator",
+    "Verdict",
+    "check_override",
     "create_inference_app",
     "decide",
     "input_stats",

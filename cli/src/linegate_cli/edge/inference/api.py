@@ -6,11 +6,12 @@ import asyncio
 import base64
 import binascii
 import functools
+import logging
 import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -35,6 +36,7 @@ from linegate.events import (
     OverrideV1,
     ShadowResultV1,
 )
+from linegate_cli.edge.inference.competence import CompetenceFile, check_override
 from linegate_cli.edge.inference.runner import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     ActiveModel,
@@ -50,6 +52,8 @@ from linegate_cli.edge.inference.runner import (
     input_stats,
 )
 from linegate_cli.edge.inference.telemetry import TelemetryBuffer
+
+log = logging.getLogger("linegate.edge.inference")
 
 DEFAULT_REASON_CODES = ("false_reject", "false_pass", "sensor_fault", "other")
 #: Largest image accepted, in values (4 Mi floats = 16 MiB as float32).
@@ -131,6 +135,9 @@ class OverrideRead(BaseModel):
     reason_code: str
     #: False (and status 202) when NATS is down: the override is queued on the device.
     published: bool
+    #: Set when the operator holds no current override training for the system (NIST tier 2
+    #: or 3: accepted, flagged); says why. On tier 1 such an override is refused (403).
+    competence_flag: str | None = None
 
 
 class StatusRead(BaseModel):
@@ -165,6 +172,8 @@ def create_inference_app(
     recent_records: int = 10_000,
     shadow: ModelRunner | None = None,
     control: ControlFile | None = None,
+    competence: CompetenceFile | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """The local API over ``runner`` and ``telemetry`` (whose flushing runs in the lifespan).
 
@@ -176,6 +185,12 @@ def create_inference_app(
     and ``manual_inspection`` routes every part there. ``shadow`` runs the candidate the agent
     installed in shadow on the same image; its result is telemetry only (``record.shadow``),
     compared with what the active model decided before any incident order.
+
+    ``competence`` is the override roster the agent verified
+    (:mod:`linegate_cli.edge.inference.competence`): each override's operator is checked
+    against it at ``clock()`` (default: now, UTC), refused (403) without current training on a
+    tier 1 system and flagged on tiers 2-3. ``None`` checks nobody, and says so in the log:
+    only for a device without a competence register.
     """
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold {threshold} is not in (0, 1]")
@@ -183,6 +198,9 @@ def create_inference_app(
     if not codes:
         raise ValueError("at least one override reason code is needed")
     recent: OrderedDict[str, InferenceRecordV1] = OrderedDict()
+    now = clock or (lambda: datetime.now(UTC))
+    if competence is None:
+        log.warning("operator overrides are not checked against a competence roster")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -236,39 +254,26 @@ def create_inference_app(
 
     @app.post("/v1/overrides", status_code=201, response_model=OverrideRead)
     async def create_override(body: OverrideCreate, response: Response) -> OverrideRead:
-        if body.reason_code not in codes:
-            raise UnknownReasonCode(
-                f"reason code {body.reason_code!r} is not one of {list(codes)}",
-                extra={"allowed": list(codes)},
-            )
-        record = recent.get(body.record_id)
-        if record is None:
-            raise RecordNotFound(
-                f"no record {body.record_id!r} among the last {recent_records} on this device"
-            )
-        event = OverrideV1(
-            actor=body.operator,
+        event, flag = _accept_override(
+            body,
+            recent,
+            codes=codes,
+            recent_records=recent_records,
             line=line,
             device_id=device_id,
-            record_id=record.record_id,
-            camera=record.camera,
-            model=record.model,
-            version=record.version,
-            original_decision=record.decision,
-            original_label=record.label,
-            decision=body.decision,
-            reason_code=body.reason_code,
-            rationale=body.rationale,
+            competence=competence,
+            at=now(),
         )
         published = await telemetry.override(event)
         if not published:
             response.status_code = 202
         return OverrideRead(
             override_id=event.event_id,
-            record_id=record.record_id,
+            record_id=event.record_id,
             decision=body.decision,
             reason_code=body.reason_code,
             published=published,
+            competence_flag=flag,
         )
 
     @app.get("/v1/status", response_model=StatusRead)
@@ -297,6 +302,64 @@ def create_inference_app(
         )
 
     return app
+
+
+def _accept_override(
+    body: OverrideCreate,
+    recent: OrderedDict[str, InferenceRecordV1],
+    *,
+    codes: Sequence[str],
+    recent_records: int,
+    line: str,
+    device_id: str,
+    competence: CompetenceFile | None,
+    at: datetime,
+) -> tuple[OverrideV1, str | None]:
+    """The override event and its competence flag; raises the problem that refuses it."""
+    if body.reason_code not in codes:
+        raise UnknownReasonCode(
+            f"reason code {body.reason_code!r} is not one of {list(codes)}",
+            extra={"allowed": list(codes)},
+        )
+    record = recent.get(body.record_id)
+    if record is None:
+        raise RecordNotFound(
+            f"no record {body.record_id!r} among the last {recent_records} on this device"
+        )
+    flag: str | None = None
+    if competence is not None:
+        verdict = check_override(competence.current(), body.operator, model=record.model, at=at)
+        if verdict.refused:
+            log.warning("override refused: %s", verdict.detail)
+            raise verdict.error(body.operator)
+        flag = verdict.flag
+    event = OverrideV1(
+        actor=body.operator,
+        line=line,
+        device_id=device_id,
+        record_id=record.record_id,
+        camera=record.camera,
+        model=record.model,
+        version=record.version,
+        original_decision=record.decision,
+        original_label=record.label,
+        decision=body.decision,
+        reason_code=body.reason_code,
+        rationale=body.rationale,
+        **_competence_flag(flag),
+    )
+    if flag is not None:
+        log.warning("override %s flagged: %s", event.event_id, flag)
+    return event, flag
+
+
+def _competence_flag(flag: str | None) -> dict[str, Any]:
+    """The flag as a field of the override event, once :class:`OverrideV1` declares
+    ``competence_flag`` (``linegate.events`` is not the device's to change, and the incident
+    service refuses unknown fields); until then the flag is in the response and the log."""
+    if flag is None or "competence_flag" not in OverrideV1.model_fields:
+        return {}
+    return {"competence_flag": flag}
 
 
 def _limit(
