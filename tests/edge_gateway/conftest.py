@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,13 +223,22 @@ class Line:
 
 @pytest.fixture(autouse=True)
 def _no_periodic_evaluator(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The tests drive the rollout evaluator with their own clock.
+    # The tests drive the rollout evaluator with their own clock, and the roster refresh
+    # directly (or turn it on where they test it).
     monkeypatch.setenv("LINEGATE_ROLLOUT_EVALUATION_INTERVAL_SECONDS", "0")
+    monkeypatch.setenv("LINEGATE_COMPETENCE_REFRESH_SECONDS", "0")
 
 
-@pytest.fixture
-async def line(settings_factory: Any, service_client: Any, mint_token: Any, tmp_path: Path) -> Any:
-    """Gateway + secured nats-server + two registered devices on line 3 (agents not started)."""
+@contextlib.asynccontextmanager
+async def line_of(
+    settings_factory: Any,
+    service_client: Any,
+    mint_token: Any,
+    tmp_path: Path,
+    **gateway_settings: Any,
+) -> AsyncIterator[Line]:
+    """Gateway (with ``gateway_settings``) + secured nats-server + two registered devices on
+    line 3 (agents not started)."""
     registry_key = generate_private_key()
     (tmp_path / "registry.pem").write_bytes(private_key_pem(registry_key))
     (tmp_path / "registry.pub.pem").write_bytes(public_key_pem(registry_key.public_key()))
@@ -238,6 +248,7 @@ async def line(settings_factory: Any, service_client: Any, mint_token: Any, tmp_
         nats_url=secured.url,
         nats_user=SERVICE_USER,
         nats_password=SERVICE_PASSWORD,
+        **gateway_settings,
     )
     app = create_gateway(settings)
     async with service_client(app, wait_for_nats=False) as client:
@@ -282,3 +293,12 @@ async def line(settings_factory: Any, service_client: Any, mint_token: Any, tmp_
             if t.service is not None:
                 await t.service.close()
             secured.stop()
+
+
+@pytest.fixture
+async def line(
+    settings_factory: Any, service_client: Any, mint_token: Any, tmp_path: Path
+) -> AsyncIterator[Line]:
+    """Gateway + secured nats-server + two registered devices on line 3 (agents not started)."""
+    async with line_of(settings_factory, service_client, mint_token, tmp_path) as t:
+        yield t

@@ -8,7 +8,15 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import edge_gateway
-from edge_gateway import api, api_rollouts, consumers, distribution, incidents, rollouts
+from edge_gateway import (
+    api,
+    api_rollouts,
+    competence,
+    consumers,
+    distribution,
+    incidents,
+    rollouts,
+)
 from edge_gateway.nats_config import ServerConfigSync
 from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
@@ -30,8 +38,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.subscriptions = await consumers.subscribe(gw)
         app.state.subscriptions.append(await rollouts.kpis.subscribe(gw))
         app.state.subscriptions += await incidents.subscribe(gw)
+        # Rosters changed while the gateway was down reach devices with the repair below.
+        try:
+            await competence.refresh_rosters(gw)
+        except Exception:
+            log.exception("reading the override rosters failed; the periodic refresh retries")
         await distribution.publish_desired(gw)
         app.state.metadata_refresher.start()
+        app.state.competence_refresher.start()
 
     async def start_gateway(ctx: ServiceContext) -> None:
         load_or_create_private_key(settings.release_key_path)
@@ -52,6 +66,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.metadata_refresher = distribution.MetadataRefresher(
             gw, interval=settings.metadata_refresh_seconds
         )
+        app.state.competence_refresher = competence.CompetenceRefresher(
+            gw, interval=settings.competence_refresh_seconds
+        )
         app.state.connect_task = asyncio.create_task(connect_when_ready(gw), name="gw-connect")
         app.state.rollout_evaluator = rollouts.evaluator.RolloutEvaluator(
             gw,
@@ -63,6 +80,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def stop_gateway(ctx: ServiceContext) -> None:
         await app.state.rollout_evaluator.stop()
         await app.state.metadata_refresher.stop()
+        await app.state.competence_refresher.stop()
         app.state.connect_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await app.state.connect_task

@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_gateway import distribution, rollouts
+from edge_gateway import competence, distribution, rollouts
 from edge_gateway.distribution import Gateway
 from edge_gateway.models import Device
 from linegate.events import DeviceStatusV1, Subjects
@@ -24,6 +24,8 @@ async def on_registry_event(gw: Gateway, data: dict[str, Any]) -> None:
     kind = data.get("kind")
     if kind == "registry.released.v1":
         await distribution.distribute(gw, data["model"], data["version"], actor=ACTOR)
+        # Before any device is assigned the release: its first document carries the roster.
+        await competence.refresh_rosters(gw, [data["model"]])
     elif kind == "registry.revoked.v1":
         moved = await distribution.revoke(
             gw, data["model"], data["version"], data["reason"], actor=ACTOR

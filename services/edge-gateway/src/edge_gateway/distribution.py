@@ -17,7 +17,9 @@ its id and to the desired state's ``revision`` (bumped on every change, so a dev
 older document), with the ``control`` an incident ordered (manual inspection, a threshold) and
 the ``shadow`` candidate of a shadow stage (that release's own signed metadata, verified on its
 own by the device). A version an incident froze as evidence is never assigned
-(:class:`~edge_gateway.errors.VersionFrozen`).
+(:class:`~edge_gateway.errors.VersionFrozen`). It also carries the override roster of the
+model's AI system (:mod:`edge_gateway.competence`), which the device checks operator overrides
+against.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from edge_gateway.errors import (
     ReleaseRevoked,
     VersionFrozen,
 )
-from edge_gateway.models import DesiredState, Device, FrozenVersion, Release
+from edge_gateway.models import CompetenceRoster, DesiredState, Device, FrozenVersion, Release
 from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
 from linegate.audit import AuditLog
@@ -112,6 +114,7 @@ def _sign(
     metadata_version: int,
     rollback: dict[str, Any] | None = None,
     device: dict[str, Any] | None = None,
+    competence: dict[str, Any] | None = None,
 ) -> tuple[str, datetime]:
     expires = datetime.now(UTC).replace(microsecond=0) + timedelta(
         hours=gw.settings.release_metadata_ttl_hours
@@ -127,6 +130,7 @@ def _sign(
         metadata_version=metadata_version,
         rollback=rollback,
         device=device,
+        competence=competence,
     )
     return raw.decode(), expires
 
@@ -290,6 +294,15 @@ async def publish_desired(gw: Gateway, device_ids: Sequence[str] | None = None) 
             await session.exec(select(Release).where(col(Release.id).in_(shadow_ids)))
         ).all()
         shadows: dict[str, Release] = {r.id: r for r in shadow_rows}
+        models = list({release.model for _, release in rows})
+        rosters: dict[str, CompetenceRoster] = {
+            r.model: r
+            for r in (
+                await session.exec(
+                    select(CompetenceRoster).where(col(CompetenceRoster.model).in_(models))
+                )
+            ).all()
+        }
     if not rows:
         return 0
     kv = await desired_bucket(gw)
@@ -307,9 +320,26 @@ async def publish_desired(gw: Gateway, device_ids: Sequence[str] | None = None) 
                 # Re-signed with a fresh expiry: the device verifies the shadow on its own.
                 "shadow": _sign(gw, shadow, metadata_version=1)[0] if shadow else None,
             },
+            # The roster of the model that decides (a shadow never does). Without one the
+            # device refuses every override: nobody's training can be checked.
+            competence=roster_block(rosters.get(release.model)),
         )
         await kv.put(desired.device_id, metadata.encode())
     return len(rows)
+
+
+def roster_block(roster: CompetenceRoster | None) -> dict[str, Any] | None:
+    """The override roster as signed into a device's desired state (``x-linegate-competence``)."""
+    if roster is None:
+        return None
+    fetched = roster.fetched_at
+    return {
+        "system_id": roster.system_id,
+        "nist_tier": roster.nist_tier,
+        # SQLite hands back naive datetimes; every time the gateway stores is UTC.
+        "as_of": fetched if fetched.tzinfo else fetched.replace(tzinfo=UTC),
+        "override": list(roster.override),
+    }
 
 
 async def _change_desired(

@@ -81,6 +81,24 @@ class DesiredState(SQLModel, table=True):
     updated_by: str
 
 
+class CompetenceRoster(SQLModel, table=True):
+    """The override roster of a model's AI system, as last read from the registry's
+    competence register; signed into the desired state of every device that runs the model."""
+
+    __tablename__ = "competence_roster"
+
+    model: str = Field(primary_key=True)
+    system_id: str
+    nist_tier: int | None = None
+    #: ``[{"person", "trained_at", "valid_until"}]``: unrevoked ``override`` training that has
+    #: not ended (times ``YYYY-MM-DDTHH:MM:SSZ``), sorted.
+    override: list[dict[str, Any]] = _json(default_factory=list)
+    #: When the registry last answered with this roster (the signed ``as_of``).
+    fetched_at: datetime = Field(sa_type=TZ)
+    #: When the roster last changed.
+    updated_at: datetime = Field(sa_type=TZ)
+
+
 # ------------------------------------------------------------------------------ rollouts
 # Staged rollouts (edge_gateway.rollouts): the plan, each device's place in it, the inference
 # outcomes telemetry reports per device and version, and the plants' maintenance windows.

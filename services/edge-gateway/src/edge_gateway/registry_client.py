@@ -34,9 +34,9 @@ class RegistryClient:
     async def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self._tokens.get(self._http)}"}
 
-    async def _get_json(self, path: str) -> Any:
+    async def _get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
         try:
-            response = await self._http.get(path, headers=await self._headers())
+            response = await self._http.get(path, params=params, headers=await self._headers())
         except httpx.HTTPError as e:
             raise ServiceUnavailable(f"the registry is unreachable: {e}") from e
         if response.status_code == 404:
@@ -47,6 +47,23 @@ class RegistryClient:
 
     async def version(self, model: str, version: str) -> dict[str, Any]:
         body: dict[str, Any] = await self._get_json(f"/v1/models/{model}/versions/{version}")
+        return body
+
+    async def model_line(self, model: str) -> dict[str, Any]:
+        """The model line (``system_id``: the inventory system it is deployed for)."""
+        body: dict[str, Any] = await self._get_json(f"/v1/models/{model}")
+        return body
+
+    async def system(self, system_id: str) -> dict[str, Any]:
+        """An inventory system (``nist_tier``)."""
+        body: dict[str, Any] = await self._get_json(f"/v1/inventory/systems/{system_id}")
+        return body
+
+    async def competence(self, system_id: str, role: str) -> list[dict[str, Any]]:
+        """Every competence record of ``role`` on ``system_id`` (revoked and expired too)."""
+        body: list[dict[str, Any]] = await self._get_json(
+            "/v1/competence", {"system_id": system_id, "role": role}
+        )
         return body
 
     async def signing_keys(self) -> list[str]:

@@ -34,6 +34,11 @@ class GatewaySettings(LinegateSettings):
     #: Pid file of that nats-server, signalled (SIGHUP) to reload the config after a change.
     nats_server_pid_file: Path | None = None
 
+    #: Seconds between reads of the override rosters (the registry's competence register) for
+    #: the models devices run; a roster that changed re-issues those devices' desired state.
+    #: 0 turns the periodic refresh off (tests drive it directly).
+    competence_refresh_seconds: float = Field(default=60.0, ge=0)
+
     #: Seconds between rollout evaluator passes; 0 turns the periodic evaluator off (tests
     #: drive it directly).
     rollout_evaluation_interval_seconds: float = Field(default=10.0, ge=0)
