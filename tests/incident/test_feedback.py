@@ -33,7 +33,7 @@ async def test_feedback_names_a_record_and_feeds_the_monitor(line_factory: Any) 
                     "expected_decision": "reject",
                     "comment": "porosity visible at the seam end, passed by the camera",
                 },
-                headers=line.auth(sub="lena-line-lead"),
+                headers=line.auth(Role.OPERATOR, sub="lena-line-lead"),
             )
             assert r.status_code == 201, r.text
             body = r.json()
@@ -94,3 +94,13 @@ async def test_feedback_refuses_bad_input_and_other_roles(line_factory: Any) -> 
             assert r.headers["content-type"] == "application/problem+json"
         listed = await line.client.get("/v1/feedback", headers=line.auth(Role.AUDITOR))
         assert listed.json() == []
+        # Line staff report; they read nothing and change nothing else.
+        operator = line.auth(Role.OPERATOR, sub="lena-line-lead")
+        for method, path in (
+            ("GET", "/v1/feedback"),
+            ("GET", "/v1/postmarket/events"),
+            ("GET", "/v1/monitors"),
+            ("GET", "/v1/incidents"),
+        ):
+            r = await line.client.request(method, path, headers=operator)
+            assert r.status_code == 403, path

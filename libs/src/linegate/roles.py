@@ -13,6 +13,8 @@ class Role(StrEnum):
     REGISTRY_APPROVE = "registry:approve"
     DEVICE = "device"
     RESPONDER = "responder"
+    #: Line staff: report a wrong output of a model (``POST /v1/feedback``), nothing else.
+    OPERATOR = "operator"
     AUDITOR = "auditor"
     ADMIN = "admin"
 

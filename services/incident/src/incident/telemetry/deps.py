@@ -14,9 +14,9 @@ from linegate.auth import Principal, Role, require
 ReaderDep = Annotated[Principal, Depends(require(Role.RESPONDER, Role.AUDITOR))]
 #: Changes monitor thresholds and reference windows (admin holds every role).
 MonitorWriterDep = Annotated[Principal, Depends(require(Role.RESPONDER))]
-#: Reports a wrong output. Linegate has no line-staff role yet: responders (and admins)
-#: report on the line's behalf; a portal for operators would get its own role.
-FeedbackDep = Annotated[Principal, Depends(require(Role.RESPONDER))]
+#: Reports a wrong output: line staff (``operator``, who may do nothing else), and responders
+#: reporting on the line's behalf.
+FeedbackDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.RESPONDER))]
 
 
 def get_telemetry(request: Request) -> Telemetry:
