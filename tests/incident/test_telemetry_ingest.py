@@ -257,11 +257,10 @@ async def test_a_message_that_breaks_processing_is_dead_lettered_alone(line_fact
         assert poison in dead["data"]
 
 
-async def test_an_event_is_deduplicated_by_its_id_not_by_its_first_bytes(
+async def test_an_event_is_deduplicated_by_the_id_it_parses_to(
     line_factory: Any,
 ) -> None:
-    """The ingest reads an id hint off a message's first bytes; JSON's last ``event_id`` is
-    the one that counts, so a hint that differs from it is never trusted."""
+    """JSON's last ``event_id`` is the one that counts, whatever the message starts with."""
     run = production_run([STABLE])
     (subject_a, a), (subject_b, b) = run.messages[0], run.messages[1]
     async with line_factory() as line:
@@ -281,3 +280,31 @@ async def test_an_event_is_deduplicated_by_its_id_not_by_its_first_bytes(
         assert out.records == len(b.records)  # type: ignore[attr-defined]
         counted = len(a.records) + len(b.records)  # type: ignore[attr-defined]
         assert await line.totals() == (counted, 0, 0, 0)
+
+
+async def test_a_batch_written_while_the_next_is_parsed_is_never_counted_twice(
+    line_factory: Any,
+) -> None:
+    """One message per fetch, so every batch is parsed while the one before it is written:
+    an event republished right behind itself still counts once."""
+    run = production_run([STABLE])
+    async with line_factory() as line:
+        await line.telemetry.consumer.stop()
+        consumer = TelemetryConsumer(
+            line.app.state.ctx.nats,
+            line.telemetry.ingest,
+            durable="incident-telemetry-one-at-a-time",
+            batch=1,
+        )
+        consumer.start()
+        try:
+            for subject, event in run.messages:
+                await line.publish(subject, event)
+                await line.publish(subject, event, msg_id=f"again-{event.event_id}")
+            await line.wait_ingested(run)
+            marker = production_run([STABLE], seed=99, start=run.messages[-1][1].occurred_at)
+            await line.publish_run(marker)
+            await wait_for(lambda: _at_least(line, run.records + marker.records), "the marker")
+        finally:
+            await consumer.stop()
+        assert await line.totals() == (1200, 0, 2, 0)

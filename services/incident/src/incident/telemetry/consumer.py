@@ -3,8 +3,9 @@
 Every replica fetches from the same durable consumer (``telemetry_consumer``), so JetStream
 hands each message to one of them: the queue group of pull consumers. A fetched batch is
 processed in one transaction and acked after the commit; if the commit fails nothing is acked
-and the batch comes back after ``ack_wait``. A message that breaks processing on its own (a
-bug, not the database) is found by retrying the batch one message at a time and is
+and the batch comes back after ``ack_wait``. The next batch is fetched and parsed while one is
+being written, and written only after that one committed. A message that breaks processing on
+its own (a bug, not the database) is found by retrying the batch one message at a time and is
 dead-lettered, so one bad message never blocks the stream.
 """
 
@@ -20,7 +21,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from incident.telemetry.ingest import Incoming, Outcome, TelemetryIngest
+from incident.telemetry.ingest import Incoming, Outcome, Prepared, TelemetryIngest
 from linegate.events import NatsClient, Streams, Subjects
 
 log = logging.getLogger("incident.telemetry.consumer")
@@ -54,10 +55,11 @@ class TelemetryConsumer:
         self._task = asyncio.create_task(self._run(), name="incident-telemetry")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Finish the batch in hand (so a deploy does not leave it to ``ack_wait``), then stop;
-        after ``grace`` seconds the batch is abandoned unacked and comes again (``grace=0``
-        is what a crash does). ``_stopping`` is set first: Python 3.11's ``wait_for`` can
-        swallow a cancellation that races a fetched message, and the loop must still end."""
+        """Finish the batches in hand (so a deploy does not leave them to ``ack_wait``), then
+        stop; after ``grace`` seconds what is left is abandoned unacked and comes again
+        (``grace=0`` is what a crash does). ``_stopping`` is set first: Python 3.11's
+        ``wait_for`` can swallow a cancellation that races a fetched message, and the loop
+        must still end."""
         self._stopping.set()
         task, self._task = self._task, None
         if task is not None:
@@ -86,29 +88,63 @@ class TelemetryConsumer:
         )
 
     async def _run(self) -> None:
+        # Two batches in flight at most: while one is written (the database's work, on its
+        # thread or server), the next is fetched and parsed. Writes stay one after another,
+        # so each batch's seen-check sees every batch before it committed.
+        writing: asyncio.Task[None] | None = None
         delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                if self._sub is None:
-                    self._sub = await self._subscribe()
+        try:
+            while not self._stopping.is_set():
                 try:
-                    msgs = await self._sub.fetch(self.batch, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
-                await self.handle(msgs)
-                delay = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("telemetry fetch failed; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                    if self._sub is None:
+                        self._sub = await self._subscribe()
+                    try:
+                        msgs = await self._sub.fetch(self.batch, timeout=1.0)
+                    except (TimeoutError, NatsTimeoutError):
+                        continue
+                    incoming, prepared = await self._prepare(msgs)
+                    if writing is not None:
+                        # (Cancelling this await cancels the write too.) If it failed, the
+                        # batch in hand is left unacked as well and comes again.
+                        previous, writing = writing, None
+                        await previous
+                    writing = asyncio.create_task(self._write(msgs, incoming, prepared))
+                    delay = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("telemetry fetch failed; retrying in %.1fs", delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()  # killed mid-write: nothing of it is acked
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
 
     async def handle(self, msgs: list[Any]) -> None:
         """Process and ack one fetched batch (or leave it unacked for redelivery)."""
+        incoming, prepared = await self._prepare(msgs)
+        await self._write(msgs, incoming, prepared)
+
+    async def _prepare(self, msgs: list[Any]) -> tuple[list[Incoming], Prepared | None]:
         incoming = [Incoming(m.subject, m.data, _stream_seq(m)) for m in msgs]
         try:
-            outcome = await self.ingest.process(incoming)
+            return incoming, await self.ingest.prepare(incoming)
+        except Exception:
+            log.exception("telemetry batch failed; retrying its messages one by one")
+            return incoming, None
+
+    async def _write(
+        self, msgs: list[Any], incoming: list[Incoming], prepared: Prepared | None
+    ) -> None:
+        if prepared is None:
+            await self._one_by_one(msgs, incoming)
+            return
+        try:
+            outcome = await self.ingest.write(prepared)
         except (OperationalError, DBAPIError):
             # The database (or a concurrent replica's insert of the same id): all come again.
             log.warning("telemetry batch not committed; redelivering", exc_info=True)

@@ -11,7 +11,7 @@ every event is counted exactly once.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import functools
 import hashlib
 import logging
@@ -48,6 +48,8 @@ from linegate.events import InferenceBatchV1, InferenceRecordV1, KpiSampleV1, Ov
 log = logging.getLogger("incident.telemetry")
 
 TelemetryEvent = Annotated[InferenceBatchV1 | OverrideV1 | KpiSampleV1, Field(discriminator="kind")]
+#: :meth:`TelemetryIngest.prepare` lets other tasks run after this many messages.
+_YIELD_EVERY = 16
 #: Dead-lettered payloads are kept up to this many bytes.
 MAX_DEAD_LETTER_BYTES = 64 * 1024
 #: (model, version, line): what one set of monitors watches.
@@ -80,6 +82,25 @@ class Outcome:
     #: (line, shift start) of the KPI windows this batch changed.
     kpi_keys: set[tuple[str, datetime]] = field(default_factory=set)
     dropped: int = 0
+
+
+@dataclass
+class Prepared:
+    """A batch parsed and summed by :meth:`TelemetryIngest.prepare`, not yet counted."""
+
+    messages: Sequence[Incoming]
+    now: datetime
+    #: Per message: its dead-letter key and event id (for a dead letter, what a partial parse
+    #: finds, if anything); what the seen-check looks up.
+    keys: list[tuple[str, str | None]]
+    #: Indices of the messages left out (seen before, or repeated in the batch).
+    skipped: frozenset[int]
+    sums: WindowSums
+    log_rows: list[dict[str, Any]]
+    dead_rows: list[dict[str, Any]]
+    #: Ids of what counts now (event ids and dead-letter keys), to mark seen.
+    fresh: list[str]
+    out: Outcome
 
 
 class DeadLetter(Exception):
@@ -398,52 +419,74 @@ class TelemetryIngest:
     async def process(self, messages: Sequence[Incoming]) -> Outcome:
         """Count ``messages`` once, in one transaction; raise on a database failure (the caller
         then acks nothing and the messages come again)."""
-        out = Outcome()
-        now = datetime.now(UTC)
-        # Event ids first (read off the message's first bytes), so a duplicate is never
-        # parsed in full and each new event is folded into the sums as soon as it is parsed:
-        # holding a fetch's worth of parsed records at once costs more in garbage collection
-        # than parsing them. The id read so is a hint, checked against the parse: a duplicate
-        # is confirmed by a real (partial) parse, and an event whose id differs from its hint
-        # is looked up on its own.
-        peeked = [(m, _dead_key(m), _id_hint(m)) for m in messages]
+        return await self.write(await self.prepare(messages))
+
+    async def prepare(
+        self, messages: Sequence[Incoming], skip: frozenset[int] = frozenset()
+    ) -> Prepared:
+        """Parse and sum ``messages`` but those at the indices in ``skip``, without the
+        database: the half of :meth:`process` that may run while the previous batch is still
+        being written (see the consumer). Each event is folded into the batch's sums as soon
+        as it is parsed: holding a fetch's worth of parsed records, or of per-message sums,
+        costs more in garbage collection than parsing them."""
+        out = Outcome(duplicates=len(skip))
+        batch = Prepared(
+            messages, datetime.now(UTC), [], skip, WindowSums(self.shifts), [], [], [], out
+        )
+        ids: set[str] = set()
+        for i, m in enumerate(messages):
+            if i and not i % _YIELD_EVERY:
+                await asyncio.sleep(0)  # let the previous batch's writes go on meanwhile
+            dkey = _dead_key(m)
+            try:
+                event = parse(m)
+            except DeadLetter as dl:
+                # A duplicate is recognised by its event id even when it cannot be used.
+                batch.keys.append((dkey, _peek_id(m)))
+                if i in skip or dkey in ids:
+                    out.duplicates += i not in skip
+                    continue
+                ids.add(dkey)
+                batch.fresh.append(dkey)
+                out.dead_letters.append((dl.category, dl.reason))
+                batch.dead_rows.append(_dead_row(m, dl.reason, batch.now))
+                continue
+            batch.keys.append((dkey, event.event_id))
+            if i in skip or event.event_id in ids:
+                out.duplicates += i not in skip  # the same event twice in one fetch
+                continue
+            ids.add(event.event_id)
+            batch.fresh.append(event.event_id)
+            out.events += 1
+            self._add(event, m.data, batch.sums, batch.log_rows, batch.now, out)
+            del event
+        return batch
+
+    async def write(self, batch: Prepared) -> Outcome:
+        """Count what :meth:`prepare` made of a batch, in one transaction: skip what was seen
+        (``telemetry_seen``, read now, after every earlier batch committed), add the rest to
+        the windows, the post-market log and the dead letters, and mark it seen."""
         async with self.db.session() as session:
-            keys = [k for _, dkey, eid in peeked for k in (eid, dkey) if k is not None]
+            keys = [k for pair in batch.keys for k in pair if k is not None]
             seen = await _already_seen(session, keys)
-            sums = WindowSums(self.shifts)
-            log_rows: list[dict[str, Any]] = []
-            dead_rows: list[dict[str, Any]] = []
-            fresh: list[str] = []
-            for m, dkey, eid in peeked:
-                if dkey in seen or (eid is not None and eid in seen and _peek_id(m) == eid):
-                    out.duplicates += 1
-                    continue
-                try:
-                    event = parse(m)
-                except DeadLetter as dl:
-                    seen.add(dkey)
-                    fresh.append(dkey)
-                    out.dead_letters.append((dl.category, dl.reason))
-                    dead_rows.append(_dead_row(m, dl.reason, now))
-                    continue
-                if event.event_id in seen or (
-                    event.event_id != eid and await _already_seen(session, [event.event_id])
-                ):  # the same event twice in one fetch, or an id its hint did not show
-                    out.duplicates += 1
-                    continue
-                seen.add(event.event_id)
-                fresh.append(event.event_id)
-                out.events += 1
-                self._add(event, m.data, sums, log_rows, now, out)
-                del event
+            dups = frozenset(
+                i
+                for i, (dkey, eid) in enumerate(batch.keys)
+                if dkey in seen or (eid is not None and eid in seen)
+            )
+            if dups - batch.skipped:
+                # Seen before (a redelivery, a republished event): rare, so the batch is
+                # parsed again without them rather than every message summed on its own.
+                batch = await self.prepare(batch.messages, batch.skipped | dups)
+            out, sums, now = batch.out, batch.sums, batch.now
             await sums.flush(session, now)
-            await postmarket.record_many(session, log_rows)
-            if dead_rows:
-                await session.exec(telemetry_dead_letter.insert(), params=dead_rows)
-            if fresh:
+            await postmarket.record_many(session, batch.log_rows)
+            if batch.dead_rows:
+                await session.exec(telemetry_dead_letter.insert(), params=batch.dead_rows)
+            if batch.fresh:
                 await session.exec(
                     telemetry_seen.insert(),
-                    params=[{"event_id": k, "seen_at": now} for k in fresh],
+                    params=[{"event_id": k, "seen_at": now} for k in batch.fresh],
                 )
             out.touched = {(m, v, line) for m, v, line, _ in sums.windows}
             out.kpi_keys = {(line, start) for line, start, _, _ in sums.kpis}
@@ -553,23 +596,6 @@ class TelemetryIngest:
 
 class _EventId(BaseModel):
     event_id: str
-
-
-#: How every publisher's ``model_dump_json()`` starts (``event_id`` is EventV1's first field).
-_ID_PREFIX = b'{"event_id":"'
-
-
-def _id_hint(m: Incoming) -> str | None:
-    """The event id the message most likely has, read off its first bytes when it starts the
-    way ``model_dump_json()`` writes it (no escapes in the id), else by :func:`_peek_id`. Not
-    proof: the JSON after it is not looked at (see :meth:`TelemetryIngest.process`)."""
-    data = m.data
-    if data.startswith(_ID_PREFIX):
-        end = data.find(b'"', len(_ID_PREFIX))
-        if end > 0 and data.find(b"\\", len(_ID_PREFIX), end) < 0:
-            with contextlib.suppress(UnicodeDecodeError):
-                return data[len(_ID_PREFIX) : end].decode()
-    return _peek_id(m)
 
 
 def _peek_id(m: Incoming) -> str | None:
