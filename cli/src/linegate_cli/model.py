@@ -310,6 +310,9 @@ def _call(method: str, url: str, token: str, *, timeout: float = 300.0, **kw: An
     return response.json()
 
 
+_READ_BYTES = 1024 * 1024
+
+
 class _UploadReader:
     """A file as httpx streams it into a multipart part (by reads): each read advances the
     progress bar and the SHA-256 of what was sent, so the file is read once, not hashed first.
@@ -328,7 +331,9 @@ class _UploadReader:
         self._ended = False
 
     def read(self, size: int = -1) -> bytes:
-        data = self._f.read(size)
+        # httpx asks for 64 KiB at a time and sends whatever it gets; a megabyte per read
+        # takes the per-chunk Python work of httpx, httpcore and h11 down sixteen-fold.
+        data = self._f.read(size if size < 0 else max(size, _READ_BYTES))
         if self._hashing:
             self._hash.update(data)
         self._hashed += len(data)
