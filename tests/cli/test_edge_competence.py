@@ -270,11 +270,6 @@ async def test_without_a_roster_no_override_is_accepted(tmp_path: Path, nc: Clie
     assert response.json()["reason"] == "no_roster"
 
 
-@pytest.mark.skipif(
-    "competence_flag" not in OverrideV1.model_fields,
-    reason="OverrideV1 has no competence_flag field yet (linegate.events is not the device's to "
-    "change): the flag is in the device's answer and log only",
-)
 async def test_a_flagged_override_event_carries_the_flag(tmp_path: Path, nc: Client) -> None:
     install(tmp_path, "2.1.0")
     agent_roster = {
@@ -289,4 +284,4 @@ async def test_a_flagged_override_event_carries_the_flag(tmp_path: Path, nc: Cli
     response, event = await _override(tmp_path, nc, "ulf")
     assert response.status_code == 201, response.text
     assert response.json()["competence_flag"]
-    assert getattr(event, "competence_flag", None) == response.json()["competence_flag"]
+    assert event.competence_flag == response.json()["competence_flag"]

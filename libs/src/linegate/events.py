@@ -565,6 +565,10 @@ class OverrideV1(EventV1):
     decision: Literal["pass", "reject"]
     reason_code: str
     rationale: str
+    #: Why the override was accepted without current override training (the device checks the
+    #: operator against the signed roster of its desired state; tiers 2-3 flag, tier 1
+    #: refuses); None when the operator was trained.
+    competence_flag: str | None = None
 
 
 class KpiSampleV1(EventV1):

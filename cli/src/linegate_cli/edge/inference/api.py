@@ -346,20 +346,11 @@ def _accept_override(
         decision=body.decision,
         reason_code=body.reason_code,
         rationale=body.rationale,
-        **_competence_flag(flag),
+        competence_flag=flag,
     )
     if flag is not None:
         log.warning("override %s flagged: %s", event.event_id, flag)
     return event, flag
-
-
-def _competence_flag(flag: str | None) -> dict[str, Any]:
-    """The flag as a field of the override event, once :class:`OverrideV1` declares
-    ``competence_flag`` (``linegate.events`` is not the device's to change, and the incident
-    service refuses unknown fields); until then the flag is in the response and the log."""
-    if flag is None or "competence_flag" not in OverrideV1.model_fields:
-        return {}
-    return {"competence_flag": flag}
 
 
 def _limit(
