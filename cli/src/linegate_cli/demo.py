@@ -315,12 +315,15 @@ def seed_registry(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
         # Tier 1: approvals need current approver training (the competence register); each
         # approver's training is recorded by someone else (QA by its trainer, the rest by QA).
         # Responders approving corrective actions need responder training (the incident
-        # service asks the register at every approval).
+        # service asks the register at every approval), operators overriding a decision on a
+        # device override training.
         trainings = (
             ("jonas.weber", "approver", qa, "Release approval and human oversight", "QA-AI-101"),
             ("lena.hoffmann", "approver", auth("tom.trainer"), "Release approval", "QA-AI-101"),
             ("rita", "responder", qa, "AI incident response and corrective actions", "QA-AI-201"),
             ("sam", "responder", qa, "AI incident response and corrective actions", "QA-AI-201"),
+            # The device checks overrides against this, signed into its desired state.
+            ("lena.line-lead", "override", qa, "When to trust and override the model", "OP-AI-301"),
         )
         for person, role, recorder, course, record in trainings:
             training = {
@@ -341,8 +344,8 @@ def seed_registry(settings: LinegateSettings, issuer: TokenIssuer) -> list[str]:
         ).raise_for_status()
         done.append(
             "AI system weld-seam-qa-line3 in the inventory (high-risk, NIST tier 1); approver "
-            "training of jonas.weber and lena.hoffmann, responder training of rita and sam, in "
-            "the competence register"
+            "training of jonas.weber and lena.hoffmann, responder training of rita and sam, "
+            "override training of lena.line-lead, in the competence register"
         )
         uploader = auth("dana.datasci")
         files = {
