@@ -163,10 +163,6 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-_RECORD_COLUMNS = operator.attrgetter(
-    "model", "version", "camera", "occurred_at", "decision", "confidence", "latency_ms", "stats"
-)
-_STATS_COLUMNS = operator.attrgetter("brightness", "contrast", "sharpness")
 _I_CONF = WINDOW_SUMS.index("conf_n")
 _I_HIST = WINDOW_SUMS.index(HIST[0])
 _I_LAT = WINDOW_SUMS.index("latency_sum")
@@ -201,10 +197,11 @@ class WindowSums:
         if not records:
             return (None, None)
         # The hot path of the ingest. Nearly every batch is one camera of one model version
-        # within one shift: its sums are taken column by column (attrgetter, zip, sum and
-        # Counter run in C), not record by record. Anything else takes the general loop.
-        cols = list(zip(*map(_RECORD_COLUMNS, records), strict=True))
-        models, versions, cameras, times = cols[0], cols[1], cols[2], cols[3]
+        # within one shift: its sums are taken column by column (a list per field, summed
+        # and counted in C), not record by record. Anything else takes the general loop.
+        models = [r.model for r in records]
+        versions = [r.version for r in records]
+        cameras = [r.camera for r in records]
         n = len(records)
         model, version, camera = models[0], versions[0], cameras[0]
         one_version = models.count(model) == n and versions.count(version) == n
@@ -213,6 +210,7 @@ class WindowSums:
             return (model, version) if one_version else None
         if model is None or version is None:
             return (model, version)  # no model decided (fail-safe manual inspection)
+        times = [r.occurred_at for r in records]
         try:
             first, last = min(times), max(times)
         except TypeError:  # naive and aware times in one batch
@@ -233,7 +231,7 @@ class WindowSums:
         cw = self.cameras.get(ck)
         if cw is None:
             cw = self.cameras[ck] = [0.0] * len(CAMERA_SUMS)
-        _add_columns(w, cw, cols)
+        _add_columns(w, cw, records)
         return (model, version)
 
     def _add_records(self, batch: InferenceBatchV1) -> None:
@@ -365,18 +363,20 @@ class WindowSums:
         await upsert_add(session, kpi_window, KPI_SUMS, kpis)
 
 
-def _add_columns(w: list[float], cw: list[float], cols: list[tuple[Any, ...]]) -> None:
-    """Add one camera's records of one window, given as columns (:data:`_RECORD_COLUMNS`), to
-    the window's sums ``w`` and the camera's ``cw``."""
-    n = len(cols[0])
-    decisions, confidences, latencies, stats = cols[4], cols[5], cols[6], cols[7]
+def _add_columns(w: list[float], cw: list[float], records: Sequence[InferenceRecordV1]) -> None:
+    """Add ``records`` (one camera, one window) to the window's sums ``w`` and the camera's
+    ``cw``, a column at a time: a list per field, summed and counted in C."""
+    n = len(records)
+    decisions = [r.decision for r in records]
+    latencies = [r.latency_ms for r in records]
+    stats = [r.stats for r in records]
     passes = decisions.count("pass")
     rejects = decisions.count("reject")
     w[0] += n
     w[1] += passes
     w[2] += rejects
     w[3] += n - passes - rejects
-    confs = [c for c in confidences if c is not None] if None in confidences else confidences
+    confs = [r.confidence for r in records if r.confidence is not None]
     if confs:
         w[_I_CONF] += len(confs)
         w[_I_CONF + 1] += sum(confs)
@@ -384,7 +384,9 @@ def _add_columns(w: list[float], cw: list[float], cols: list[tuple[Any, ...]]) -
         for b, k in Counter([int(c * N_BINS) for c in confs]).items():
             w[_I_HIST + min(max(b, 0), N_BINS - 1)] += k
     w[_I_LAT] += sum(latencies)
-    bright, contrast, sharp = zip(*map(_STATS_COLUMNS, stats), strict=True)
+    bright = [x.brightness for x in stats]
+    contrast = [x.contrast for x in stats]
+    sharp = [x.sharpness for x in stats]
     cw[0] += n
     cw[1] += sum(bright)
     cw[2] += sum(map(operator.mul, bright, bright))
