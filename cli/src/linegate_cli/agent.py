@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -288,6 +289,7 @@ class DeviceAgent:
             except ReleaseMetadataError as e:
                 raise Refused(str(e)) from e
         await self.report("downloaded", release)
+        await asyncio.to_thread(release_freed_memory)  # before verification hashes it again
         try:
             # download() checked every length and SHA-256 as the bytes arrived: no second pass.
             await self._verify_slot(release, staging, rehash=False)
@@ -329,6 +331,9 @@ class DeviceAgent:
         raise Refused("model signature: " + "; ".join(errors))
 
     async def _self_test(self, folder: Path) -> None:
+        # The download's freed buffers stay in the heap unless handed back: without this the
+        # self-test's onnxruntime session would stack on top of them (the device's peak).
+        await asyncio.to_thread(release_freed_memory)
         try:
             await asyncio.to_thread(self_test, folder)
         except Exception as e:  # any failure to load or run the model fails the self-test
@@ -481,6 +486,31 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1024 * 1024):
             h.update(chunk)
     return h.hexdigest()
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free pages to the kernel (glibc ``malloc_trim``; a no-op where the C
+    library has none).
+
+    Chunk buffers of a download are freed, but glibc keeps the pages for reuse (freed 128 KiB
+    blocks raise its mmap threshold, so later ones come from the heap), and the resident set
+    stays at its high-water mark. Trimming between phases keeps the device's peak at the
+    largest phase instead of the sum of them.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def self_test(folder: Path) -> None:
