@@ -47,7 +47,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -63,6 +63,9 @@ from linegate.modelsig import (
     verify_model_sigstore,
 )
 from linegate.signing import SignatureError, key_id, load_private_key
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -319,6 +322,8 @@ class _UploadReader:
 
     httpx seeks to the start before it renders a part (and again on a retry), which starts
     the digest over; any other seek, or a digest asked before the last byte, is refused.
+    Each chunk is hashed in a helper thread while httpx sends it (hashlib releases the GIL),
+    one chunk at a time and in order, so hashing does not hold up the upload.
     """
 
     def __init__(self, f: BinaryIO, advance: Callable[[int], None], *, hashed: bool) -> None:
@@ -327,6 +332,12 @@ class _UploadReader:
         self._size = os.fstat(f.fileno()).st_size
         self._hashing = hashed
         self._hash = hashlib.sha256()
+        self._pending: Future[None] | None = None
+        self._hasher: ThreadPoolExecutor | None = None
+        if hashed:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._hasher = ThreadPoolExecutor(1, "linegate-push-hash")
         self._hashed = 0
         self._ended = False
 
@@ -334,8 +345,9 @@ class _UploadReader:
         # httpx asks for 64 KiB at a time and sends whatever it gets; a megabyte per read
         # takes the per-chunk Python work of httpx, httpcore and h11 down sixteen-fold.
         data = self._f.read(size if size < 0 else max(size, _READ_BYTES))
-        if self._hashing:
-            self._hash.update(data)
+        if self._hasher is not None:
+            self._settle()  # the previous chunk first: a digest is of the bytes in order
+            self._pending = self._hasher.submit(self._hash.update, data)
         self._hashed += len(data)
         self._ended = not data
         self._advance(len(data))
@@ -347,11 +359,17 @@ class _UploadReader:
     def seek(self, offset: int, whence: int = 0) -> int:
         if (offset, whence) != (0, os.SEEK_SET):
             raise io.UnsupportedOperation("an upload is read from its start only")
+        self._settle()
         self._hash, self._hashed, self._ended = hashlib.sha256(), 0, False
         return self._f.seek(0)
 
     def tell(self) -> int:
         return self._f.tell()
+
+    def _settle(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
 
     def sha256(self) -> str:
         """Hex SHA-256 of the whole file as it was sent."""
@@ -360,7 +378,13 @@ class _UploadReader:
                 f"the upload of {self._f.name} is incomplete ({self._hashed} of {self._size} "
                 "bytes read): the metadata part must be sent after the model"
             )
+        self._settle()
         return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Stop the helper thread (the file itself is closed by whoever opened it)."""
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
 
 
 class _MetadataAfterModel:
@@ -415,17 +439,13 @@ def upload_parts(
     the metadata declares the SHA-256 of the model bytes as they were streamed, so the
     registry refuses a body changed on the way (422, nothing stored). The bench sends pushes
     through this too."""
-    files: dict[str, Any] = {
-        part: (
-            path.name,
-            _UploadReader(
-                stack.enter_context(path.open("rb")),
-                advance,
-                hashed=declare_digest and part == "model",
-            ),
+    files: dict[str, Any] = {}
+    for part, path in paths.items():
+        reader = _UploadReader(
+            stack.enter_context(path.open("rb")), advance, hashed=declare_digest and part == "model"
         )
-        for part, path in paths.items()
-    }
+        stack.callback(reader.close)
+        files[part] = (path.name, reader)
     body: Any = json.dumps(dict(meta)).encode()
     if declare_digest:
         body = _MetadataAfterModel(meta, files["model"][1])
