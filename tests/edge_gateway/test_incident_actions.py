@@ -186,11 +186,14 @@ async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_releas
 
     await freeze(line, "2.1.0", "inc-7")
 
-    async def refused() -> Any:
-        r = await line.assign("2.1.0", device_ids=["cam-3-1"])
-        return r if r.status_code == 409 else None
+    async def frozen() -> bool:
+        # Polling with assignments instead would assign 2.1.0 while the event is in flight.
+        async with line.gw.db.session() as session:
+            return await distribution.frozen(session, MODEL, "2.1.0") is not None
 
-    r = await wait_for(refused, "the freeze to reach the gateway")
+    await wait_for(frozen, "the freeze to reach the gateway")
+    r = await line.assign("2.1.0", device_ids=["cam-3-1"])
+    assert r.status_code == 409, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["incident_id"] == "inc-7"
     assert "frozen as evidence by incident inc-7" in r.json()["detail"]
