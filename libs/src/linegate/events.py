@@ -20,7 +20,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import nats
 from nats.aio.client import Client as NatsConnection
@@ -29,7 +29,8 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from linegate.settings import LinegateSettings
+if TYPE_CHECKING:  # only annotations: the device agent does not load pydantic-settings for it
+    from linegate.settings import LinegateSettings
 
 log = logging.getLogger("linegate.events")
 
