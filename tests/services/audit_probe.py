@@ -12,10 +12,11 @@ each call is exact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,12 +143,21 @@ class AuditProbe:
     def _db(self) -> Any:
         return self.app.state.ctx.db
 
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Any]:
+        # Through the service's own unit of work, which waits its turn behind the service's
+        # writers: on SQLite a bare engine.connect() begins IMMEDIATE outside that queue, and a
+        # writer of the service (the outbox relay) starting meanwhile would wait for its lock
+        # with the event loop blocked (inline SQLite), so neither could finish for 30 s.
+        async with self._db.session() as session:
+            yield await session.connection()
+
     async def _head(self) -> int:
-        async with self._db.engine.connect() as conn:
+        async with self._read() as conn:
             return int((await conn.execute(sa.text("SELECT seq FROM audit_head"))).scalar_one())
 
     async def _actors_after(self, seq: int) -> list[str]:
-        async with self._db.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 sa.text("SELECT actor FROM audit_log WHERE seq > :s"), {"s": seq}
             )
@@ -155,7 +165,7 @@ class AuditProbe:
 
     async def _snapshot(self) -> dict[str, str]:
         db = self._db
-        async with db.engine.connect() as conn:
+        async with self._read() as conn:
             names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names(schema=db.schema))
             digests = {}
             for name in sorted(set(names) - UNDIFFED):
