@@ -1,4 +1,9 @@
-"""FastAPI dependencies of the attestation service."""
+"""FastAPI dependencies of the attestation service.
+
+Most are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in a
+worker thread, and on an upload those round trips cost more than the rest of its dependencies.
+``get_issuer`` stays plain: the portal calls it directly.
+"""
 
 from typing import Annotated
 
@@ -14,15 +19,15 @@ from linegate.errors import ServiceUnavailable
 from linegate.service import SessionDep
 
 
-def get_client_repository(session: SessionDep) -> ClientRepository:
+async def get_client_repository(session: SessionDep) -> ClientRepository:
     return ClientRepository(session)
 
 
-def get_supplier_repository(session: SessionDep) -> SupplierRepository:
+async def get_supplier_repository(session: SessionDep) -> SupplierRepository:
     return SupplierRepository(session)
 
 
-def get_attestation_repository(session: SessionDep) -> AttestationRepository:
+async def get_attestation_repository(session: SessionDep) -> AttestationRepository:
     return AttestationRepository(session)
 
 
@@ -35,17 +40,17 @@ def get_issuer(request: Request) -> TokenIssuer:
     return issuer
 
 
-def get_sigstore(request: Request) -> SigstoreVerifier:
+async def get_sigstore(request: Request) -> SigstoreVerifier:
     verifier: SigstoreVerifier = request.app.state.sigstore
     return verifier
 
 
-def get_ingestor(request: Request) -> Ingestor:
+async def get_ingestor(request: Request) -> Ingestor:
     ingestor: Ingestor = request.app.state.ingestor
     return ingestor
 
 
-def get_settings(request: Request) -> AttestationSettings:
+async def get_settings(request: Request) -> AttestationSettings:
     settings: AttestationSettings = request.app.state.ctx.settings
     return settings
 

@@ -16,7 +16,7 @@ from linegate.service import ContextDep, SessionDep
 router = APIRouter(tags=["sla"])
 
 
-def get_sla_repository(session: SessionDep) -> SlaRepository:
+async def get_sla_repository(session: SessionDep) -> SlaRepository:
     return SlaRepository(session)
 
 
