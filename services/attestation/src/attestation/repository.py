@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from attestation.models import (
@@ -25,6 +25,12 @@ from attestation.models import (
     TrustVersion,
 )
 from linegate.auth import ClientRecord, parse_roles
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table = sa.inspect(model).local_table
+    assert isinstance(table, sa.Table)
+    return table
 
 
 class ClientRepository:
@@ -170,16 +176,19 @@ class AttestationRepository:
     ) -> None:
         """Insert many records with one multi-row statement per table (group commit). Blobs
         are shared by digest: one already stored (another supplier's identical bytes) is kept."""
+        # Core inserts on the tables: the ORM's bulk path (``insert(Attestation)``) spends
+        # more per row mapping attributes than the database spends storing them.
         if blobs:
             dialect = self.session.sync_session.get_bind().dialect.name
             insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
             await self.session.exec(
-                insert(Blob).on_conflict_do_nothing(index_elements=["digest"]), params=list(blobs)
+                insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"]),
+                params=list(blobs),
             )
         if attestations:
-            await self.session.exec(sa.insert(Attestation), params=list(attestations))
+            await self.session.exec(sa.insert(_table(Attestation)), params=list(attestations))
         if subjects:
-            await self.session.exec(sa.insert(AttestationSubject), params=list(subjects))
+            await self.session.exec(sa.insert(_table(AttestationSubject)), params=list(subjects))
 
     async def get(self, attestation_id: str, *, tenant: str | None) -> Attestation | None:
         """The attestation, or None when absent or (for a supplier) not its own."""
