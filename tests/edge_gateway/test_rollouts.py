@@ -10,12 +10,15 @@ fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import nats
 import pytest
 
@@ -27,6 +30,7 @@ from edge_gateway.rollouts.calendar import is_open, next_opening
 from edge_gateway.rollouts.schemas import MaintenanceWindow
 from edge_gateway.settings import GatewaySettings
 from linegate.auth import Role
+from linegate.embedded import free_port
 from linegate.events import (
     DeviceStatusV1,
     InferenceBatchV1,
@@ -36,6 +40,9 @@ from linegate.events import (
 )
 from linegate.nats_auth import read_desired
 from linegate.testing.fixtures import bearer
+from registry.app import create_app as create_registry
+from registry.settings import RegistrySettings
+from tests.registry.conftest import RegistryClient
 
 MODEL = "weld-seam-inspector"
 PLANT = "wolfsburg"
@@ -231,11 +238,11 @@ def _no_periodic_evaluator(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINEGATE_ROLLOUT_EVALUATION_INTERVAL_SECONDS", "0")
 
 
-@pytest.fixture
-async def plant(
-    settings_factory: Any, service_client: Any, mint_token: Any, nats_server: Any
-) -> Any:
-    app = create_gateway(settings_factory(GatewaySettings))
+@contextlib.asynccontextmanager
+async def open_plant(
+    settings: GatewaySettings, service_client: Any, mint_token: Any, nats_server: Any
+) -> AsyncIterator[Plant]:
+    app = create_gateway(settings)
     async with service_client(app) as client:
         nc = await nats.connect(nats_server.url)
         try:
@@ -249,6 +256,21 @@ async def plant(
             yield p
         finally:
             await nc.close()
+
+
+@pytest.fixture
+async def plant(
+    settings_factory: Any, service_client: Any, mint_token: Any, nats_server: Any
+) -> Any:
+    # No registry answers: approvals of a next stage are accepted, flagged as unchecked
+    # (test_a_next_stage_needs_an_approver_trained_on_the_system checks a real registry).
+    settings = settings_factory(
+        GatewaySettings,
+        registry_url=f"http://127.0.0.1:{free_port()}",
+        competence_unverifiable="flag",
+    )
+    async with open_plant(settings, service_client, mint_token, nats_server) as p:
+        yield p
 
 
 def stage(kind: str = "canary", **kw: Any) -> dict[str, Any]:
@@ -497,9 +519,60 @@ async def test_the_next_stage_waits_for_a_person_to_approve_it(plant: Plant) -> 
     await plant.active(rollout, "cam-3-2", "cam-4-1", "cam-4-2")
     assert await plant.tick(T0 + timedelta(hours=1, seconds=2)) == {rollout: "completed"}
     approvals = [e for e in await plant.audit() if e["action"] == "rollout.approve_next_stage"]
-    assert [(e["actor"], e["reason"]) for e in approvals] == [
-        ("ot-engineer", "canary reviewed with QA")
-    ]
+    [(actor, reason)] = [(e["actor"], e["reason"]) for e in approvals]
+    assert actor == "ot-engineer"
+    assert reason.startswith("canary reviewed with QA [flagged: the approver training of ")
+    assert "could not be checked: the registry is unreachable" in reason
+
+
+async def test_a_next_stage_needs_an_approver_trained_on_the_system(
+    settings_factory: Any,
+    service_client: Any,
+    serve_http: Any,
+    mint_token: Any,
+    nats_server: Any,
+    tmp_path: Any,
+) -> None:
+    # A real registry: the model line deploys tier-1 SYSTEM, and only alex holds approver
+    # training on it; the default policy refuses what the register cannot vouch for.
+    registry_app = create_registry(settings_factory(RegistrySettings))
+    url = serve_http(registry_app)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        registry = RegistryClient(client=http, app=registry_app, mint=mint_token, tmp=tmp_path)
+        await registry.create_system(tier=1, trained=("alex-approver",))
+        await registry.create_model()
+    settings = settings_factory(GatewaySettings, registry_url=url)
+    async with open_plant(settings, service_client, mint_token, nats_server) as plant:
+        rollout = await plant.create(
+            [
+                stage(count=1, soak_seconds=0, min_inferences=0),
+                stage(
+                    "percent", percent=100, soak_seconds=0, min_inferences=0, require_approval=True
+                ),
+            ]
+        )
+        await plant.ok(rollout, "start")
+        await plant.tick(T0)
+        await plant.active(rollout, "cam-3-1")
+        assert await plant.tick(T0 + timedelta(seconds=1)) == {rollout: "awaiting_approval"}
+
+        r = await plant.cmd(rollout, "approve-next-stage", "canary reviewed with QA")
+        assert r.status_code == 403, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "ot-engineer has no current approver training" in r.json()["detail"]
+        assert (await plant.status(rollout))["state"] == "awaiting_approval"
+
+        r = await plant.cmd(
+            rollout, "approve-next-stage", "canary reviewed", headers=plant.ops("alex-approver")
+        )
+        assert r.status_code == 200, r.text
+        assert (r.json()["state"], r.json()["stage_index"]) == ("running", 1)
+        approvals = [
+            (e["actor"], e["reason"])
+            for e in await plant.audit()
+            if e["action"] == "rollout.approve_next_stage"
+        ]
+        assert approvals == [("alex-approver", "canary reviewed")]
 
 
 async def test_a_device_that_never_reports_is_late_and_blocks_nothing(plant: Plant) -> None:

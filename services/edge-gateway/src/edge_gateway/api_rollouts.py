@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
 from sqlmodel import col, select
 
+from edge_gateway.competence import approver_standing
 from edge_gateway.deps import GatewayDep, OperatorDep
 from edge_gateway.models import MaintenanceCalendar, Rollout
 from edge_gateway.rollouts import service
@@ -84,7 +85,19 @@ async def _command(
     principal: Principal,
     body: CommandBody,
 ) -> RolloutStatus:
-    await service.command(gateway, rollout_id, action, actor=principal.actor, reason=body.reason)
+    reason = body.reason
+    if action == "approve":
+        # Art. 14: the person letting the model reach more lines needs current approver
+        # training on its AI system; a tier 2-3 flag stays in the audited reason.
+        async with gateway.db.session() as session:
+            rollout = await session.get(Rollout, rollout_id)
+        if rollout is None:
+            raise RolloutNotFound(f"no rollout {rollout_id!r}")
+        if rollout.state == "awaiting_approval":  # otherwise the command answers 409
+            standing = await approver_standing(gateway, rollout.model, principal.subject)
+            if standing.flags:
+                reason = f"{reason} [flagged: {'; '.join(standing.flags)}]"
+    await service.command(gateway, rollout_id, action, actor=principal.actor, reason=reason)
     background.add_task(_wake, request)
     return await _status(gateway, rollout_id)
 
@@ -136,7 +149,9 @@ async def approve_next_stage(
     request: Request,
     background: BackgroundTasks,
 ) -> RolloutStatus:
-    """Let a rollout waiting for approval begin its next stage."""
+    """Let a rollout waiting for approval begin its next stage. The approver needs current
+    ``approver`` training on the model's AI system in the registry's competence register:
+    refused (403) on tier 1, flagged in the audit entry on tiers 2-3."""
     return await _command(gateway, request, background, rollout_id, "approve", principal, body)
 
 

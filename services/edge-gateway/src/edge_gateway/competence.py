@@ -32,11 +32,16 @@ from sqlmodel import select
 
 from edge_gateway import distribution
 from edge_gateway.distribution import Gateway
+from edge_gateway.errors import DistributionRefused
 from edge_gateway.models import CompetenceRoster, DesiredState, Release
+from linegate.competence import Standing, judge, unverifiable
+from linegate.errors import ServiceUnavailable
 
 log = logging.getLogger("edge_gateway.competence")
 ACTOR = "service:edge-gateway"
 ROLE = "override"
+#: Approving a rollout's next stage is a release decision: the registry's approver role.
+APPROVER = "approver"
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -185,3 +190,21 @@ class CompetenceRefresher:
 def _parse(value: str) -> datetime:
     t = datetime.fromisoformat(value)
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+async def approver_standing(gw: Gateway, model: str, person: str) -> Standing:
+    """Whether ``person`` may approve the next stage of a rollout of ``model``: current
+    ``approver`` training on the model line's AI system (refused on tier 1 or no tier, flagged
+    on tiers 2-3); when the registry cannot say, ``competence_unverifiable`` decides."""
+    try:
+        system_id = str((await gw.registry.model_line(model))["system_id"])
+        check = await gw.registry.competence_check(person, system_id, APPROVER)
+    except (ServiceUnavailable, DistributionRefused) as e:
+        return unverifiable(
+            person,
+            APPROVER,
+            e.detail,
+            gw.settings.competence_unverifiable,
+            "LINEGATE_COMPETENCE_UNVERIFIABLE",
+        )
+    return judge(person, APPROVER, [(system_id, check)])

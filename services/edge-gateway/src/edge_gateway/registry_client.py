@@ -66,6 +66,14 @@ class RegistryClient:
         )
         return body
 
+    async def competence_check(self, person: str, system_id: str, role: str) -> dict[str, Any]:
+        """``GET /v1/competence/check``: ``current``, ``record_id``, ``nist_tier``,
+        ``without_training`` (never cached: a revocation counts at the next decision)."""
+        body: dict[str, Any] = await self._get_json(
+            "/v1/competence/check", {"person": person, "system_id": system_id, "role": role}
+        )
+        return body
+
     async def signing_keys(self) -> list[str]:
         """What release signatures verify against (PEM): each published public key and, where
         the registry signs with a certificate, the CA chain it pins."""

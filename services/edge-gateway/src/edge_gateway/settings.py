@@ -1,7 +1,7 @@
 """Settings of the edge-gateway service (``LINEGATE_*`` environment variables)."""
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -38,6 +38,10 @@ class GatewaySettings(LinegateSettings):
     #: the models devices run; a roster that changed re-issues those devices' desired state.
     #: 0 turns the periodic refresh off (tests drive it directly).
     competence_refresh_seconds: float = Field(default=60.0, ge=0)
+    #: When the registry cannot say whether the person approving a rollout's next stage holds
+    #: current ``approver`` training for the model's AI system: ``refuse`` (503, nothing
+    #: changes) or accept with a ``flag`` in the audit entry.
+    competence_unverifiable: Literal["refuse", "flag"] = "refuse"
 
     #: Seconds between rollout evaluator passes; 0 turns the periodic evaluator off (tests
     #: drive it directly).

@@ -16,39 +16,14 @@ inventory entry lists the model, the setting ``competence_unverifiable`` decides
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from incident.registry_client import RegistryClient, systems_listing
-from linegate.errors import Forbidden, ServiceUnavailable
+from linegate.competence import Standing, judge, unverifiable
+from linegate.errors import ServiceUnavailable
 
 ROLE = "responder"
-
-
-class UntrainedResponder(Forbidden):
-    title = "No current responder training for this system"
-
-
-class CompetenceUnverifiable(ServiceUnavailable):
-    title = "Responder training could not be checked"
-
-
-@dataclass(frozen=True)
-class Competence:
-    """What the register said about one approver; stored with the approval."""
-
-    person: str
-    #: Every system checked, with its record id when the training is current.
-    systems: dict[str, str | None] = field(default_factory=dict)
-    flags: tuple[str, ...] = ()
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "person": self.person,
-            "role": ROLE,
-            "systems": dict(self.systems),
-            "flags": list(self.flags),
-        }
+SETTING = "LINEGATE_COMPETENCE_UNVERIFIABLE"
 
 
 class RegistryCompetence:
@@ -58,19 +33,13 @@ class RegistryCompetence:
         self.client = client
         self.unverifiable = unverifiable
 
-    def _cannot_check(self, person: str, why: str) -> Competence:
-        detail = f"the responder training of {person} could not be checked: {why}"
-        if self.unverifiable == "refuse":
-            raise CompetenceUnverifiable(
-                detail + " (LINEGATE_COMPETENCE_UNVERIFIABLE=refuse); try again once the "
-                "registry answers",
-                extra={"person": person, "role": ROLE},
-            )
-        return Competence(person, {}, (detail + "; accepted and flagged",))
+    def _cannot_check(self, person: str, why: str) -> Standing:
+        return unverifiable(person, ROLE, why, self.unverifiable, SETTING)
 
-    async def approver(self, person: str, model: str | None, line: str | None) -> Competence:
-        """The approver's standing; raises :class:`UntrainedResponder` where a tier refuses,
-        :class:`CompetenceUnverifiable` where the register cannot say and the setting refuses."""
+    async def approver(self, person: str, model: str | None, line: str | None) -> Standing:
+        """The approver's standing; raises :class:`~linegate.competence.Untrained` where a tier
+        refuses, :class:`~linegate.competence.CompetenceUnverifiable` where the register cannot
+        say and the setting refuses."""
         if not model:
             return self._cannot_check(person, "the action names no model")
         try:
@@ -85,21 +54,4 @@ class RegistryCompetence:
             ]
         except ServiceUnavailable as e:
             return self._cannot_check(person, e.detail)
-        records: dict[str, str | None] = {}
-        flags: list[str] = []
-        for system_id, check in checks:
-            records[system_id] = check.get("record_id") if check.get("current") else None
-            if check.get("current"):
-                continue
-            tier = check.get("nist_tier")
-            why = (
-                f"{person} has no current {ROLE} training for AI system {system_id!r} "
-                f"(NIST tier {tier if tier is not None else 'unset'})"
-            )
-            if check.get("without_training") != "flag":
-                raise UntrainedResponder(
-                    why + ": record it in the registry's competence register first",
-                    extra={"person": person, "system_id": system_id, "role": ROLE},
-                )
-            flags.append(why + "; accepted and flagged")
-        return Competence(person, records, tuple(flags))
+        return judge(person, ROLE, checks)
