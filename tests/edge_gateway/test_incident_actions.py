@@ -192,6 +192,14 @@ async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_releas
             return await distribution.frozen(session, MODEL, "2.1.0") is not None
 
     await wait_for(frozen, "the freeze to reach the gateway")
+    listed = await line.client.get("/v1/frozen-versions", headers=bearer(line.mint(Role.AUDITOR)))
+    assert listed.status_code == 200, listed.text
+    assert [(f["model"], f["version"], f["incident_id"]) for f in listed.json()] == [
+        (MODEL, "2.1.0", "inc-7")
+    ]
+    supplier = bearer(line.mint(Role.SUPPLIER, tenant="optivision"))
+    assert (await line.client.get("/v1/frozen-versions", headers=supplier)).status_code == 403
+    assert (await line.client.get("/v1/frozen-versions")).status_code == 401
     r = await line.assign("2.1.0", device_ids=["cam-3-1"])
     assert r.status_code == 409, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -230,6 +238,8 @@ async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_releas
         return (await line.assign("2.1.0", device_ids=["cam-3-2"])).status_code == 200
 
     await wait_for(released, "the release of the freeze")
+    listed = await line.client.get("/v1/frozen-versions", headers=bearer(line.mint(Role.AUDITOR)))
+    assert [(f["version"], f["incident_id"]) for f in listed.json()] == [("2.0.4", "inc-9")]
     audit = await line.client.get(
         "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
     )

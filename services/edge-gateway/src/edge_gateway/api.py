@@ -9,13 +9,14 @@ from sqlmodel import col, select
 from edge_gateway import distribution
 from edge_gateway.deps import AdminDep, GatewayDep, OperatorDep, ReaderDep
 from edge_gateway.errors import DeviceExists, DeviceNotFound
-from edge_gateway.models import DesiredState, Device, Release
+from edge_gateway.models import DesiredState, Device, FrozenVersion, Release
 from edge_gateway.schemas import (
     AssignRequest,
     AssignResult,
     DeviceCreate,
     DeviceCreated,
     DeviceRead,
+    FrozenVersionRead,
     ReleaseRead,
     Selector,
 )
@@ -122,6 +123,16 @@ async def get_device(device_id: str, principal: ReaderDep, session: SessionDep) 
 async def list_releases(_: ReaderDep, session: SessionDep) -> list[ReleaseRead]:
     rows = (await session.exec(select(Release).order_by(col(Release.created_at)))).all()
     return [ReleaseRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/v1/frozen-versions", tags=["releases"])
+async def list_frozen_versions(_: ReaderDep, session: SessionDep) -> list[FrozenVersionRead]:
+    """The versions frozen as evidence now, oldest freeze first."""
+    stmt = select(FrozenVersion).order_by(col(FrozenVersion.frozen_at))
+    return [
+        FrozenVersionRead.model_validate(r, from_attributes=True)
+        for r in (await session.exec(stmt)).all()
+    ]
 
 
 @router.get("/v1/releases/{model}/{version}/metadata", tags=["releases"])

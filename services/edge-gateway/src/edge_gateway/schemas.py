@@ -50,6 +50,18 @@ class DeviceCreated(DeviceRead):
     nats_url: str
 
 
+class FrozenVersionRead(BaseModel):
+    """A model version an incident froze as evidence (``EvidenceFreezeV1``): no assignment or
+    rollout deploys it until the same incident releases it."""
+
+    model: str
+    version: str
+    incident_id: str
+    reason: str
+    frozen_at: datetime
+    frozen_by: str
+
+
 class ReleaseRead(BaseModel):
     id: str
     model: str
