@@ -40,6 +40,9 @@ from tests.registry.conftest import SYSTEM, RegistryClient
 
 TRAINED = "olga-operator"
 UNTRAINED = "ulf-untrained"
+#: Training recorded as completed earlier: the roster carries whole seconds and rounds a start
+#: up, so training "from now" would only count from the next second and race the override.
+TRAINED_AT = "2026-01-05T08:00:00Z"
 
 Chain = tuple[Line, RegistryClient]
 MakeChain = Callable[..., contextlib.AbstractAsyncContextManager[Chain]]
@@ -65,7 +68,7 @@ def competent_line(
             registry = RegistryClient(client=http, app=registry_app, mint=mint_token, tmp=tmp_path)
             await registry.create_system(tier=tier)
             await registry.create_model()
-            await registry.train(TRAINED, role="override")
+            await registry.train(TRAINED, role="override", trained_at=TRAINED_AT)
             async with line_of(
                 settings_factory,
                 service_client,
@@ -172,7 +175,12 @@ async def test_training_that_ends_while_the_device_is_offline_is_refused(
 ) -> None:
     async with competent_line(tier=1) as (line, registry):
         ends = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-        await registry.train(UNTRAINED, role="override", valid_until=f"{ends:%Y-%m-%dT%H:%M:%SZ}")
+        await registry.train(
+            UNTRAINED,
+            role="override",
+            trained_at=TRAINED_AT,
+            valid_until=f"{ends:%Y-%m-%dT%H:%M:%SZ}",
+        )
         await running(line, "cam-3-1")
         await line.stop_agent("cam-3-1")  # offline from now on: no new document can arrive
         state_dir = line.devices["cam-3-1"].state_dir
@@ -216,7 +224,7 @@ async def test_roster_changes_reach_a_running_agent(competent_line: MakeChain) -
 
         # Training recorded in the registry: the gateway re-issues the document, the agent
         # applies it, and the next override is accepted.
-        record = await registry.train(UNTRAINED, role="override")
+        record = await registry.train(UNTRAINED, role="override", trained_at=TRAINED_AT)
 
         async def accepted() -> bool:
             return (await override(line, "cam-3-1", UNTRAINED)).status_code == 201
