@@ -20,8 +20,6 @@ override.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -158,33 +156,15 @@ async def _store(gw: Gateway, roster: RosterRead) -> bool:
     return True
 
 
-class CompetenceRefresher:
+class CompetenceRefresher(distribution.Periodic):
     """Runs :func:`refresh_rosters` every ``interval`` seconds (0: never)."""
 
-    def __init__(self, gw: Gateway, *, interval: float) -> None:
-        self.gw = gw
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+    name = "competence-refresh"
 
-    def start(self) -> None:
-        if self.interval > 0:
-            self._task = asyncio.create_task(self._run(), name="competence-refresh")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                devices = await refresh_rosters(self.gw)
-                if devices:
-                    log.info("override rosters changed: re-issued %d device(s)", len(devices))
-            except Exception:
-                log.exception("refreshing the override rosters failed; will retry")
+    async def step(self) -> None:
+        devices = await refresh_rosters(self.gw)
+        if devices:
+            log.info("override rosters changed: re-issued %d device(s)", len(devices))
 
 
 def _parse(value: str) -> datetime:

@@ -530,20 +530,23 @@ async def revoke(gw: Gateway, model: str, version: str, reason: str, *, actor: s
     )
 
 
-class MetadataRefresher:
-    """Re-signs every device's desired state every ``interval`` seconds (0: never), so that no
-    document a device holds expires while the gateway runs: devices refuse expired metadata
-    (the freeze defence), and a device that was offline for longer than the metadata lifetime
-    must still find a valid document when it reconnects."""
+class Periodic:
+    """Runs :meth:`step` every ``interval`` seconds (0: never) until :meth:`stop`; a failed
+    step is logged and retried at the next interval."""
+
+    name = "periodic"
 
     def __init__(self, gw: Gateway, *, interval: float) -> None:
         self.gw = gw
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
+    async def step(self) -> None:
+        raise NotImplementedError
+
     def start(self) -> None:
         if self.interval > 0:
-            self._task = asyncio.create_task(self._run(), name="metadata-refresh")
+            self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -555,7 +558,19 @@ class MetadataRefresher:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                count = await publish_desired(self.gw)
-                log.info("re-signed the desired state of %d device(s)", count)
+                await self.step()
             except Exception:
-                log.exception("re-signing desired state failed; will retry")
+                log.exception("%s failed; will retry", self.name)
+
+
+class MetadataRefresher(Periodic):
+    """Re-signs every device's desired state every ``interval`` seconds (0: never), so that no
+    document a device holds expires while the gateway runs: devices refuse expired metadata
+    (the freeze defence), and a device that was offline for longer than the metadata lifetime
+    must still find a valid document when it reconnects."""
+
+    name = "metadata-refresh"
+
+    async def step(self) -> None:
+        count = await publish_desired(self.gw)
+        log.info("re-signed the desired state of %d device(s)", count)
