@@ -84,6 +84,42 @@ def describe(cert: x509.Certificate, chain: Sequence[x509.Certificate] = ()) -> 
     )
 
 
+def identity_of(cert: SigningCertificate) -> str:
+    """The one name a verifier pins a signer by: the first subject alternative name (a
+    Sigstore certificate's identity is its SAN), else the RFC 4514 subject."""
+    return cert.subject_alternative_names[0] if cert.subject_alternative_names else cert.subject
+
+
+def check_identity(cert: SigningCertificate, identity: str, where: str) -> None:
+    """Refuse ``cert`` unless ``identity`` is one of its subject alternative names or its
+    RFC 4514 subject: the chain proves which CA issued it, this pins whom it was issued to."""
+    if identity in cert.subject_alternative_names or identity == cert.subject:
+        return
+    names = ", ".join((cert.subject, *cert.subject_alternative_names))
+    raise CertificateError(
+        f"{where}: signing certificate {cert.subject} (sha256 {cert.sha256_fingerprint[:16]}) "
+        f"is not issued to the expected identity {identity!r}; it names {names}"
+    )
+
+
+def issuer_path(
+    leaf: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> list[x509.Certificate]:
+    """The issuers of ``leaf`` found among ``candidates`` by name, its issuer first, up to a
+    self-signed root or the first issuer missing. Names only, nothing verified: for
+    describing a configured chain, never for trusting one (that is :func:`verify_chain`)."""
+    by_subject = {c.subject: c for c in candidates}
+    path: list[x509.Certificate] = []
+    current = leaf
+    while current.subject != current.issuer:
+        issuer = by_subject.get(current.issuer)
+        if issuer is None or issuer in path:
+            break
+        path.append(issuer)
+        current = issuer
+    return path
+
+
 def load_certificate(path: Path, what: str) -> x509.Certificate:
     """The one PEM certificate in ``path``."""
     certs = load_certificates(path, what)

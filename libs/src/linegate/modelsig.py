@@ -72,8 +72,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from linegate._modelsig_x509 import (
     CertificateError,
     SigningCertificate,
+    check_identity,
     check_signing_certificate,
     describe,
+    identity_of,
+    issuer_path,
     load_certificate,
     load_certificates,
     verify_chain,
@@ -101,12 +104,14 @@ __all__ = [
     "SigningCertificate",
     "VerifiedModel",
     "VerifiedSignature",
+    "describe_signing_certificate",
     "read_signature",
     "sign_model",
     "sign_model_certificate",
     "sign_model_sigstore",
     "signature_kind",
     "signed_digests",
+    "signing_identity",
     "verify_model",
     "verify_model_certificate",
     "verify_model_pinned",
@@ -320,6 +325,7 @@ def verify_model_certificate(
     *,
     ignore_paths: Sequence[Path] = (),
     at: datetime | None = None,
+    identity: str | None = None,
 ) -> VerifiedModel:
     """Verify a certificate-signed ``signature_path`` over ``model_dir`` offline.
 
@@ -327,8 +333,11 @@ def verify_model_certificate(
     optionally intermediates); nothing else is trusted, never the operating system's roots.
     The signing certificate must chain to it, be a code-signing certificate, and it and its
     CAs must be valid at ``at`` (default: now; the bundle has no trusted timestamp, so a model
-    must be re-signed before its certificate expires). Files are checked as by
-    :func:`verify_model`. Raises :class:`ModelSignatureError` saying which check failed.
+    must be re-signed before its certificate expires). With ``identity`` (a subject
+    alternative name or the RFC 4514 subject, as ``GET /v1/signing-keys`` publishes it), the
+    signing certificate must also be issued to it, so another certificate the same CA issued
+    is refused. Files are checked as by :func:`verify_model`. Raises
+    :class:`ModelSignatureError` saying which check failed.
     """
     root = _model_root(model_dir)
     moment = _moment(at)
@@ -361,6 +370,7 @@ def verify_model_certificate(
         return verifier.use_certificate_verifier(certificate_chain=[chain_copy])
 
     signer = describe(leaf, path)
+    _check_identity(signer, identity, where)
     _run_verifier(
         root,
         raw,
@@ -378,6 +388,28 @@ def verify_model_certificate(
         model_name=statement.model_name,
         certificate=signer,
     )
+
+
+def describe_signing_certificate(
+    certificate: Path, certificate_chain: Path | None = None
+) -> SigningCertificate:
+    """Describe a signer's own certificate (one PEM) for publishing: subject, SANs, issuer,
+    validity, fingerprint; ``chain`` names its issuers found by name in ``certificate_chain``
+    (PEM), issuer first. Nothing is verified here (signing and verification do that)."""
+    try:
+        cert = load_certificate(certificate, "signing certificate")
+        candidates = (
+            load_certificates(certificate_chain, "certificate chain") if certificate_chain else []
+        )
+    except CertificateError as e:
+        raise ModelSignatureError(str(e)) from e
+    return describe(cert, issuer_path(cert, candidates))
+
+
+def signing_identity(certificate: SigningCertificate) -> str:
+    """The name to pin a certificate signer by (the ``identity`` of
+    :func:`verify_model_certificate`): its first subject alternative name, else its subject."""
+    return identity_of(certificate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,12 +431,14 @@ def verify_signature_certificate(
     at: datetime | None = None,
     name: str = "model.sig",
     pinned_name: str = "pinned certificate chain",
+    identity: str | None = None,
 ) -> VerifiedSignature:
     """Verify a certificate-signed model-signing bundle on its own, offline: its signing
     certificate chains to ``pinned_chain`` (PEM with the root CA; nothing else is trusted)
     and is an EC code-signing certificate valid at ``at`` (default: now), and its DSSE
     envelope verifies with that certificate's key. For evidence kept apart from the model
     (an auditor's bundle): the statement says which files were signed, without hashing them.
+    ``identity`` pins the signer as for :func:`verify_model_certificate`.
     ``name`` and ``pinned_name`` name the two inputs in messages. Raises
     :class:`ModelSignatureError` saying which check failed.
     """
@@ -429,6 +463,7 @@ def verify_signature_certificate(
     except ValueError as e:  # a DER certificate that does not parse
         raise ModelSignatureError(f"{where} holds a malformed certificate: {e}") from e
     signer = describe(leaf, path)
+    _check_identity(signer, identity, where)
     key = leaf.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)  # check_signing_certificate refused others
     try:
@@ -489,14 +524,16 @@ def verify_model_pinned(
     signature_path: Path,
     *,
     ignore_paths: Sequence[Path] = (),
+    identity: str | None = None,
 ) -> VerifiedModel:
     """Verify against one pinned trust file, whichever kind it is: a PEM holding certificates
     (a root CA, optionally with intermediates) verifies certificate signatures with
     :func:`verify_model_certificate`; any other PEM is a public key for :func:`verify_model`.
 
     For verifiers that pin what the registry publishes (``GET /v1/signing-keys``: the public
-    key, and with certificate signing the chain), so a device or gateway follows the
-    registry's signing method without a setting of its own.
+    key, and with certificate signing the chain and the signer's ``identity``), so a device
+    or gateway follows the registry's signing method without a setting of its own.
+    ``identity`` applies to certificate signatures only (a public key is its own identity).
     """
     try:
         trust = trust_pem_path.read_bytes()
@@ -504,7 +541,7 @@ def verify_model_pinned(
         raise ModelSignatureError(f"cannot read pinned trust {trust_pem_path}: {e}") from e
     if b"-----BEGIN CERTIFICATE-----" in trust:
         return verify_model_certificate(
-            model_dir, trust_pem_path, signature_path, ignore_paths=ignore_paths
+            model_dir, trust_pem_path, signature_path, ignore_paths=ignore_paths, identity=identity
         )
     return verify_model(model_dir, trust_pem_path, signature_path, ignore_paths=ignore_paths)
 
@@ -653,6 +690,14 @@ def signed_digests(signature_path: Path) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------------------- internals
+
+
+def _check_identity(signer: SigningCertificate, identity: str | None, where: str) -> None:
+    if identity is not None:
+        try:
+            check_identity(signer, identity, where)
+        except CertificateError as e:
+            raise ModelSignatureError(str(e)) from e
 
 
 def _moment(at: datetime | None) -> datetime:

@@ -7,9 +7,9 @@ from fastapi import FastAPI
 import registry
 from linegate.events import Streams
 from linegate.service import ServiceContext, create_service_app
-from linegate.signing import load_or_create_private_key
 from registry import api
 from registry.evidence import AttestationClient
+from registry.model_signers import check_signing, prepare_signing
 from registry.settings import RegistrySettings
 from registry.storage import BlobStore
 from registry.techfile.sources import Sources
@@ -20,12 +20,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
+    # A certificate whose key is missing or another's cannot sign: refuse before anything
+    # connects, rather than start a registry whose every push fails.
+    check_signing(settings)
     app: FastAPI
 
     async def start_registry(ctx: ServiceContext) -> None:
-        # The model-signing key is made on first start, so its public half can be published
-        # (GET /v1/signing-keys) before anything is signed.
-        load_or_create_private_key(settings.signing_key_path)
+        # Key mode makes the registry's key on first start, so its public half can be
+        # published (GET /v1/signing-keys) before anything is signed; certificate mode uses
+        # the operator's key (checked above) and creates none.
+        prepare_signing(settings)
         store = BlobStore(settings.storage_dir)
         store.sweep_staging()
         app.state.registry = Registry(

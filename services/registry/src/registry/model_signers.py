@@ -3,8 +3,10 @@
 - ``key`` (default): the registry's own EC key (``model_signing_key``, made on first start).
 - ``certificate``: ``model_signing_key`` with its code-signing certificate
   (``model_signing_certificate``) and a chain file (``model_signing_certificate_chain``: the
-  intermediates and the root CA). The chain travels in each signature and is published at
-  ``GET /v1/signing-keys``; the registry verifies against it (pinned, never the OS roots).
+  intermediates and the root CA). The key is the operator's: it must exist and be the
+  certificate's (checked at start-up), and is never created. The chain travels in each
+  signature and is published at ``GET /v1/signing-keys`` with the certificate's identity;
+  the registry verifies against it (pinned, never the OS roots).
 - ``sigstore``: keyless, ONLINE at push time (the OIDC issuer, Fulcio, Rekor) with an identity
   token file and a pinned trust config; verified offline against that trust config for the
   configured identity and issuer.
@@ -21,19 +23,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from linegate.modelsig import (
     KnownDigest,
     ModelSignatureError,
     VerifiedModel,
+    describe_signing_certificate,
     sign_model,
     sign_model_certificate,
     sign_model_sigstore,
     signature_kind,
+    signing_identity,
     verify_model,
     verify_model_certificate,
     verify_model_sigstore,
 )
-from linegate.signing import key_id, load_or_create_private_key, public_key_pem
+from linegate.signing import (
+    PublicKey,
+    SignatureError,
+    key_id,
+    load_or_create_private_key,
+    load_private_key,
+    public_key_pem,
+)
 from registry.schemas import SigningKey
 from registry.settings import RegistrySettings
 
@@ -89,7 +103,28 @@ class CertificateSigner:
         )
 
     def key_id(self) -> str:
-        return key_id(load_or_create_private_key(self.key).public_key())
+        # The certificate's key is the signing key (start-up checked they match); the key
+        # file is never read for this, let alone created.
+        return key_id(certificate_public_key(self.certificate))
+
+    def check(self) -> None:
+        """Refuse to start unless the configured key exists and is the certificate's."""
+        try:
+            key = load_private_key(self.key.read_bytes())
+        except FileNotFoundError as e:
+            raise ModelSignatureError(
+                f"LINEGATE_MODEL_SIGNING_KEY {self.key} does not exist: certificate signing "
+                "needs the private key the certificate was issued for (it is never created)"
+            ) from e
+        except (OSError, ValueError, SignatureError) as e:
+            raise ModelSignatureError(
+                f"LINEGATE_MODEL_SIGNING_KEY {self.key} is not a readable PEM private key: {e}"
+            ) from e
+        if key.public_key() != certificate_public_key(self.certificate):
+            raise ModelSignatureError(
+                f"LINEGATE_MODEL_SIGNING_KEY {self.key} is not the key of "
+                f"LINEGATE_MODEL_SIGNING_CERTIFICATE {self.certificate}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +177,46 @@ def model_signer(settings: RegistrySettings) -> ModelSigner:
     return KeySigner(settings.signing_key_path)
 
 
+def certificate_public_key(certificate: Path) -> ec.EllipticCurvePublicKey:
+    """The EC public key of the signing certificate (one PEM certificate) at ``certificate``."""
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+    except (OSError, ValueError) as e:
+        raise ModelSignatureError(f"cannot read signing certificate {certificate}: {e}") from e
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ModelSignatureError(
+            f"signing certificate {certificate} has a {type(key).__name__}; model signatures "
+            "need an EC key"
+        )
+    return key
+
+
+def check_signing(settings: RegistrySettings) -> None:
+    """Refuse a configuration that cannot sign: in certificate mode the operator's key must
+    exist and be the certificate's (it is never created). Reads files, changes nothing."""
+    signer = model_signer(settings)
+    if isinstance(signer, CertificateSigner):
+        signer.check()
+
+
+def prepare_signing(settings: RegistrySettings) -> None:
+    """At start-up, outside certificate mode: make the registry's own key on first start, so
+    its public half is published before anything is signed (with Sigstore it verifies the
+    versions key-signed before the switch). Certificate mode creates no key."""
+    if settings.model_signing_method != "certificate":
+        load_or_create_private_key(settings.signing_key_path)
+
+
+def signing_public_key(settings: RegistrySettings) -> PublicKey:
+    """The public key key-signed versions verify with: the certificate's key in certificate
+    mode (the key file is the operator's and is not created), else the registry's key."""
+    if settings.model_signing_method == "certificate":
+        assert settings.model_signing_certificate is not None  # the settings validated it
+        return certificate_public_key(settings.model_signing_certificate)
+    return load_or_create_private_key(settings.signing_key_path).public_key()
+
+
 def verify_stored_signature(
     settings: RegistrySettings, folder: Path, signature: Path, public_key: Path
 ) -> VerifiedModel:
@@ -177,19 +252,39 @@ def verify_stored_signature(
     return verify_model(folder, public_key, signature)
 
 
+def _algorithm(key: PublicKey) -> str:
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return type(key).__name__
+    bits = key.curve.key_size
+    # The hash model-signing pairs with each curve (as linegate.signing does).
+    return f"ecdsa-p{bits}-sha{256 if bits <= 256 else 384 if bits <= 384 else 512}"
+
+
 def published_signing_keys(settings: RegistrySettings) -> list[SigningKey]:
     """What ``GET /v1/signing-keys`` publishes: the public key that verifies key signatures
-    and, with certificate signing, that key's certificate and the pinned chain (PEM)."""
-    key = load_or_create_private_key(settings.signing_key_path).public_key()
+    and, with certificate signing, that key's certificate, the pinned chain (PEM) and the
+    certificate described (identity, issuer, validity, fingerprint); with Sigstore, the
+    identity and OIDC issuer the signatures are bound to."""
+    key = signing_public_key(settings)
     entry = SigningKey(
         key_id=key_id(key),
-        algorithm="ecdsa-p256-sha256",
+        algorithm=_algorithm(key),
         public_key_pem=public_key_pem(key).decode(),
     )
-    if settings.model_signing_method == "certificate":
-        assert settings.model_signing_certificate is not None  # the settings validated these
-        assert settings.model_signing_certificate_chain is not None
-        entry.method = "certificate"
-        entry.certificate_pem = settings.model_signing_certificate.read_text()
-        entry.certificate_chain_pem = settings.model_signing_certificate_chain.read_text()
+    s = settings
+    if s.model_signing_method == "certificate":
+        assert s.model_signing_certificate is not None  # the settings validated these
+        assert s.model_signing_certificate_chain is not None
+        described = describe_signing_certificate(
+            s.model_signing_certificate, s.model_signing_certificate_chain
+        )
+        entry.method = entry.verify_method = "certificate"
+        entry.certificate_pem = s.model_signing_certificate.read_text()
+        entry.certificate_chain_pem = s.model_signing_certificate_chain.read_text()
+        entry.certificate = described
+        entry.identity = signing_identity(described)
+    elif s.model_signing_method == "sigstore":
+        entry.method = entry.verify_method = "sigstore"
+        entry.identity = s.model_signing_sigstore_identity
+        entry.oidc_issuer = s.model_signing_sigstore_oidc_issuer
     return [entry]

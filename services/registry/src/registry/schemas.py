@@ -373,15 +373,59 @@ class VerifyResult(BaseModel):
 
 
 class SigningKey(BaseModel):
-    key_id: str
-    algorithm: str
-    public_key_pem: str
-    #: ``key``, ``certificate`` or ``sigstore`` (LINEGATE_MODEL_SIGNING_METHOD).
-    method: str = "key"
-    #: With certificate signing: the signing certificate and the pinned chain (PEM) that
-    #: ``linegate model verify --certificate-chain`` takes.
-    certificate_pem: str | None = None
-    certificate_chain_pem: str | None = None
+    """What model release signatures verify against, and, with certificate or Sigstore
+    signing, whom a verifier should expect as the signer."""
+
+    key_id: str = Field(description="Hex SHA-256 of the public key's DER SubjectPublicKeyInfo")
+    algorithm: str = Field(description="e.g. ecdsa-p256-sha256")
+    public_key_pem: str = Field(
+        description="The registry's public key (PEM): key-signed versions verify with it "
+        "(`linegate model verify --public-key`, `model_signing verify key --public_key`)"
+    )
+    method: str = Field(
+        default="key",
+        description="How the registry signs now (LINEGATE_MODEL_SIGNING_METHOD): `key`, "
+        "`certificate` or `sigstore`",
+    )
+    certificate_pem: str | None = Field(
+        default=None, description="Certificate signing: the leaf signing certificate (PEM)"
+    )
+    certificate_chain_pem: str | None = Field(
+        default=None,
+        description="Certificate signing: the pinned chain (PEM: intermediates and root CA) "
+        "that `linegate model verify --certificate-chain` and `model_signing verify "
+        "certificate --certificate_chain` take",
+    )
+    verify_method: Literal["key", "certificate", "sigstore"] = Field(
+        default="key",
+        description="The `model_signing verify` subcommand that checks what the registry signs "
+        "now. A version keeps the kind it was signed with: versions signed before a change of "
+        "method still verify with `public_key_pem` (key) or the chain (certificate)",
+    )
+    certificate: SigningCertificate | None = Field(
+        default=None,
+        description="Certificate signing: the signing certificate described (subject, subject "
+        "alternative names, issuer, serial, not_before / not_after, sha256_fingerprint of the "
+        "DER certificate as `model_signing verify certificate --log_fingerprints` prints it, "
+        "key_id, and `chain`: its issuers in the configured chain, by name, up to the root)",
+    )
+    identity: str | None = Field(
+        default=None,
+        description="Whom to expect as the signer, beyond the CA the chain proves: with "
+        "certificate signing the certificate's first subject alternative name (else its "
+        "subject), which `linegate model verify --certificate-chain ... --identity` pins; with "
+        "Sigstore the signer identity (`--identity`)",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="Sigstore signing: the OIDC issuer of the identity (`--oidc-issuer`)",
+    )
+
+
+class SigningKeys(BaseModel):
+    """``GET /v1/signing-keys``."""
+
+    keys: list[SigningKey]
 
 
 # ------------------------------------------------------------------------------ competence

@@ -35,7 +35,7 @@ from linegate.modelsig import (
     read_signature,
 )
 from linegate.outbox import OutboxRelay
-from linegate.signing import load_or_create_private_key, public_key_pem
+from linegate.signing import public_key_pem
 from registry.errors import (
     AlreadyExists,
     DigestMismatch,
@@ -46,7 +46,12 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.evidence import AttestationClient
-from registry.model_signers import ModelSigner, model_signer, verify_stored_signature
+from registry.model_signers import (
+    ModelSigner,
+    model_signer,
+    signing_public_key,
+    verify_stored_signature,
+)
 from registry.models import Blob, ModelLine, ModelVersion, VersionState
 from registry.multipart import receive_multipart
 from registry.onnx_inspect import InvalidOnnx, inspect_onnx
@@ -85,8 +90,7 @@ class Registry:
         return self.settings.signing_key_path
 
     def public_key_pem(self) -> bytes:
-        key = load_or_create_private_key(self.signing_key_path)
-        return public_key_pem(key.public_key())
+        return public_key_pem(signing_public_key(self.settings))
 
     def signing_key_id(self) -> str:
         return self.model_signer().key_id()

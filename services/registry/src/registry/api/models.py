@@ -30,7 +30,7 @@ from registry.schemas import (
     ModelLineRead,
     ReleaseRequest,
     RevokeRequest,
-    SigningKey,
+    SigningKeys,
     ValidationRead,
     VerifyResult,
     VersionRead,
@@ -325,7 +325,14 @@ async def revoke_version(
 
 
 @router.get("/v1/signing-keys", tags=["keys"])
-async def signing_keys(registry: RegistryDep) -> dict[str, list[SigningKey]]:
-    """The public keys (PEM) model release signatures verify against (no token needed), with
-    the certificate and pinned chain when the registry signs with a certificate."""
-    return {"keys": published_signing_keys(registry.settings)}
+async def signing_keys(registry: RegistryDep) -> SigningKeys:
+    """The public keys (PEM) model release signatures verify against (no token needed).
+
+    `verify_method` says which `model_signing verify` subcommand applies. With certificate
+    signing an entry also carries the signing certificate and the pinned chain (PEM), the
+    certificate described (subject, SANs, issuer, validity window, SHA-256 fingerprint) and
+    the `identity` to pin: verify with `linegate model verify DIR --signature SIG
+    --certificate-chain CHAIN.pem --identity IDENTITY`, or `model_signing verify certificate
+    --certificate_chain CHAIN.pem --log_fingerprints` and compare the fingerprint. With
+    Sigstore signing it names the `identity` and `oidc_issuer` signatures are bound to."""
+    return SigningKeys(keys=published_signing_keys(registry.settings))
