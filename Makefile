@@ -5,6 +5,8 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 VENV := .venv
 BIN := $(VENV)/bin
+# pytest-xdist workers: one per core, at most four (each test starts its own nats-server).
+PYTEST_WORKERS ?= auto
 
 .PHONY: install run test lint fmt typecheck bench clean
 
@@ -22,7 +24,7 @@ lint: install
 	$(BIN)/mypy libs/src services/*/src cli/src
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses 4
 
 bench: install
 	$(BIN)/python bench/run.py
