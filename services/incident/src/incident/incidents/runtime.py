@@ -2,7 +2,8 @@
 
 :class:`Incidents` owns the signal sink (``app.state.signal_sink``, which the monitors use),
 the recorded runbooks, the maintenance ticket desk, the NATS consumers and the periodic
-escalation task. ``clock`` is what the API reads as "now"; tests may replace it.
+escalation task. ``clock`` is what the API and the escalation task read as "now"; tests
+may replace it.
 """
 
 from __future__ import annotations
@@ -100,9 +101,14 @@ class Incidents:
         while True:
             await asyncio.sleep(self.escalation_interval)
             try:
-                await self.escalate(now_utc())
+                # The service's clock, as the API reads it (tests move it instead of sleeping).
+                moved = await self.escalate(self.clock())
             except Exception:
                 log.exception("escalation pass failed; retrying at the next interval")
+                continue
+            if any(moved.values()):
+                # The owners' notices are in the outbox: send them now, not at its next poll.
+                self.ctx.outbox.wake()
 
     async def stop(self) -> None:
         for task in self._tasks:
