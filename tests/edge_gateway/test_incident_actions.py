@@ -1,18 +1,25 @@
 """Human-approved incident actions and evidence freezes, carried out by the gateway on real
 agents (per-device auth): every change reaches the device signed in its desired state, the
-agent verifies it and its inference API obeys it; a replayed older document cannot undo it."""
+agent verifies it and its inference API obeys it; a replayed older document cannot undo it.
+Actions arrive signed by the incident service (DSSE, its real key in the shared data dir);
+unsigned, tampered, foreign-key, stale and replayed ones are refused, audited, and change
+nothing."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel import select
 
 from edge_gateway import distribution
-from edge_gateway.models import IncidentAction
+from edge_gateway.models import DesiredState, IncidentAction
 from edge_gateway.rollouts import evaluator
+from incident.incidents.actions import ActionSigner
+from incident.settings import IncidentSettings
 from linegate.auth import Role
 from linegate.events import (
     EvidenceFreezeV1,
@@ -21,15 +28,21 @@ from linegate.events import (
     Subjects,
     publish,
 )
+from linegate.signing import dsse_sign, generate_private_key
 from linegate.testing.fixtures import bearer
 from tests.edge_gateway.conftest import MODEL, PLANT, Line, wait_for
 
 APPROVERS = ["rita-responder", "quinn-qa"]
 
 
-async def act(t: Line, action: str, **fields: Any) -> IncidentActionResultV1:
-    """Publish an approved action as the incident service does; return the gateway's result."""
-    event = IncidentActionV1(
+def incident_signer(t: Line) -> ActionSigner:
+    """The incident service's own signer on the gateway's data dir, as in ``linegate up``:
+    it writes the public key where the gateway looks for it by default."""
+    return ActionSigner.from_settings(IncidentSettings(data_dir=t.gw.settings.data_dir))
+
+
+def approved(action: str, **fields: Any) -> IncidentActionV1:
+    return IncidentActionV1(
         actor="quinn-qa",
         action_id=uuid.uuid4().hex,
         incident_id="inc-42",
@@ -39,15 +52,26 @@ async def act(t: Line, action: str, **fields: Any) -> IncidentActionResultV1:
         rationale="line 3 lighting degraded; escapes at incoming inspection",
         **fields,
     )
+
+
+async def send(t: Line, subject: str, body: bytes, action_id: str) -> IncidentActionResultV1:
+    """Publish ``body`` on ``subject``; return the gateway's result for ``action_id``."""
     results = await t.service.subscribe(Subjects.INCIDENT_ACTION_RESULT)
     try:
-        await publish(t.service.jetstream(), Subjects.incident_action(action), event)
+        await t.service.jetstream().publish(subject, body)
         while True:
             result = IncidentActionResultV1.model_validate_json((await results.next_msg(30)).data)
-            if result.action_id == event.action_id:
+            if result.action_id == action_id:
                 return result
     finally:
         await results.unsubscribe()
+
+
+async def act(t: Line, action: str, **fields: Any) -> IncidentActionResultV1:
+    """Publish an approved action as the incident service does; return the gateway's result."""
+    event = approved(action, **fields)
+    body = json.dumps(incident_signer(t).envelope(event)).encode()
+    return await send(t, Subjects.incident_action(action), body, event.action_id)
 
 
 async def obeyed(
@@ -150,6 +174,84 @@ async def test_manual_inspection_thresholds_and_rollback_reach_the_agents_signed
     async with line.gw.db.session() as session:
         rows = (await session.exec(select(IncidentAction))).all()
     assert sorted(r.outcome for r in rows) == ["done"] * 4 + ["failed"]
+
+
+async def refusals(t: Line) -> list[dict[str, Any]]:
+    r = await t.client.get(
+        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(t.mint(Role.AUDITOR))
+    )
+    return [e for e in r.json() if e["action"] == "incident_action.refused"]
+
+
+async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1)
+    await line.release("2.1.0", 2)
+    assert (await line.assign("2.1.0", line="line3")).status_code == 200
+    signer = incident_signer(line)
+    subject = Subjects.incident_action("rollback")
+    rollback = approved("rollback", line="line3", version="2.1.0", target_version="2.0.4")
+    genuine = json.dumps(signer.envelope(rollback)).encode()
+    result = await send(line, subject, genuine, rollback.action_id)
+    assert (result.outcome, sorted(result.devices)) == ("done", ["cam-3-1", "cam-3-2"])
+    assert line.release_block(await line.desired_doc("cam-3-1"))["version"] == "2.0.4"
+    assert (await line.assign("2.1.0", line="line3")).status_code == 200  # the line is fixed
+
+    async with line.gw.db.session() as session:
+        revisions = {d.device_id: d.revision for d in (await session.exec(select(DesiredState)))}
+
+    def signed(event: IncidentActionV1, key: Any = None) -> bytes:
+        envelope = dsse_sign(
+            event.model_dump_json().encode(), IncidentActionV1.PAYLOAD_TYPE, key or signer.key
+        )
+        return json.dumps(envelope).encode()
+
+    other = approved("rollback", line="line3", version="2.1.0", target_version="2.0.4")
+    tampered = json.loads(signed(other))
+    claim = json.loads(base64.b64decode(tampered["payload"]))
+    tampered["payload"] = base64.b64encode(
+        json.dumps({**claim, "line": None}).encode()  # every line, not line 3
+    ).decode()
+    cases = [
+        (other.model_dump_json().encode(), "unsigned: not a DSSE envelope"),
+        (json.dumps(tampered).encode(), "bad signature"),
+        (signed(other, generate_private_key()), "bad signature"),
+        (genuine, f"replayed: action {rollback.action_id} was already handled"),
+    ]
+    for n, (body, reason) in enumerate(cases, 1):
+        await line.service.jetstream().publish(subject, body)
+
+        async def refused(n: int = n) -> list[dict[str, Any]] | None:
+            found = await refusals(line)
+            return found if len(found) == n else None
+
+        entry = (await wait_for(refused, f"refusal {n}"))[-1]
+        assert entry["reason"].startswith(reason), entry
+        assert (entry["actor"], entry["subject"]) == ("service:edge-gateway", "incident:inc-42")
+
+    # A genuine action issued outside the window: refused, and the refusal is the result.
+    stale = approved(
+        "rollback",
+        line="line3",
+        version="2.1.0",
+        target_version="2.0.4",
+        occurred_at=datetime.now(UTC) - timedelta(hours=2),
+    )
+    result = await send(line, subject, signed(stale), stale.action_id)
+    assert (result.outcome, result.devices) == ("failed", [])
+    assert (result.detail or "").startswith("refused: stale: issued at")
+    [entry] = (await refusals(line))[4:]
+    assert entry["reason"].startswith("stale")
+
+    # Nothing was rolled back or re-issued; only the genuine action was carried out.
+    for device_id in line.devices:
+        assert line.release_block(await line.desired_doc(device_id))["version"] == "2.1.0"
+    async with line.gw.db.session() as session:
+        now = {d.device_id: d.revision for d in (await session.exec(select(DesiredState)))}
+        rows = {r.action_id: r.outcome for r in (await session.exec(select(IncidentAction)))}
+    assert now == revisions
+    assert rows == {rollback.action_id: "done", stale.action_id: "refused"}
 
 
 async def freeze(line: Line, version: str, incident_id: str, frozen: bool = True) -> None:

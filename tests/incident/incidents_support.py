@@ -5,6 +5,7 @@ real key pair, and a clock the tests set (``desk.now``) instead of sleeping."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -151,13 +152,17 @@ class Desk:
         return [e["action"] for e in r.json()]
 
     async def last_on(self, subject: str) -> dict[str, Any] | None:
-        """The newest message JetStream holds on ``subject`` (after flushing the outbox)."""
+        """The newest message JetStream holds on ``subject`` (after flushing the outbox); of a
+        DSSE envelope (signed incident actions), its payload."""
         await self.flush_outbox()
         try:
             msg = await self.js.get_last_msg(Streams.INCIDENT.name, subject)
         except NotFoundError:
             return None
-        return json.loads(msg.data)  # type: ignore[no-any-return]
+        data = json.loads(msg.data)
+        if "payloadType" in data:
+            data = json.loads(base64.b64decode(data["payload"]))
+        return data  # type: ignore[no-any-return]
 
     async def publish(self, subject: str, event: Any) -> None:
         await self.js.publish(subject, event.model_dump_json().encode())

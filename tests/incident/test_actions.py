@@ -1,13 +1,18 @@
 """Corrective actions: nothing reaches the gateway before an authorised human approves it;
 critical incidents need two distinct approvers; the approved action is an IncidentActionV1 on
-real NATS, and the gateway's result lands on the timeline. Runbook gates come first."""
+real NATS, signed (DSSE) with the key the service publishes for the gateway, and the gateway's
+result lands on the timeline. Runbook gates come first."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
+
 from linegate.auth import Role
-from linegate.events import IncidentActionResultV1, Subjects
+from linegate.events import IncidentActionResultV1, IncidentActionV1, Streams, Subjects
+from linegate.signing import SignatureError, dsse_verify, generate_private_key, load_public_key
 from tests.incident.incidents_support import MODEL, Desk, wait_for
 
 RATIONALE = "escapes at 4% on line 3 night shift; contain before the next shift starts"
@@ -83,6 +88,21 @@ async def test_nothing_is_published_without_approval_and_wrong_roles_are_refused
     assert (event["model"], event["version"], event["line"]) == (MODEL, "2.1.0", "line3")
     r = await approve(desk, incident_id, action["id"], "tom-responder")
     assert r.status_code == 409  # already sent
+
+    # On the subject: a DSSE envelope signed by the key the service published for the gateway.
+    msg = await desk.js.get_last_msg(
+        Streams.INCIDENT.name, Subjects.incident_action("manual_inspection")
+    )
+    envelope = json.loads(msg.data)
+    settings = desk.app.state.ctx.settings
+    pinned = load_public_key(settings.action_public_key_path.read_bytes())
+    verified = dsse_verify(envelope, [pinned])
+    assert verified.payload_type == "application/vnd.linegate.incident-action+json"
+    assert IncidentActionV1.model_validate_json(verified.payload).model_dump(mode="json") == event
+    assert verified.signer_key_ids == (desk.runtime.signer.key_id,)
+    assert settings.action_key_path.stat().st_mode & 0o077 == 0  # the private key stays private
+    with pytest.raises(SignatureError):
+        dsse_verify(envelope, [generate_private_key().public_key()])
 
 
 async def test_critical_needs_two_distinct_approvers_then_the_result_reaches_the_timeline(

@@ -304,7 +304,18 @@ class IncidentActionV1(EventV1):
     makes those devices route every part to manual inspection until ``resume_automatic``;
     ``raise_threshold`` sets their confidence threshold to ``threshold``. ``actor`` is the
     approver who released the action; ``approved_by`` lists every approver.
+
+    On the subject the action travels signed: the message is a DSSE envelope
+    (``application/vnd.dsse.envelope.v1+json``) whose payload is this model's JSON, with
+    ``payloadType`` :attr:`PAYLOAD_TYPE`, signed by the incident service's action key;
+    ``occurred_at`` is when it was issued (signed). The edge gateway refuses anything else.
     """
+
+    #: DSSE payloadType of a signed incident action.
+    PAYLOAD_TYPE: ClassVar[str] = "application/vnd.linegate.incident-action+json"
+    #: Where, in a keys directory, the incident service publishes the public key that its
+    #: actions verify against (``<data dir>/keys/`` in the embedded stack: the gateway's default).
+    PUBLIC_KEY_FILE: ClassVar[str] = "incident-action.pub.pem"
 
     kind: Literal["incident.action.v1"] = "incident.action.v1"
     action_id: str

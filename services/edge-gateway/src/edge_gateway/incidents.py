@@ -19,17 +19,34 @@ once the people it needs approved the action; the gateway carries it out once (b
 the same incident releases it: meanwhile nothing assigns it and no rollout of it starts,
 resumes, advances or installs (409 problem+json naming the incident).
 
-A device cannot publish on ``linegate.incident.>`` (``linegate.nats_auth``), and the payloads
-are validated models; the action's approvers travel into the signed instruction, so what a
-device obeys names who approved it.
+Actions are authenticated end to end, not only confined by NATS permissions: the message is a
+DSSE envelope (payloadType ``application/vnd.linegate.incident-action+json``, payload the
+``IncidentActionV1`` JSON) that must verify against the pinned incident-service key
+(``LINEGATE_INCIDENT_ACTION_KEY``, default ``<data dir>/keys/incident-action.pub.pem``). Refused,
+logged and audited (``incident_action.refused``, actor ``service:edge-gateway``, with the
+reason), and nothing changes on any device:
+
+- unsigned, not an envelope, another payloadType, tampered, signed by another key, or no key
+  pinned: nothing in it can be trusted, so no result is reported for the action id it claims;
+- a genuine action on another kind's subject: no result (the genuine delivery decides);
+- a genuine action whose ``action_id`` was already handled (a replay; a JetStream
+  redelivery of the same message is not one and just returns the first result);
+- a genuine action issued (``occurred_at``) more than ``incident_action_max_age_seconds``
+  ago, or more than five minutes ahead of the gateway's clock: recorded as ``refused`` and
+  reported as ``failed`` with the reason, so the responder sees it and can propose it anew.
+
+A device cannot publish on ``linegate.incident.>`` (``linegate.nats_auth``); the action's
+approvers travel into the signed instruction, so what a device obeys names who approved it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -56,14 +73,135 @@ from linegate.events import (
     Subjects,
 )
 from linegate.outbox import enqueue
+from linegate.signing import (
+    PublicKey,
+    SignatureError,
+    b64decode_any,
+    dsse_verify,
+    key_id,
+    load_public_key,
+)
 
 log = logging.getLogger("edge_gateway.incidents")
 #: Results are named after their action, so a redelivered action cannot report twice.
 _RESULT_NS = uuid.UUID("5d6c1d55-7a43-4c1e-9b47-0f6a1c3e2d10")
+ACTOR = "service:edge-gateway"
+#: How far ahead of the gateway's clock a signed issue time may be (clock skew).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class ActionFailed(Exception):
     """The action cannot be carried out as asked; the message goes into the result."""
+
+
+class ActionRefused(Exception):
+    """A message on an action subject the gateway will not carry out; ``reason`` says why.
+
+    ``action`` is the action when its signature verified (``authentic``) or, otherwise, what
+    the message claims (never trusted, kept for the audit entry). ``final``: the genuine
+    action is settled by the refusal (recorded, and reported back as failed).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        action: IncidentActionV1 | None = None,
+        authentic: bool = False,
+        final: bool = False,
+        key_ids: list[str] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.action = action
+        self.authentic = authentic
+        self.final = final
+        self.key_ids = key_ids or []
+
+
+def pinned_key(gw: Gateway) -> PublicKey:
+    """The incident service's public key, read from its pinned file at each action."""
+    path = gw.settings.incident_action_key_path
+    try:
+        return load_public_key(path.read_bytes())
+    except (OSError, SignatureError) as e:
+        raise ActionRefused(
+            f"no incident-service key pinned at {path} (LINEGATE_INCIDENT_ACTION_KEY): {e}"
+        ) from e
+
+
+def _claimed(data: Any) -> IncidentActionV1 | None:
+    """What an unverified message says it is, for the audit entry (never acted on)."""
+    try:
+        if isinstance(data, Mapping) and isinstance(data.get("payload"), str):
+            data = json.loads(b64decode_any(data["payload"]))
+        return IncidentActionV1.model_validate(data)
+    except (ValueError, SignatureError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
+def verify_action(gw: Gateway, subject: str, raw: bytes) -> IncidentActionV1:
+    """The action in ``raw`` if it is a DSSE envelope of an incident action signed by the
+    pinned incident-service key, for ``subject``; :class:`ActionRefused` otherwise."""
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise ActionRefused(f"unsigned: not JSON ({e})") from e
+    if not isinstance(data, dict) or "payloadType" not in data or "signatures" not in data:
+        raise ActionRefused(
+            "unsigned: not a DSSE envelope (incident actions must be signed by the incident "
+            "service)",
+            action=_claimed(data),
+        )
+    signatures = data["signatures"] if isinstance(data["signatures"], list) else []
+    key_ids = [str(e["keyid"]) for e in signatures if isinstance(e, dict) and e.get("keyid")]
+    claimed = _claimed(data)
+    try:
+        key = pinned_key(gw)
+    except ActionRefused as e:
+        raise ActionRefused(e.reason, action=claimed, key_ids=key_ids) from e
+    try:
+        verified = dsse_verify(data, [key])
+    except SignatureError as e:
+        raise ActionRefused(
+            f"bad signature: {e} (the pinned incident-service key is {key_id(key)[:16]})",
+            action=claimed,
+            key_ids=key_ids,
+        ) from e
+    if verified.payload_type != IncidentActionV1.PAYLOAD_TYPE:
+        raise ActionRefused(
+            f"payloadType {verified.payload_type!r} is not {IncidentActionV1.PAYLOAD_TYPE!r}",
+            action=claimed,
+            key_ids=key_ids,
+        )
+    try:
+        action = IncidentActionV1.model_validate_json(verified.payload)
+    except ValueError as e:
+        raise ActionRefused(f"signed payload is not an incident action: {e}") from e
+    if subject != Subjects.incident_action(action.action):
+        raise ActionRefused(
+            f"a {action.action} action on {subject}, not {Subjects.incident_action(action.action)}",
+            action=action,
+            authentic=True,
+            key_ids=key_ids,
+        )
+    return action
+
+
+def check_fresh(gw: Gateway, action: IncidentActionV1, now: datetime) -> None:
+    """:class:`ActionRefused` (final) when ``action`` was issued outside the window."""
+    issued = action.occurred_at
+    window = timedelta(seconds=gw.settings.incident_action_max_age_seconds)
+    if issued < now - window:
+        reason = (
+            f"stale: issued at {issued:%Y-%m-%dT%H:%M:%SZ}, more than "
+            f"{window.total_seconds():g} s ago (LINEGATE_INCIDENT_ACTION_MAX_AGE_SECONDS)"
+        )
+    elif issued > now + MAX_CLOCK_SKEW:
+        reason = f"issued in the future ({issued:%Y-%m-%dT%H:%M:%SZ}): check the clocks"
+    else:
+        return
+    raise ActionRefused(reason, action=action, authentic=True, final=True)
 
 
 def _actor(action: IncidentActionV1) -> str:
@@ -173,8 +311,87 @@ async def _control(gw: Gateway, action: IncidentActionV1, device_ids: list[str])
     )
 
 
+async def receive(
+    gw: Gateway, subject: str, raw: bytes, *, redelivered: bool = False
+) -> IncidentActionResultV1 | None:
+    """Verify the message ``raw`` from ``subject`` and carry its action out once.
+
+    Returns the result reported to the incident service (the first one for a redelivery),
+    or ``None`` when the message was refused without one. ``redelivered``: JetStream delivers
+    the same message again (the gateway stopped before its ack), which is no replay.
+    """
+    try:
+        action = verify_action(gw, subject, raw)
+        async with gw.db.session() as session:
+            done = await session.get(IncidentAction, action.action_id)
+        if done is not None:
+            if redelivered:
+                return _result(action, done.outcome, done.devices, done.detail)
+            _refuse_replay(action, done)
+        check_fresh(gw, action, datetime.now(UTC))
+    except ActionRefused as refusal:
+        return await refuse(gw, subject, raw, refusal)
+    return await carry_out(gw, action)
+
+
+def _refuse_replay(action: IncidentActionV1, done: IncidentAction) -> None:
+    raise ActionRefused(
+        f"replayed: action {action.action_id} was already handled ({done.outcome}: {done.detail})",
+        action=action,
+        authentic=True,
+    )
+
+
+async def refuse(
+    gw: Gateway, subject: str, raw: bytes, refusal: ActionRefused
+) -> IncidentActionResultV1 | None:
+    """Log and audit ``refusal``; a final one is also recorded and reported as failed."""
+    log.warning("incident action on %s refused: %s", subject, refusal.reason)
+    action = refusal.action
+    result = None
+    async with gw.db.session() as session:
+        if refusal.final and action is not None:
+            if await session.get(IncidentAction, action.action_id) is not None:
+                return None  # a concurrent delivery settled it
+            detail = f"refused: {refusal.reason}"
+            result = _result(action, "refused", [], detail)
+            session.add(
+                IncidentAction(
+                    action_id=action.action_id,
+                    incident_id=action.incident_id,
+                    action=action.action,
+                    model=action.model,
+                    version=action.version,
+                    outcome="refused",
+                    devices=[],
+                    detail=detail,
+                    received_at=datetime.now(UTC),
+                )
+            )
+            await enqueue(session, Subjects.INCIDENT_ACTION_RESULT, result)
+        await gw.audit.append(
+            session,
+            actor=ACTOR,
+            action="incident_action.refused",
+            subject=f"incident:{action.incident_id}" if action else f"nats:{subject}",
+            payload={
+                "nats_subject": subject,
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "authentic": refusal.authentic,
+                "signature_key_ids": refusal.key_ids,
+                # Unless authentic, only what the message claims: nothing of it was acted on.
+                "action": action.model_dump(mode="json") if action else None,
+            },
+            reason=refusal.reason,
+        )
+    if result is not None and gw.outbox_wake is not None:
+        gw.outbox_wake()
+    return result
+
+
 async def carry_out(gw: Gateway, action: IncidentActionV1) -> IncidentActionResultV1:
-    """Carry ``action`` out once; a repeated ``action_id`` returns the first result."""
+    """Carry out ``action`` (verified by :func:`receive`) once; a repeated ``action_id``
+    returns the first result."""
     async with gw.db.session() as session:
         done = await session.get(IncidentAction, action.action_id)
     if done is not None:
@@ -294,20 +511,10 @@ async def subscribe(gw: Gateway) -> list[Any]:
 
     async def action_cb(msg: Any) -> None:
         try:
-            action = IncidentActionV1.model_validate(json.loads(msg.data))
-        except (ValueError, ValidationError) as e:
-            log.warning("malformed incident action on %s dropped: %s", msg.subject, e)
-            await msg.ack()
-            return
-        if msg.subject != Subjects.incident_action(action.action):
-            log.warning("incident action %s on %s dropped", action.action, msg.subject)
-            await msg.ack()
-            return
-        try:
-            await carry_out(gw, action)
+            await receive(gw, msg.subject, msg.data, redelivered=msg.metadata.num_delivered > 1)
             await msg.ack()
         except Exception:
-            log.exception("incident action %s failed; redelivering", action.action_id)
+            log.exception("incident action on %s failed; redelivering", msg.subject)
             await msg.nak(delay=5)
 
     async def freeze_cb(msg: Any) -> None:

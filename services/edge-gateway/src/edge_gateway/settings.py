@@ -5,6 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
+from linegate.events import IncidentActionV1
 from linegate.settings import LinegateSettings
 
 
@@ -43,6 +44,16 @@ class GatewaySettings(LinegateSettings):
     #: changes) or accept with a ``flag`` in the audit entry.
     competence_unverifiable: Literal["refuse", "flag"] = "refuse"
 
+    #: PEM public key of the incident service: the only key whose signed incident actions
+    #: (DSSE, :mod:`edge_gateway.incidents`) the gateway carries out. Unset: the key the
+    #: incident service publishes in the shared keys directory
+    #: (``<data dir>/keys/incident-action.pub.pem``, as in ``linegate up`` and compose.yaml).
+    #: Read at each action: without it every action is refused.
+    incident_action_key: Path | None = None
+    #: A signed incident action issued longer ago than this is refused as stale (replay
+    #: protection beside the action id, which is carried out once).
+    incident_action_max_age_seconds: float = Field(default=3600.0, gt=0)
+
     #: Seconds between rollout evaluator passes; 0 turns the periodic evaluator off (tests
     #: drive it directly).
     rollout_evaluation_interval_seconds: float = Field(default=10.0, ge=0)
@@ -57,6 +68,10 @@ class GatewaySettings(LinegateSettings):
     @property
     def release_key_path(self) -> Path:
         return self.release_signing_key or self.keys_dir / "release-metadata.pem"
+
+    @property
+    def incident_action_key_path(self) -> Path:
+        return self.incident_action_key or self.keys_dir / IncidentActionV1.PUBLIC_KEY_FILE
 
     @property
     def staging_dir(self) -> Path:

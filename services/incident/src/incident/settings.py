@@ -5,6 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
+from linegate.events import IncidentActionV1
 from linegate.settings import LinegateSettings
 
 
@@ -50,3 +51,15 @@ class IncidentSettings(LinegateSettings):
     #: responder training (unreachable, or no inventory entry lists the model): ``refuse`` the
     #: approval (503, nothing recorded) or accept it with a ``flag`` on the approval.
     competence_unverifiable: Literal["refuse", "flag"] = "refuse"
+    #: EC key that signs every approved corrective action sent to the edge gateway (a DSSE
+    #: envelope); created on first start. Its public key is written to
+    #: ``<data dir>/keys/incident-action.pub.pem`` for the gateway to pin.
+    incident_action_signing_key: Path | None = None
+
+    @property
+    def action_key_path(self) -> Path:
+        return self.incident_action_signing_key or self.keys_dir / "incident-action.pem"
+
+    @property
+    def action_public_key_path(self) -> Path:
+        return self.keys_dir / IncidentActionV1.PUBLIC_KEY_FILE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from incident.incidents.actions import ActionSigner
 from incident.incidents.competence import RegistryCompetence
 from incident.incidents.runtime import Incidents
 from incident.registry_client import RegistryClient
@@ -31,6 +32,7 @@ async def start(app: FastAPI, ctx: ServiceContext, settings: IncidentSettings) -
         competence=RegistryCompetence(
             RegistryClient(settings), unverifiable=settings.competence_unverifiable
         ),
+        signer=ActionSigner.from_settings(settings),
     )
     app.state.incidents = runtime
     app.state.signal_sink = runtime.sink

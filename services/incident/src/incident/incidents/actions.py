@@ -8,12 +8,27 @@ critical incident or a NIST tier-1 system. The approval that completes the set p
 ``IncidentActionV1`` on ``linegate.incident.action.<kind>`` through the outbox, in the same
 transaction; the gateway's ``IncidentActionResultV1`` then lands on the timeline. An action
 proposed for a runbook step needs that runbook's earlier human gates passed first.
+
+What goes on the subject is signed (:class:`ActionSigner`): a DSSE envelope whose payload is the
+``IncidentActionV1`` JSON (payloadType ``application/vnd.linegate.incident-action+json``,
+``occurred_at`` = the moment of issue), signed with the service's own action key. The gateway
+carries out only what verifies against the incident key it pinned, is fresh and new.
+
+Example::
+
+    signer = ActionSigner.from_settings(settings)  # creates the key on first start
+    envelope = signer.envelope(event)              # dsse_verify(envelope, [public key])
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -34,13 +49,56 @@ from incident.incidents.errors import (
 from incident.incidents.models import ActionApproval, Incident, IncidentAction, RunbookStepRecord
 from incident.incidents.runbooks import Catalogue
 from incident.incidents.schemas import ActionCreate, ActionRead, ApprovalCreate, ApprovalRead
+from incident.settings import IncidentSettings
 from linegate.audit import AuditLog
 from linegate.auth import Principal
 from linegate.events import IncidentActionResultV1, IncidentActionV1, Subjects
-from linegate.outbox import enqueue
+from linegate.outbox import OutboxMessage
+from linegate.signing import (
+    PrivateKey,
+    dsse_sign,
+    key_id,
+    load_or_create_private_key,
+    public_key_pem,
+)
 
 #: Approvals an action needs on a critical incident or a tier-1 system (four eyes).
 CRITICAL_APPROVALS = 2
+
+
+@dataclass(frozen=True)
+class ActionSigner:
+    """Signs each approved action for the edge gateway: a DSSE envelope over the
+    ``IncidentActionV1`` JSON with payloadType ``IncidentActionV1.PAYLOAD_TYPE``."""
+
+    key: PrivateKey
+
+    @classmethod
+    def from_settings(cls, settings: IncidentSettings) -> ActionSigner:
+        """The service's action key (created on first start), its public key written to
+        ``settings.action_public_key_path`` for the gateway to pin."""
+        key = load_or_create_private_key(settings.action_key_path)
+        _write_public_key(settings.action_public_key_path, public_key_pem(key.public_key()))
+        return cls(key)
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.key.public_key())
+
+    def envelope(self, event: IncidentActionV1) -> dict[str, Any]:
+        return dsse_sign(event.model_dump_json().encode(), IncidentActionV1.PAYLOAD_TYPE, self.key)
+
+
+def _write_public_key(path: Path, pem: bytes) -> None:
+    if path.exists() and path.read_bytes() == pem:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A reader (the gateway, at its next action) sees the old file or the new, never half.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pub-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    Path(tmp).chmod(0o644)
+    Path(tmp).replace(path)
 
 
 def required_approvals(incident: Incident) -> int:
@@ -194,6 +252,7 @@ async def approve(
     body: ApprovalCreate,
     now: datetime,
     competence: RegistryCompetence,
+    signer: ActionSigner,
 ) -> IncidentAction:
     action = await get_action(session, incident_id, action_id, lock=True)
     if action.state != "pending_approval":
@@ -242,7 +301,8 @@ async def approve(
         now=now,
     )
     if len(approvals) >= action.required_approvals:
-        await _send(session, audit, action, [a.approver for a in approvals], principal, now)
+        approvers = [a.approver for a in approvals]
+        await _send(session, audit, signer, action, approvers, principal, now)
     await session.flush()
     return action
 
@@ -250,6 +310,7 @@ async def approve(
 async def _send(
     session: AsyncSession,
     audit: AuditLog,
+    signer: ActionSigner,
     action: IncidentAction,
     approvers: list[str],
     principal: Principal,
@@ -272,7 +333,16 @@ async def _send(
         approved_by=approvers,
         rationale=action.rationale,
     )
-    await enqueue(session, Subjects.incident_action(action.action), event)
+    # The outbox carries the signed envelope itself (JetStream de-duplicates by event id).
+    session.add(
+        OutboxMessage(
+            event_id=event.event_id,
+            subject=Subjects.incident_action(action.action),
+            event_type=type(event).__name__,
+            body=json.dumps(signer.envelope(event)),
+            created_at=datetime.now(UTC),
+        )
+    )
     action.state, action.sent_at = "sent", now
     session.add(action)
     await note(
@@ -289,7 +359,7 @@ async def _send(
         actor=principal.actor,
         action="incident.action.send",
         subject=f"incident:{action.incident_id}",
-        payload=event.model_dump(mode="json"),
+        payload={**event.model_dump(mode="json"), "signed_by": signer.key_id},
         reason=action.rationale,
         now=now,
     )

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from incident.incidents import routing
+from incident.incidents.actions import ActionSigner
 from incident.incidents.competence import RegistryCompetence
 from incident.incidents.consumers import Consumers
 from incident.incidents.core import now_utc
@@ -38,6 +39,8 @@ class Incidents:
     #: Asked at every approval of a corrective action; its registry client is shared with the
     #: monitors' tier source and closed at :meth:`stop`.
     competence: RegistryCompetence
+    #: Signs the approved actions the gateway carries out (DSSE).
+    signer: ActionSigner
     clock: Callable[[], datetime] = now_utc
     subscriptions: list[Any] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -51,6 +54,7 @@ class Incidents:
         maintenance_key_file: Any,
         escalation_interval: float,
         competence: RegistryCompetence,
+        signer: ActionSigner,
     ) -> Incidents:
         async with ctx.db.session() as session:
             catalogue = await sync_runbooks(session, ctx.audit, now=now_utc())
@@ -71,6 +75,7 @@ class Incidents:
             tickets=tickets,
             escalation_interval=escalation_interval,
             competence=competence,
+            signer=signer,
         )
         self._tasks.append(asyncio.create_task(self._subscribe(), name="incidents-subscribe"))
         if escalation_interval > 0:

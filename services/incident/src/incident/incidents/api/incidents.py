@@ -192,6 +192,7 @@ async def approve_action(
         body,
         now,
         incidents.competence,
+        incidents.signer,
     )
     return await actions.action_read(session, action)
 
