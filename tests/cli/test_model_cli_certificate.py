@@ -112,6 +112,32 @@ def test_an_expired_leaf_exits_1(model, pki, tmp_path):
     assert "expired on" in result.stderr
 
 
+def test_identity_pins_the_signer_beyond_its_ca(model, pki, signature, tmp_path):
+    base = ["verify", model, "--signature", signature, "--certificate-chain", pki.root_pem]
+    for name in ("release-signer@plant.example", "CN=release-signer,O=Linegate Test Plant"):
+        result = run(*base, "--identity", name)
+        assert result.exit_code == 0, result.output
+        assert CERT_VERIFIED.fullmatch(result.stdout.rstrip("\n")), result.stdout
+    # Another code-signing certificate from the same CA chains to the pinned root, so only
+    # the identity tells it apart from the registry's.
+    path = tmp_path / "supplier.sig"
+    supplier = pki.issue_leaf("supplier-ci", san_email="ci@optivision.example")
+    assert cli_sign(model, pki, supplier, path).exit_code == 0
+    unpinned = ["verify", model, "--signature", path, "--certificate-chain", pki.root_pem]
+    assert run(*unpinned).exit_code == 0
+    result = run(*unpinned, "--identity", "release-signer@plant.example")
+    assert result.exit_code == 1
+    assert "is not issued to the expected identity 'release-signer@plant.example'" in (
+        result.stderr
+    )
+    assert "ci@optivision.example" in result.stderr
+    public = run(
+        "verify", model, "--signature", signature, "--public-key", tmp_path / "k.pem",
+        "--identity", "release-signer@plant.example",
+    )  # fmt: skip
+    assert public.exit_code == 2
+
+
 def test_a_certificate_signature_checked_with_a_public_key_exits_1(
     model, leaf, signature, tmp_path
 ):

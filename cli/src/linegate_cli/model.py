@@ -32,6 +32,10 @@ signature verifies with ``--certificate-chain ROOT.pem`` (the pinned root CA, in
     verified: 3 files, manifest sha256:5f41e9..., certificate CN=release-signer,O=Plant \
         (sha256 3a7bd3e2360a3d29), key 0b8c316a4c179e25
 
+``--identity NAME`` beside ``--certificate-chain`` also pins the signer (a subject alternative
+name or the subject; the registry publishes its ``identity`` at ``GET /v1/signing-keys``), so
+another certificate the same CA issued is refused.
+
 Sigstore keyless: ``sign --identity-token FILE --trust-config JSON`` (online: Fulcio, Rekor) and
 ``verify --trust-config JSON --identity ID --oidc-issuer URL`` (offline against the pinned
 trust config; never the network-fetched production trust).
@@ -135,7 +139,13 @@ def verify(
         ),
     ] = None,
     identity: Annotated[
-        str | None, typer.Option("--identity", help="Sigstore: the expected signer identity")
+        str | None,
+        typer.Option(
+            "--identity",
+            help="Sigstore: the expected signer identity; with --certificate-chain: a subject "
+            "alternative name or the subject the signing certificate must have (the `identity` "
+            "GET /v1/signing-keys publishes)",
+        ),
     ] = None,
     oidc_issuer: Annotated[
         str | None, typer.Option("--oidc-issuer", help="Sigstore: the expected OIDC issuer")
@@ -149,13 +159,15 @@ def verify(
             "give exactly one of --public-key PEM, --certificate-chain PEM or --trust-config JSON"
             + (f" (got {', '.join(given)})" if given else "")
         )
+    if public_key is not None and identity is not None:
+        raise _usage("--identity pins a certificate or Sigstore signer, not a --public-key")
     ignored = _absolute(ignore_path)
     try:
         if public_key is not None:
             verified = verify_model(model_dir, public_key, signature, ignore_paths=ignored)
         elif certificate_chain is not None:
             verified = verify_model_certificate(
-                model_dir, certificate_chain, signature, ignore_paths=ignored
+                model_dir, certificate_chain, signature, ignore_paths=ignored, identity=identity
             )
         else:
             if not identity or not oidc_issuer:
