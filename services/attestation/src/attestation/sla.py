@@ -2,7 +2,9 @@
 
 A scorecard is computed from the records, never stored: for each contracted artefact and each
 required evidence kind, is there a verified, unexpired attestation by this supplier covering
-the artefact's digest? Notices must be answered within the agreed days. The evaluator
+the artefact's digest? Notices must be answered within the agreed days. Each performance
+commitment is met, not met or without evidence by the newest of the supplier's verified,
+unexpired measurements (:mod:`attestation.sla_performance`). The evaluator
 (:func:`evaluate_breaches`, run periodically) keeps ``sla_breach`` rows in step with the
 scorecard and emits one ``linegate.attestation.sla.breached`` event per new breach.
 """
@@ -19,6 +21,7 @@ from attestation.models import Attestation, SlaBreach, SupplierArtefact, Supplie
 from attestation.repository import SlaRepository, SupplierRepository, TrustRepository
 from attestation.schemas_sla import ArtefactCreate, NoticeCreate, NoticeResponse, SlaTerms
 from attestation.service import require_supplier
+from attestation.sla_performance import CommitmentScore, score_commitments
 from attestation.verification import aware_utc
 from linegate.audit import AuditLog
 from linegate.auth import Principal
@@ -178,6 +181,7 @@ class Scorecard:
     breaches: list[Finding] = field(default_factory=list)
     expiring: list[dict[str, Any]] = field(default_factory=list)
     artefacts: list[dict[str, Any]] = field(default_factory=list)
+    performance: list[CommitmentScore] = field(default_factory=list)
 
     @property
     def coverage(self) -> float:
@@ -193,6 +197,7 @@ class Scorecard:
             "breaches": [b.as_dict() for b in sorted(self.breaches, key=lambda b: b.since)],
             "expiring": self.expiring,
             "artefacts": self.artefacts,
+            "performance": [p.as_dict() for p in self.performance],
         }
 
 
@@ -295,7 +300,23 @@ def compute_scorecard(
                     f"{notice.kind} notice {notice.reference} not answered within {days} days",
                 )
             )
+    _score_performance(card, sla, evidence, now)
     return card
+
+
+def _score_performance(
+    card: Scorecard, sla: SupplierSla, evidence: list[Attestation], now: datetime
+) -> None:
+    """Each performance commitment on the card; one not met or without evidence is a breach."""
+    card.performance = score_commitments(
+        sla.performance_commitments, evidence, now=now, terms_since=sla.updated_at
+    )
+    for score in card.performance:
+        if score.status == "met":
+            continue
+        term = "performance-not-met" if score.status == "not_met" else "performance-no-evidence"
+        detail = score.reason + (f" (attestation {score.attestation})" if score.attestation else "")
+        card.breaches.append(Finding(term, score.key, score.since, detail))
 
 
 async def scorecard(

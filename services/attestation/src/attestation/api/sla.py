@@ -8,7 +8,13 @@ from fastapi import APIRouter, Depends, Query, status
 from attestation import sla
 from attestation.deps import ProcurementDep, ReaderDep, SupplierRepositoryDep, confine_to_tenant
 from attestation.repository import SlaRepository
-from attestation.schemas_sla import ArtefactCreate, NoticeCreate, NoticeResponse, SlaTerms
+from attestation.schemas_sla import (
+    ArtefactCreate,
+    NoticeCreate,
+    NoticeResponse,
+    ScorecardRead,
+    SlaTerms,
+)
 from attestation.service import require_supplier
 from linegate.auth import Principal, Role, require
 from linegate.service import ContextDep, SessionDep
@@ -120,7 +126,7 @@ async def respond_notice(
     return row.model_dump(mode="json")
 
 
-@router.get("/v1/suppliers/{supplier_id}/scorecard")
+@router.get("/v1/suppliers/{supplier_id}/scorecard", response_model=ScorecardRead)
 async def get_scorecard(
     supplier_id: str,
     principal: ReaderDep,
@@ -128,7 +134,12 @@ async def get_scorecard(
     slas: SlaRepositoryDep,
     expiring_within_days: Annotated[int, Query(ge=0, le=3650)] = 30,
 ) -> dict[str, Any]:
-    """Coverage of contracted artefacts by verified evidence, what expires soon, breaches."""
+    """Coverage of contracted artefacts by verified evidence, what expires soon, breaches, and
+    each performance commitment (`performance`): `met`, `not_met` or `no_evidence`, judged on
+    the newest metric from this supplier's verified, unexpired CycloneDX ML-BOM model cards
+    and Linegate SLA evidence (`term: model-performance`), with the measured value, the
+    attestation it came from and since when the status holds. A commitment not met or without
+    evidence is a breach (`performance-not-met`, `performance-no-evidence`)."""
     confine_to_tenant(principal, supplier_id)
     await require_supplier(suppliers, supplier_id)
     card = await sla.scorecard(
@@ -137,14 +148,15 @@ async def get_scorecard(
     return card.as_dict()
 
 
-@router.get("/v1/scorecards")
+@router.get("/v1/scorecards", response_model=list[ScorecardRead])
 async def list_scorecards(
     principal: ProcurementDep,
     suppliers: SupplierRepositoryDep,
     slas: SlaRepositoryDep,
     expiring_within_days: Annotated[int, Query(ge=0, le=3650)] = 30,
 ) -> list[dict[str, Any]]:
-    """Every supplier's scorecard, the ones most behind first."""
+    """Every supplier's scorecard (as `GET /v1/suppliers/{id}/scorecard`), the ones most behind
+    first: most breaches, then lowest coverage."""
     cards = [
         (
             await sla.scorecard(s.id, slas, expiring_within=timedelta(days=expiring_within_days))

@@ -1,5 +1,11 @@
 """Linegate's own predicates: dataset provenance and SLA evidence.
 
+SLA evidence for the ``model-performance`` term is what the SLA scorecard scores performance
+commitments on (:mod:`attestation.sla_performance`): each measurement's ``metric`` and optional
+``slice``, about the model ``scope.model`` (or ``scope.product``) at ``scope.modelVersion`` or the
+statement's subjects. ``committed``/``met`` are the supplier's own reading; the scorecard judges
+``measured`` against the buyer's terms.
+
 Both are JSON Schemas (draft 2020-12) in `schemas/`; the few rules a schema cannot say
 (a period that ends before it starts, a `met` flag that contradicts the numbers, an evidence id
 that points nowhere) are checked here and reported with the same `<json path>: <reason>` shape.
@@ -101,16 +107,17 @@ def validate_sla_evidence(predicate: Any) -> PredicateResult:
             for ref in m.get("evidence", [])
             if ref not in evidence_ids
         ]
-        measurements.append(
-            {
-                "metric": m["metric"],
-                "unit": m["unit"],
-                "operator": committed["operator"],
-                "committed": committed["value"],
-                "measured": m["measured"],
-                "met": met,
-            }
-        )
+        measurement = {
+            "metric": m["metric"],
+            "unit": m["unit"],
+            "operator": committed["operator"],
+            "committed": committed["value"],
+            "measured": m["measured"],
+            "met": met,
+        }
+        if "slice" in m:
+            measurement["slice"] = m["slice"]
+        measurements.append(measurement)
     all_met = all(m["met"] for m in measurements)
     if "met" in predicate and predicate["met"] != all_met:
         errors.append(
