@@ -14,6 +14,11 @@ connected as a device, so its peak RSS (its own ``VmHWM``) is that process alone
 2. **Fan-out**: 1, 10 and 100 simulated devices (each its own connection and nkey, spread over
    one process per core, started together) download the same 50 MB model with
    :func:`linegate.objstore.download`. Target: 100 devices <= 3x the single-device time.
+   Beside each figure the bench prints the host's floor: all devices run on this host, each
+   receiving and hashing its own copy, so n devices need at least n times one device's CPU
+   seconds spread over C cores. With one device's CPU time near its wall time, that is about
+   n / C times one device (50x for 100 devices on 2 cores): the 3x target needs the devices on
+   their own machines, as on a line, and cannot be shown on one 2-core host.
 
 Sizes: ``LINEGATE_BENCH_SCALE`` scales both (``0.05`` for a quick run), or set
 ``LINEGATE_BENCH_EDGE_MB`` / ``LINEGATE_BENCH_FANOUT_MB`` directly; ``LINEGATE_BENCH_FANOUT``
@@ -123,6 +128,7 @@ async def main(url, creds_dir, first, count, name, size, sha, dest_dir, start_at
     ]
     ready = time.time()
     await asyncio.sleep(max(0.0, start_at - time.time()))
+    cpu = time.process_time()
 
     async def one(i, nc):
         dest = Path(dest_dir) / f"sim-{i}.bin"
@@ -132,9 +138,10 @@ async def main(url, creds_dir, first, count, name, size, sha, dest_dir, start_at
 
     await asyncio.gather(*(one(first + k, nc) for k, nc in enumerate(conns)))
     end = time.time()
+    cpu = time.process_time() - cpu
     for nc in conns:
         await nc.close()
-    print(json.dumps({"ok": True, "ready": ready, "end": end}))
+    print(json.dumps({"ok": True, "ready": ready, "end": end, "cpu": cpu}))
 
 asyncio.run(main(*sys.argv[1:]))
 """
@@ -285,7 +292,8 @@ class Bench:
         )
         return float(result["seconds"]), rss
 
-    def fanout(self, n: int, digest: str, size: int) -> float:
+    def fanout(self, n: int, digest: str, size: int) -> tuple[float, float]:
+        """Wall time until the last device has its copy, and the devices' CPU seconds."""
         workers = min(n, os.cpu_count() or 1)
         share = [n // workers + (i < n % workers) for i in range(workers)]
         start_at = time.time() + 3 + n * 0.05  # every process connected before the start
@@ -324,7 +332,7 @@ class Bench:
         late = [r for r in results if r["ready"] > start_at]
         if late:
             print(f"[edge] warning: {len(late)} fan-out worker(s) connected after the start")
-        return max(r["end"] for r in results) - start_at
+        return max(r["end"] for r in results) - start_at, sum(r["cpu"] for r in results)
 
 
 def main() -> None:
@@ -347,7 +355,7 @@ def main() -> None:
             raw_rss = bench.raw_get(digest)[1]
             fan_meta, fan_digest, _ = asyncio.run(bench.release("fanout", fan_size))
             del fan_meta
-            fan = {n: bench.fanout(n, fan_digest, fan_size) for n in counts}
+            fan_runs = {n: bench.fanout(n, fan_digest, fan_size) for n in counts}
         finally:
             bench.nats.stop()
 
@@ -371,7 +379,8 @@ def main() -> None:
         "<= 128 MiB, flat",
     )
     print(f"       (raw nats-py get process: peak RSS {raw_rss / MIB:,.0f} MiB)")
-    base = fan[counts[0]]
+    fan = {n: wall for n, (wall, _) in fan_runs.items()}
+    base, base_cpu = fan_runs[counts[0]]
     for n in counts:
         report(
             "edge",
@@ -383,6 +392,18 @@ def main() -> None:
             "<= 3.00 at 100" if n == 100 else "",
         )
         print(f"       aggregate {n * fan_size / 1e6 / fan[n]:,.0f} MB/s to {n} device(s)")
+        if n > counts[0]:
+            # Every simulated device receives and hashes its own copy on this host: n devices
+            # need at least n times one device's CPU seconds, spread over this host's cores at
+            # best (the nats-server sending the copies needs the same cores too). That floor
+            # is what this host allows, whatever the gateway does.
+            cores = os.cpu_count() or 1
+            floor = n / counts[0] * base_cpu / cores
+            print(
+                f"       host floor: {n} x {base_cpu / counts[0] * 1000:,.0f} ms device CPU"
+                f" on {cores} cores = {floor * 1000:,.0f} ms ({floor / base:,.1f}x one device);"
+                f" devices used {fan_runs[n][1]:,.1f} CPU-s"
+            )
     print(f"[edge] load average {os.getloadavg()[0]:.1f} at the end")
 
 
