@@ -110,14 +110,14 @@ class FindingRead(BaseModel):
         description="what it is about: artefact digest#evidence, a notice id, or a "
         "performance commitment's metric|model|slice"
     )
-    since: datetime = Field(description="when the breach started")
+    since: str = Field(description="when the breach started (RFC 3339)")
     detail: str
 
 
 class ExpiringRead(BaseModel):
     key: str
     attestation: str
-    expires_at: datetime
+    expires_at: str = Field(description="RFC 3339")
 
 
 class EvidenceStateRead(BaseModel):
@@ -150,17 +150,17 @@ class PerformanceScoreRead(BaseModel):
     min: float | None
     max: float | None
     status: Literal["met", "not_met", "no_evidence"]
-    since: datetime = Field(
-        description="since when the status holds: the oldest of the unbroken run of newest "
-        "evidence with this status; for no_evidence, when the last evidence expired or the "
-        "terms were set"
+    since: str = Field(
+        description="RFC 3339: since when the status holds: the oldest of the unbroken run of "
+        "newest evidence with this status; for no_evidence, when the last evidence expired or "
+        "the terms were set"
     )
     reason: str = Field(description="why, in words (the breach detail when not met)")
     measured: float | None = Field(description="the deciding measured value")
     unit: str | None = Field(description="its unit, when the evidence states one")
     measured_model: str | None = Field(description="the model the deciding measurement is about")
     attestation: str | None = Field(description="the attestation that provided it")
-    measured_at: datetime | None = Field(description="when that measurement holds")
+    measured_at: str | None = Field(description="when that measurement holds (RFC 3339)")
     unscorable: list[UnscorableRead] = Field(
         description="matching measurements that could not be scored (at most 5), and why"
     )
