@@ -257,8 +257,11 @@ def ml_bom(metrics: list[dict[str, str]], *, at: datetime) -> dict:
     }
 
 
-def sla_evidence(metric: str, measured: float, *, end: datetime, model: str = MODEL) -> dict:
+def sla_evidence(
+    metric: str, measured: float, *, end: datetime, model: str = MODEL, slice_: str | None = None
+) -> dict:
     """Linegate SLA evidence for the model-performance term, one measurement."""
+    sliced = {"slice": slice_} if slice_ else {}
     return {
         "agreement": {"reference": "SLA-OPTI-2026-001"},
         "term": "model-performance",
@@ -271,6 +274,7 @@ def sla_evidence(metric: str, measured: float, *, end: datetime, model: str = MO
                 "committed": {"operator": ">=", "value": 0.95},
                 "measured": measured,
                 "evidence": ["golden-set"],
+                **sliced,
             }
         ],
         "evidence": [{"id": "golden-set", "kind": "test-run", "digest": {"sha256": MODEL_DIGEST}}],
@@ -296,6 +300,7 @@ async def test_performance_commitments_are_met_not_met_or_without_evidence(stack
         {"metric": "false-reject-rate", "model": f"{MODEL}@2.1.0", "max": 1.5},
         {"metric": "precision", "min": 0.9},
         {"metric": "recall", "model": MODEL, "slice": "porosity", "min": 0.9},
+        {"metric": "recall", "model": "Weld Seam Inspector@2.1.0", "slice": "crack", "min": 0.9},
         {"metric": "latency_ms_p99", "model": MODEL, "max": 40},
         {"metric": "f1", "min": 0.9},
         {"metric": "recall", "model": "another-model", "min": 0.5},
@@ -326,6 +331,13 @@ async def test_performance_commitments_are_met_not_met_or_without_evidence(stack
         CYCLONEDX_V16,
         ml_bom([{"type": "f1", "value": "0.99"}], at=now - timedelta(days=120)),
     )
+    report = await _upload(
+        stack,
+        "optivision",
+        key,
+        SLA_EVIDENCE,
+        sla_evidence("recall", 0.96, end=now - timedelta(days=1), slice_="crack"),
+    )
     # Another supplier's evidence about the same model never counts for this one.
     await _upload(stack, "acme", other, SLA_EVIDENCE, sla_evidence("latency_ms_p99", 20, end=now))
 
@@ -342,6 +354,9 @@ async def test_performance_commitments_are_met_not_met_or_without_evidence(stack
     sliced = perf[("recall", "porosity", MODEL)]
     assert (sliced["status"], sliced["measured"]) == ("not_met", 0.85)
     assert "below the committed minimum 0.9" in sliced["reason"]
+    crack = perf[("recall", "crack", "Weld Seam Inspector@2.1.0")]
+    assert (crack["status"], crack["measured"], crack["unit"]) == ("met", 0.96, "ratio")
+    assert crack["attestation"] == report
     precision = perf[("precision", None, None)]
     assert (precision["status"], precision["measured"]) == ("no_evidence", None)
     assert precision["unscorable"] == [

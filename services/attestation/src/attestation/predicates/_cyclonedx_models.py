@@ -116,6 +116,9 @@ class ConfidenceInterval(_Model):
 
 
 class PerformanceMetric(_Model):
+    """One model card metric. The SLA scorecard scores performance commitments on these
+    (`type` = the metric; `value`, a string in CycloneDX, counts only as a plain number)."""
+
     type: str | None = None
     value: str | None = None
     slice: str | None = None
