@@ -1,11 +1,16 @@
 """Settings of the attestation service (``LINEGATE_*`` environment variables)."""
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
-from linegate.settings import LinegateSettings
+from linegate.roles import Role
+from linegate.settings import Environment, LinegateSettings
+
+#: Roles a person may get from the OIDC provider's claims (a device is never a person).
+OIDC_GRANTABLE_ROLES = frozenset(Role) - {Role.DEVICE}
 
 
 class AttestationSettings(LinegateSettings):
@@ -38,3 +43,77 @@ class AttestationSettings(LinegateSettings):
     #: file, the embedded default. Set it false when several processes share the file
     #: (``uvicorn --workers``): a write waiting for another process's lock would block the loop.
     database_sqlite_inline: bool = True
+
+    # ------------------------------------------------------------- portal sign-in via OIDC
+    #: Issuer URL of the OpenID Connect provider people sign in to the portal with
+    #: (authorization-code flow with PKCE). Unset = no "Sign in with ..." button.
+    portal_oidc_issuer: str | None = None
+    #: The portal's client id at the provider (the ID token's audience).
+    portal_oidc_client_id: str | None = None
+    #: Client secret, for a confidential client; unset = a public client (PKCE only).
+    portal_oidc_client_secret: SecretStr | None = None
+    #: Where the provider sends the browser back; default
+    #: ``{attestation_url}/portal/login/oidc/callback``. Register exactly this at the provider.
+    portal_oidc_redirect_url: str | None = None
+    #: Scopes requested (space-separated); must include ``openid``.
+    portal_oidc_scopes: str = "openid profile email"
+    #: Shown on the sign-in button ("Sign in with Keycloak"); default the issuer's host name.
+    portal_oidc_provider_name: str | None = None
+    #: ID-token claim with the user's provider roles or groups (a list or a space-separated
+    #: string); a dotted path reaches into objects (Keycloak: ``realm_access.roles``).
+    portal_oidc_roles_claim: str = "roles"
+    #: Provider role/group -> Linegate roles, e.g. ``{"lg-procurement": ["procurement"]}``
+    #: (JSON in the environment). Only mapped values grant anything: no mapping, no sign-in.
+    portal_oidc_role_map: dict[str, list[Role]] = Field(default_factory=dict)
+    #: ID-token claim (dotted path allowed) naming the supplier a ``supplier`` user belongs to.
+    portal_oidc_tenant_claim: str = "supplier"
+    #: ID-token claim the portal session (and the audit log) names the user by. ``sub`` is the
+    #: stable one; ``email`` or ``preferred_username`` read better where the provider keeps
+    #: them unique and unchanging.
+    portal_oidc_subject_claim: str = "sub"
+    #: PEM key (ES256) signing the portal's OIDC sessions and sign-in state cookies; default
+    #: ``<data_dir>/keys/portal-session.pem``, made on first use. Replicas share one file.
+    portal_session_key_file: Path | None = None
+
+    @property
+    def portal_oidc_enabled(self) -> bool:
+        return self.portal_oidc_issuer is not None
+
+    @property
+    def portal_oidc_callback_url(self) -> str:
+        return self.portal_oidc_redirect_url or (
+            self.attestation_url.rstrip("/") + "/portal/login/oidc/callback"
+        )
+
+    @property
+    def portal_oidc_display_name(self) -> str:
+        if self.portal_oidc_provider_name:
+            return self.portal_oidc_provider_name
+        return urlsplit(self.portal_oidc_issuer or "").hostname or "single sign-on"
+
+    @property
+    def portal_session_key_path(self) -> Path:
+        return self.portal_session_key_file or self.keys_dir / "portal-session.pem"
+
+    @model_validator(mode="after")
+    def _check_portal_oidc(self) -> Self:
+        if self.portal_oidc_issuer is None:
+            return self
+        problems = []
+        if not self.portal_oidc_client_id:
+            problems.append("LINEGATE_PORTAL_OIDC_CLIENT_ID is required with an issuer")
+        if "openid" not in self.portal_oidc_scopes.split():
+            problems.append("LINEGATE_PORTAL_OIDC_SCOPES must include openid")
+        for group, roles in self.portal_oidc_role_map.items():
+            if not set(roles) <= OIDC_GRANTABLE_ROLES:
+                problems.append(f"LINEGATE_PORTAL_OIDC_ROLE_MAP[{group!r}]: a person is no device")
+        if self.environment is not Environment.DEVELOPMENT:
+            for name, url in (
+                ("LINEGATE_PORTAL_OIDC_ISSUER", self.portal_oidc_issuer),
+                ("LINEGATE_PORTAL_OIDC_REDIRECT_URL", self.portal_oidc_callback_url),
+            ):
+                if urlsplit(url).scheme != "https":
+                    problems.append(f"{name} must be an https URL outside development")
+        if problems:
+            raise ValueError("portal OIDC settings: " + "; ".join(problems))
+        return self

@@ -1,8 +1,10 @@
-"""Sign-in, sign-out, the home redirect and the stylesheet."""
+"""Sign-in (client credentials, a pasted token in development, or the OIDC provider),
+sign-out, the home redirect and the stylesheet."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +13,18 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from attestation.deps import SettingsDep, get_issuer
-from attestation.portal.rendering import PortalRoute, render
+from attestation.portal.oidc import (
+    FLOW_COOKIE,
+    FLOW_COOKIE_PATH,
+    FLOW_TTL_SECONDS,
+    OidcError,
+    ProviderRefused,
+    SignInFlow,
+    SignInFlowInvalid,
+    map_identity,
+    oidc_provider,
+)
+from attestation.portal.rendering import PortalRoute, error_page, render
 from attestation.portal.security import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -23,6 +36,8 @@ from attestation.portal.security import (
     clear_session_cookie,
     current_session,
     login_nonce,
+    secure_cookies,
+    session_signer,
     set_login_nonce,
     set_session_cookie,
     validate_session_token,
@@ -36,6 +51,7 @@ router = APIRouter(prefix="/portal", route_class=PortalRoute, include_in_schema=
 
 STATIC = Path(__file__).parent / "static"
 HOME = "/portal/"
+log = logging.getLogger("attestation.portal")
 
 
 def safe_next(target: str | None) -> str:
@@ -71,6 +87,7 @@ def _login_page(
         client_id=client_id,
         development=settings.environment is Environment.DEVELOPMENT,
         external_issuer=settings.external_issuer,
+        oidc_provider=settings.portal_oidc_display_name if settings.portal_oidc_enabled else None,
     )
     set_login_nonce(response, request, nonce)
     return response
@@ -125,6 +142,98 @@ async def login(request: Request, settings: SettingsDep, db: SessionDep) -> Resp
         return refused("This client holds no role the portal serves.", 403)
     response = RedirectResponse(next_url, status_code=303)
     set_session_cookie(response, request, token, max_age)
+    response.delete_cookie(LOGIN_NONCE_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@router.get("/login/oidc")
+async def login_oidc(
+    request: Request,
+    next_url: Annotated[str | None, Query(alias="next", max_length=2000)] = None,
+) -> Response:
+    """Start the authorization-code flow: state, nonce and PKCE verifier in a signed cookie,
+    then off to the provider."""
+    provider = oidc_provider(request)
+    signer = session_signer(request)
+    assert signer is not None  # configured, or oidc_provider would have answered 404
+    flow = SignInFlow.new(safe_next(next_url))
+    try:
+        url = await provider.authorization_url(flow)
+    except OidcError as e:
+        log.warning("portal OIDC sign-in could not start: %s", e.detail)
+        return error_page(e.status, e.detail)
+    response = RedirectResponse(url, status_code=303)
+    # Lax, not Strict: the provider's redirect back is a cross-site navigation, and a Strict
+    # cookie would not come with it. Only the two OIDC routes ever see it.
+    response.set_cookie(
+        FLOW_COOKIE,
+        flow.seal(signer),
+        max_age=FLOW_TTL_SECONDS,
+        path=FLOW_COOKIE_PATH,
+        httponly=True,
+        secure=secure_cookies(request),
+        samesite="lax",
+    )
+    return response
+
+
+@router.get("/login/oidc/callback")
+async def login_oidc_callback(
+    request: Request,
+    settings: SettingsDep,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+    error_description: Annotated[str | None, Query(max_length=1024)] = None,
+) -> Response:
+    """The provider's answer: check state, exchange the code, validate the ID token, map its
+    claims to roles and open a portal session like the other ways in."""
+    provider = oidc_provider(request)
+    signer = session_signer(request)
+    assert signer is not None
+    try:
+        flow = SignInFlow.from_callback(signer, request.cookies.get(FLOW_COOKIE), state)
+        if error:
+            raise ProviderRefused(
+                f"{provider.name} answered {error}"
+                + (f": {error_description}" if error_description else "")
+            )
+        if not code:
+            raise SignInFlowInvalid("the provider's answer carries no authorization code")
+        tokens = await provider.exchange_code(code, flow.verifier)
+        claims = await provider.validate_id_token(
+            tokens.id_token, nonce=flow.nonce, access_token=tokens.access_token
+        )
+        identity = map_identity(claims, settings)
+    except OidcError as e:
+        log.warning(
+            "portal OIDC sign-in refused (%s): %s",
+            e.status,
+            e.detail,
+            extra={"issuer": provider.issuer, "status": e.status},
+        )
+        response: Response = error_page(e.status, e.detail)
+        response.delete_cookie(FLOW_COOKIE, path=FLOW_COOKIE_PATH)
+        return response
+    token, max_age = signer.sessions.issue(
+        identity.subject, identity.roles, tenant=identity.tenant, client_id=provider.client_id
+    )
+    log.info(
+        "portal OIDC sign-in: %s",
+        identity.subject,
+        extra={
+            "issuer": provider.issuer,
+            "subject": identity.subject,
+            "roles": sorted(identity.roles),
+            "tenant": identity.tenant,
+        },
+    )
+    # A page that moves on by itself, not a 303: the browser arrived here from the provider
+    # (cross-site), and the SameSite=Strict session cookie would not come with a redirect
+    # that is still part of that navigation; the refresh is a same-site one.
+    response = render("signed_in.html", next_url=flow.next_url, subject=identity.subject)
+    set_session_cookie(response, request, token, max_age)
+    response.delete_cookie(FLOW_COOKIE, path=FLOW_COOKIE_PATH)
     response.delete_cookie(LOGIN_NONCE_COOKIE, path=COOKIE_PATH)
     return response
 

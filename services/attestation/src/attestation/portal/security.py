@@ -10,20 +10,35 @@ CSRF: every form carries ``HMAC-SHA256(key=session token, msg=jti)``. Only someo
 the HttpOnly cookie can compute it, it needs no server-side secret (so replicas agree without
 sharing one) and it dies with the session. The sign-in form, before any session exists, uses
 a double-submit nonce cookie instead.
+
+A sign-in through the OIDC provider (:mod:`attestation.portal.oidc`) has no access token of
+the API's issuer to keep (and with an external issuer the service mints none), so the portal
+signs that session itself: a JWT of :class:`PortalSessionSigner`, with its own key, issuer
+and audience (``linegate-portal``), which no API route accepts. It is validated on every
+request like the others and carries the same claims, so a portal session is a portal session
+whichever way it began.
 """
 
 from __future__ import annotations
 
+import binascii
+import contextlib
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
 
-from linegate.auth import Principal, Role, TokenValidator
+from attestation.settings import AttestationSettings
+from linegate.auth import Principal, Role, StaticKeySource, TokenIssuer, TokenValidator
 from linegate.errors import Forbidden, Unauthorized
+from linegate.signing import load_or_create_private_key, private_key_pem
 
 SESSION_COOKIE = "linegate_portal"
 LOGIN_NONCE_COOKIE = "linegate_portal_login"
@@ -85,8 +100,84 @@ def csrf_for(token: str, jti: str) -> str:
     ).hexdigest()
 
 
+#: Audience of the sessions the portal signs itself; the API's validator never accepts it.
+SESSION_AUDIENCE = "linegate-portal"
+
+
+class PortalSessionSigner:
+    """Signs and validates the portal's own sessions and its short-lived sign-in state.
+
+    One ES256 key (``LINEGATE_PORTAL_SESSION_KEY_FILE``): sessions are access-token shaped
+    JWTs for :data:`SESSION_AUDIENCE`; :meth:`seal` / :meth:`unseal` sign other short-lived
+    values (the OIDC flow's state cookie) for an audience of their own, so neither can stand
+    in for the other.
+    """
+
+    def __init__(self, key: ECKey, *, issuer: str, ttl_seconds: int, leeway: int) -> None:
+        self._key = key
+        self.issuer = issuer
+        self.sessions = TokenIssuer(
+            key, issuer=issuer, audience=SESSION_AUDIENCE, ttl_seconds=ttl_seconds
+        )
+        self.validator = TokenValidator(
+            StaticKeySource(self.sessions.jwks()),
+            issuer=issuer,
+            audience=SESSION_AUDIENCE,
+            leeway=leeway,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: AttestationSettings) -> PortalSessionSigner:
+        pem = private_key_pem(load_or_create_private_key(settings.portal_session_key_path))
+        key = ECKey.import_key(pem)
+        key = ECKey.import_key(pem, {"kid": key.thumbprint(), "use": "sig", "alg": "ES256"})
+        return cls(
+            key,
+            issuer=settings.attestation_url.rstrip("/") + "/portal",
+            ttl_seconds=settings.token_ttl_seconds,
+            leeway=settings.auth_leeway_seconds,
+        )
+
+    def seal(self, audience: str, values: dict[str, str], *, ttl_seconds: int) -> str:
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": audience, "iat": now, "exp": now + ttl_seconds}
+        header = {"alg": "ES256", "kid": self.sessions.kid}
+        return jwt.encode(header, {**values, **claims}, self._key)
+
+    def unseal(self, audience: str, token: str) -> dict[str, Any]:
+        """The values :meth:`seal` signed for ``audience``; ValueError if forged or expired."""
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=["ES256"])
+            jwt.JWTClaimsRegistry(
+                iss={"essential": True, "value": self.issuer},
+                aud={"essential": True, "value": audience},
+                exp={"essential": True},
+            ).validate(decoded.claims)
+        except (JoseError, ValueError, binascii.Error) as e:
+            raise ValueError(str(e) or type(e).__name__) from e
+        return dict(decoded.claims)
+
+
+def session_signer(request: Request) -> PortalSessionSigner | None:
+    """The app's :class:`PortalSessionSigner`, made on first use; None without OIDC sign-in."""
+    signer: PortalSessionSigner | None = getattr(request.app.state, "portal_session_signer", None)
+    if signer is None:
+        settings: AttestationSettings = request.app.state.ctx.settings
+        if not settings.portal_oidc_enabled:
+            return None
+        signer = PortalSessionSigner.from_settings(settings)
+        request.app.state.portal_session_signer = signer
+    return signer
+
+
 async def validate_session_token(request: Request, token: str) -> Principal:
     """The principal a session token carries, validated like any bearer token."""
+    signer = session_signer(request)
+    if signer is not None:
+        # The portal's own key first: a local check, where a miss on the API's validator
+        # could make it refetch an external issuer's JWKS.
+        with contextlib.suppress(Unauthorized):
+            return await signer.validator.validate(token)
     validator: TokenValidator = request.app.state.token_validator
     try:
         principal = await validator.validate(token)
@@ -108,7 +199,8 @@ async def current_session(request: Request) -> PortalSession:
 SessionCookieDep = Annotated[PortalSession, Depends(current_session)]
 
 
-def _secure(request: Request) -> bool:
+def secure_cookies(request: Request) -> bool:
+    """Cookies get ``Secure`` when the portal is served over https."""
     return request.url.scheme == "https"
 
 
@@ -119,14 +211,18 @@ def set_session_cookie(response: Response, request: Request, token: str, max_age
         max_age=max_age,
         path=COOKIE_PATH,
         httponly=True,
-        secure=_secure(request),
+        secure=secure_cookies(request),
         samesite="strict",
     )
 
 
 def clear_session_cookie(response: Response, request: Request) -> None:
     response.delete_cookie(
-        SESSION_COOKIE, path=COOKIE_PATH, httponly=True, secure=_secure(request), samesite="strict"
+        SESSION_COOKIE,
+        path=COOKIE_PATH,
+        httponly=True,
+        secure=secure_cookies(request),
+        samesite="strict",
     )
 
 
@@ -142,7 +238,7 @@ def set_login_nonce(response: Response, request: Request, nonce: str) -> None:
         max_age=3600,
         path=COOKIE_PATH,
         httponly=True,
-        secure=_secure(request),
+        secure=secure_cookies(request),
         samesite="strict",
     )
 

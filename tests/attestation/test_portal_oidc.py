@@ -1,0 +1,505 @@
+"""Portal sign-in through an external OpenID Connect provider (authorization code + PKCE).
+
+The provider is real and small: a FastAPI app served over loopback HTTP (``serve_http``) with
+discovery, ``/authorize`` (signs in whoever the test says, with no page), ``/token`` (checks
+the client, the code, the redirect URI and the PKCE S256 verifier) and ``/jwks``, issuing RS256
+ID tokens with a key made in the fixture. The browser is httpx: one cookie jar against the real
+portal, plain HTTP against the provider, following each redirect by hand."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
+
+import httpx
+import pytest
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from attestation.app import create_app
+from attestation.settings import AttestationSettings
+from linegate.auth import Role
+from linegate.embedded import free_port
+from linegate.testing.postgres import postgres_url
+
+from .conftest import Stack
+from .test_portal import csrf_of, envelope, subject
+
+CLIENT_ID = "linegate-portal"
+CLIENT_SECRET = "portal-client-secret"
+REDIRECT = "http://testserver/portal/login/oidc/callback"
+ROLE_MAP = {
+    "lg-procurement": ["procurement"],
+    "lg-supplier": ["supplier"],
+    "lg-responder": ["responder"],
+}
+PROCUREMENT_USER = {
+    "sub": "5b1c0e2a-procurement",
+    "email": "petra@plant.example",
+    "realm_access": {"roles": ["offline_access", "lg-procurement"]},
+}
+SUPPLIER_USER = {
+    "sub": "9d3f-supplier",
+    "email": "sam@optivision.example",
+    "realm_access": {"roles": ["lg-supplier"]},
+    "supplier": "optivision",
+}
+
+
+@pytest.fixture
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """SQLite unless a test asks for both: the flow does not touch the database; the one test
+    that reads through tenancy-confined queries runs on PostgreSQL too."""
+    backend: str = getattr(request, "param", "sqlite")
+    if backend == "postgresql" and postgres_url() is None:
+        pytest.skip("PostgreSQL is not reachable at LINEGATE_TEST_POSTGRES_URL / 127.0.0.1:5432")
+    return backend
+
+
+@pytest.fixture(scope="module")
+def idp_keys() -> tuple[RSAKey, RSAKey]:
+    """The provider's signing key and, under the same kid, a forger's."""
+    params = {"kid": "idp-2026", "use": "sig", "alg": "RS256"}
+    return RSAKey.generate_key(2048, params), RSAKey.generate_key(2048, params)
+
+
+def s256(verifier: str) -> str:
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+
+
+@dataclass
+class Provider:
+    """The test's identity provider; the test sets who signs in and how the provider errs."""
+
+    key: RSAKey
+    url: str = ""
+    user: dict[str, Any] = field(default_factory=lambda: dict(PROCUREMENT_USER))
+    #: Changes the next ID token's claims (wrong nonce, audience, expiry...).
+    tamper: Callable[[dict[str, Any]], None] | None = None
+    #: Signs the next ID token instead of the provider's key.
+    sign_with: RSAKey | None = None
+    #: The authorize endpoint answers with this OAuth2 error instead of a code.
+    deny: str | None = None
+    #: Endpoints that answer 503.
+    broken: set[str] = field(default_factory=set)
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    token_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        def unavailable(endpoint: str) -> JSONResponse | None:
+            return JSONResponse({}, status_code=503) if endpoint in self.broken else None
+
+        @app.get("/.well-known/openid-configuration")
+        async def discovery() -> Any:
+            return unavailable("discovery") or {
+                "issuer": self.url,
+                "authorization_endpoint": f"{self.url}/authorize",
+                "token_endpoint": f"{self.url}/token",
+                "jwks_uri": f"{self.url}/jwks",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            }
+
+        @app.get("/jwks")
+        async def jwks() -> Any:
+            return unavailable("jwks") or {"keys": [self.key.as_dict(private=False)]}
+
+        @app.get("/authorize")
+        async def authorize(request: Request) -> Any:
+            q = request.query_params
+            checks = {
+                "response_type": q.get("response_type") == "code",
+                "client_id": q.get("client_id") == CLIENT_ID,
+                "redirect_uri": q.get("redirect_uri") == REDIRECT,
+                "scope": "openid" in q.get("scope", "").split(),
+                "pkce": q.get("code_challenge_method") == "S256" and bool(q.get("code_challenge")),
+                "state": bool(q.get("state")),
+                "nonce": bool(q.get("nonce")),
+            }
+            failed = [k for k, ok in checks.items() if not ok]
+            if failed:
+                return JSONResponse({"error": "invalid_request", "failed": failed}, 400)
+            if self.deny:
+                answer = {"error": self.deny, "error_description": "The user said no"}
+            else:
+                code = secrets.token_urlsafe(16)
+                self.codes[code] = {
+                    "challenge": q["code_challenge"],
+                    "nonce": q["nonce"],
+                    "user": dict(self.user),
+                }
+                answer = {"code": code}
+            return RedirectResponse(
+                f"{REDIRECT}?{urlencode({**answer, 'state': q['state']})}", status_code=302
+            )
+
+        @app.post("/token")
+        async def token(
+            request: Request,
+            grant_type: str = Form(),
+            code: str = Form(),
+            redirect_uri: str = Form(),
+            code_verifier: str | None = Form(None),
+        ) -> Any:
+            if down := unavailable("token"):
+                return down
+            self.token_requests.append(
+                {
+                    "code_verifier": code_verifier,
+                    "authorization": request.headers.get("authorization"),
+                }
+            )
+            scheme, _, value = request.headers.get("authorization", "").partition(" ")
+            user, _, password = base64.b64decode(value).decode().partition(":")
+            if scheme != "Basic" or (unquote_plus(user), unquote_plus(password)) != (
+                CLIENT_ID,
+                CLIENT_SECRET,
+            ):
+                return JSONResponse({"error": "invalid_client"}, 401)
+            grant = self.codes.pop(code, None)  # single use
+            if grant_type != "authorization_code" or grant is None or redirect_uri != REDIRECT:
+                return JSONResponse({"error": "invalid_grant"}, 400)
+            if code_verifier is None or s256(code_verifier) != grant["challenge"]:
+                return JSONResponse(
+                    {"error": "invalid_grant", "error_description": "PKCE verification failed"},
+                    400,
+                )
+            access_token = secrets.token_urlsafe(32)
+            digest = hashlib.sha256(access_token.encode()).digest()
+            now = int(time.time())
+            claims = {
+                "iss": self.url,
+                "aud": CLIENT_ID,
+                "iat": now,
+                "exp": now + 300,
+                "nonce": grant["nonce"],
+                "at_hash": base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode(),
+                **grant["user"],
+            }
+            if self.tamper:
+                self.tamper(claims)
+            key = self.sign_with or self.key
+            id_token = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+            return {
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": 300,
+                "id_token": id_token,
+            }
+
+        return app
+
+
+@dataclass
+class Portal:
+    stack: Stack
+    provider: Provider
+    #: The query of the last authorization request the portal sent the browser with.
+    last_request: dict[str, list[str]] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def browser(self):
+        transport = httpx.ASGITransport(app=self.stack.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as web:
+            yield web
+
+    async def authorize(self, web: httpx.AsyncClient, start: str = "/portal/login/oidc") -> str:
+        """Start the flow in the portal, let the provider answer; the callback URL it sends
+        the browser to."""
+        r = await web.get(start)
+        assert r.status_code == 303, r.text
+        assert r.headers["location"].startswith(f"{self.provider.url}/authorize?")
+        self.last_request = parse_qs(urlsplit(r.headers["location"]).query)
+        async with httpx.AsyncClient() as idp:
+            answer = await idp.get(r.headers["location"])
+        assert answer.status_code == 302, answer.text
+        callback: str = answer.headers["location"]
+        assert callback.startswith(REDIRECT + "?")
+        return callback
+
+    async def sign_in(self, web: httpx.AsyncClient, start: str = "/portal/login/oidc"):
+        return await web.get(await self.authorize(web, start))
+
+
+@pytest.fixture
+async def portal(settings_factory, service_client, mint_token, serve_http, idp_keys):
+    provider = Provider(key=idp_keys[0])
+    provider.url = serve_http(provider.app())
+    settings = settings_factory(
+        AttestationSettings,
+        portal_oidc_issuer=provider.url,
+        portal_oidc_client_id=CLIENT_ID,
+        portal_oidc_client_secret=CLIENT_SECRET,
+        portal_oidc_redirect_url=REDIRECT,
+        portal_oidc_provider_name="Keycloak",
+        portal_oidc_roles_claim="realm_access.roles",
+        portal_oidc_role_map=ROLE_MAP,
+        portal_oidc_subject_claim="email",
+    )
+    app = create_app(settings)
+    async with service_client(app) as client:
+        yield Portal(Stack(client=client, app=app, mint=mint_token), provider)
+
+
+def refused(r: httpx.Response, status: int, text: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("text/html")
+    assert text in html.unescape(r.text), r.text
+    assert "linegate_portal=" not in r.headers.get("set-cookie", "")
+
+
+# ---------------------------------------------------------------------------- sign-in
+
+
+async def test_a_procurement_user_signs_in_with_the_provider(portal):
+    async with portal.browser() as web:
+        login = await web.get("/portal/login?next=/portal/suppliers")
+        assert "Sign in with Keycloak" in login.text
+        assert 'href="/portal/login/oidc?next=/portal/suppliers"' in login.text
+
+        start = await web.get("/portal/login/oidc?next=/portal/suppliers")
+        flow_cookie = next(
+            h for h in start.headers.get_list("set-cookie") if h.startswith("linegate_portal_oidc=")
+        )
+        attributes = {a.strip().lower() for a in flow_cookie.split(";")[1:]}
+        assert {"httponly", "samesite=lax", "path=/portal/login/oidc"} <= attributes
+
+        r = await portal.sign_in(web, "/portal/login/oidc?next=/portal/suppliers")
+        assert r.status_code == 200, r.text
+        assert '<meta http-equiv="refresh" content="0; url=/portal/suppliers">' in r.text
+        assert "petra@plant.example" in r.text
+        session = next(
+            h for h in r.headers.get_list("set-cookie") if h.startswith("linegate_portal=")
+        )
+        assert {"httponly", "samesite=strict", "path=/portal"} <= {
+            a.strip().lower() for a in session.split(";")[1:]
+        }
+        assert "linegate_portal_oidc" not in web.cookies  # the flow is spent
+        # The token request carried the verifier of the challenge sent (the provider checks
+        # it) and authenticated the confidential client.
+        sent = portal.provider.token_requests[-1]
+        assert portal.last_request["code_challenge_method"] == ["S256"]
+        assert s256(sent["code_verifier"]) == portal.last_request["code_challenge"][0]
+        assert sent["authorization"].startswith("Basic ")
+
+        page = await web.get("/portal/suppliers")
+        assert page.status_code == 200
+        assert "Signed in as <strong>petra@plant.example</strong>" in page.text
+        # A portal session, not an API credential.
+        token = web.cookies["linegate_portal"]
+        who = await web.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert who.status_code == 401
+
+        out = await web.post("/portal/logout", data={"csrf": csrf_of(page)})
+        assert (out.status_code, out.headers["location"]) == (303, "/portal/login")
+        assert (await web.get("/portal/suppliers")).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "database_backend",
+    ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+async def test_a_supplier_user_signs_in_and_sees_only_its_own_supplier(portal):
+    stack = portal.stack
+    opti = await stack.onboard("optivision")
+    acme = await stack.onboard("acme")
+    mine = (await stack.upload("optivision", envelope(opti, subject("opti.onnx")))).json()["id"]
+    theirs = (await stack.upload("acme", envelope(acme, subject("acme-secret.onnx")))).json()["id"]
+    portal.provider.user = dict(SUPPLIER_USER)
+    async with portal.browser() as web:
+        r = await portal.sign_in(web)
+        assert r.status_code == 200, r.text
+        assert '<meta http-equiv="refresh" content="0; url=/portal/">' in r.text
+        home = await web.get("/portal/")
+        assert (home.status_code, home.headers["location"]) == (303, "/portal/attestations")
+        page = await web.get("/portal/attestations?supplier=acme")
+        assert page.status_code == 200
+        assert "(supplier optivision)" in page.text
+        assert mine in page.text
+        assert theirs not in page.text
+        assert "acme-secret" not in page.text
+        for url in (f"/portal/attestations/{theirs}", "/portal/suppliers/acme"):
+            assert (await web.get(url)).status_code == 404, url
+        assert (await web.get("/portal/suppliers")).status_code == 403
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+async def test_the_flow_is_refused_when_its_state_or_verifier_is_not_this_browsers(portal):
+    async with portal.browser() as web:
+        callback = await portal.authorize(web)
+        parts = urlsplit(callback)
+        params = parse_qs(parts.query)
+        forged_state = callback.replace(params["state"][0], "forged-state")
+        refused(await web.get(forged_state), 400, "does not belong to this sign-in")
+
+        callback = await portal.authorize(web)
+        cookie = web.cookies["linegate_portal_oidc"]
+        flipped = cookie[:-3] + ("AAA" if not cookie.endswith("AAA") else "BBB")
+        web.cookies.set(
+            "linegate_portal_oidc", flipped, domain="testserver.local", path="/portal/login/oidc"
+        )
+        refused(await web.get(callback), 400, "sign-in state cookie is invalid")
+
+        callback = await portal.authorize(web)
+        web.cookies.clear()
+        refused(await web.get(callback), 400, "no sign-in in progress")
+
+        # Code injection: another browser's code with this browser's state. The provider
+        # refuses it, because this browser's PKCE verifier is not that code's.
+        mine = await portal.authorize(web)
+        async with portal.browser() as other:
+            theirs = parse_qs(urlsplit(await portal.authorize(other)).query)["code"][0]
+        injected = mine.replace(parse_qs(urlsplit(mine).query)["code"][0], theirs)
+        refused(await web.get(injected), 401, "PKCE verification failed")
+
+        # A completed sign-in's answer cannot be replayed: its flow is spent.
+        callback = await portal.authorize(web)
+        assert (await web.get(callback)).status_code == 200
+        refused(await web.get(callback), 400, "no sign-in in progress")
+
+        portal.provider.deny = "access_denied"
+        refused(await portal.sign_in(web), 401, "Keycloak answered access_denied")
+
+
+async def test_an_id_token_that_does_not_validate_is_refused(portal, idp_keys):
+    provider = portal.provider
+    now = int(time.time())
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "wrong nonce": ({"nonce": "someone-elses"}, "nonce"),
+        "wrong audience": ({"aud": "another-client"}, "aud"),
+        "wrong issuer": ({"iss": "https://evil.example"}, "iss"),
+        "expired": ({"iat": now - 7200, "exp": now - 3600}, "expired"),
+        "issued in the future": ({"iat": now + 7200, "exp": now + 9000}, "in the future"),
+        "wrong at_hash": ({"at_hash": "AAAAAAAAAAAAAAAAAAAAAA"}, "at_hash"),
+    }
+    async with portal.browser() as web:
+        for case, (changes, reason) in cases.items():
+            provider.tamper = lambda claims, changes=changes: claims.update(changes)
+            r = await portal.sign_in(web)
+            refused(r, 401, "the ID token was refused")
+            assert reason in r.text, (case, r.text)
+        provider.tamper = lambda claims: claims.pop("nonce")
+        refused(await portal.sign_in(web), 401, "nonce")
+
+        provider.tamper, provider.sign_with = None, idp_keys[1]
+        refused(await portal.sign_in(web), 401, "signature does not verify")
+        provider.sign_with = None
+        assert (await portal.sign_in(web)).status_code == 200  # the same flow, untampered
+
+
+async def test_a_user_without_a_portal_role_or_tenant_is_refused(portal):
+    provider = portal.provider
+    users = {
+        "no role": (
+            {**PROCUREMENT_USER, "realm_access": {"roles": ["offline_access"]}},
+            "no Linegate role",
+        ),
+        "no roles claim": ({"sub": "x", "email": "x@plant.example"}, "no Linegate role"),
+        "only a role the portal does not serve": (
+            {**PROCUREMENT_USER, "realm_access": {"roles": ["lg-responder"]}},
+            "none the portal serves",
+        ),
+        "supplier without tenant": (
+            {k: v for k, v in SUPPLIER_USER.items() if k != "supplier"},
+            "needs exactly one supplier",
+        ),
+        "supplier with two tenants": (
+            {**SUPPLIER_USER, "supplier": ["optivision", "acme"]},
+            "needs exactly one supplier",
+        ),
+    }
+    async with portal.browser() as web:
+        for case, (user, text) in users.items():
+            provider.user = user
+            r = await portal.sign_in(web)
+            refused(r, 403, text)
+            assert "linegate_portal" not in web.cookies, case
+        provider.user = {"sub": "no-email", "realm_access": {"roles": ["lg-procurement"]}}
+        refused(await portal.sign_in(web), 401, "no 'email' claim")
+
+
+async def test_an_unreachable_or_failing_provider_answers_502(
+    portal, settings_factory, service_client
+):
+    provider = portal.provider
+    async with portal.browser() as web:
+        # Keys not yet fetched and the JWKS down, then the token endpoint down.
+        provider.broken = {"jwks"}
+        refused(await portal.sign_in(web), 502, "JWKS")
+        provider.broken = {"token"}
+        refused(await portal.sign_in(web), 502, "token endpoint answered 503")
+        provider.broken = set()
+        assert (await portal.sign_in(web)).status_code == 200
+
+    nowhere = settings_factory(
+        AttestationSettings,
+        portal_oidc_issuer=f"http://127.0.0.1:{free_port()}",
+        portal_oidc_client_id=CLIENT_ID,
+        data_dir=portal.stack.app.state.ctx.settings.data_dir.parent / "nowhere",
+    )
+    async with service_client(create_app(nowhere)) as web:
+        refused(await web.get("/portal/login/oidc"), 502, "cannot fetch")
+
+
+async def test_without_a_provider_there_is_no_button_and_no_flow(stack):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack.app), base_url="http://testserver"
+    ) as web:
+        assert "Sign in with" not in (await web.get("/portal/login")).text
+        for url in ("/portal/login/oidc", "/portal/login/oidc/callback?code=x&state=y"):
+            refused(await web.get(url), 404, "not configured")
+
+
+def test_settings_refuse_an_incomplete_or_unsafe_provider():
+    with pytest.raises(ValueError, match="CLIENT_ID is required"):
+        AttestationSettings(portal_oidc_issuer="https://idp.example")
+    with pytest.raises(ValueError, match="must include openid"):
+        AttestationSettings(
+            portal_oidc_issuer="https://idp.example",
+            portal_oidc_client_id="c",
+            portal_oidc_scopes="email",
+        )
+    with pytest.raises(ValueError, match="a person is no device"):
+        AttestationSettings(
+            portal_oidc_issuer="https://idp.example",
+            portal_oidc_client_id="c",
+            portal_oidc_role_map={"cams": [Role.DEVICE]},
+        )
+    with pytest.raises(ValueError, match="must be an https URL"):
+        AttestationSettings(
+            environment="production",
+            auth_issuer="https://idp.example",
+            auth_jwks_url="https://idp.example/jwks",
+            database_url="postgresql+psycopg://db/x",
+            portal_oidc_issuer="http://idp.example",
+            portal_oidc_client_id="c",
+        )
+    assert re.fullmatch(
+        r"https://lg\.example/portal/login/oidc/callback",
+        AttestationSettings(
+            attestation_url="https://lg.example",
+            portal_oidc_issuer="https://idp.example",
+            portal_oidc_client_id="c",
+        ).portal_oidc_callback_url,
+    )
