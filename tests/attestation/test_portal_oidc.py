@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import logging
 import re
 import secrets
 import time
@@ -269,7 +270,8 @@ def refused(r: httpx.Response, status: int, text: str) -> None:
 # ---------------------------------------------------------------------------- sign-in
 
 
-async def test_a_procurement_user_signs_in_with_the_provider(portal):
+async def test_a_procurement_user_signs_in_with_the_provider(portal, caplog):
+    caplog.set_level(logging.INFO, logger="attestation.portal")
     async with portal.browser() as web:
         login = await web.get("/portal/login?next=/portal/suppliers")
         assert "Sign in with Keycloak" in login.text
@@ -286,6 +288,8 @@ async def test_a_procurement_user_signs_in_with_the_provider(portal):
         assert r.status_code == 200, r.text
         assert '<meta http-equiv="refresh" content="0; url=/portal/suppliers">' in r.text
         assert "petra@plant.example" in r.text
+        signed_in = [m for m in caplog.messages if m.startswith("portal OIDC sign-in:")]
+        assert signed_in == ["portal OIDC sign-in: petra@plant.example"]
         session = next(
             h for h in r.headers.get_list("set-cookie") if h.startswith("linegate_portal=")
         )
@@ -345,13 +349,13 @@ async def test_a_supplier_user_signs_in_and_sees_only_its_own_supplier(portal):
 # ---------------------------------------------------------------------------- refusals
 
 
-async def test_the_flow_is_refused_when_its_state_or_verifier_is_not_this_browsers(portal):
+async def test_the_flow_is_refused_when_its_state_or_verifier_is_not_this_browsers(portal, caplog):
+    caplog.set_level(logging.WARNING, logger="attestation.portal")
     async with portal.browser() as web:
         callback = await portal.authorize(web)
-        parts = urlsplit(callback)
-        params = parse_qs(parts.query)
-        forged_state = callback.replace(params["state"][0], "forged-state")
-        refused(await web.get(forged_state), 400, "does not belong to this sign-in")
+        state = parse_qs(urlsplit(callback).query)["state"][0]
+        refused(await web.get(callback.replace(state, "forged-state")), 400, "does not belong")
+        assert any("sign-in refused (400)" in m for m in caplog.messages), caplog.messages
 
         callback = await portal.authorize(web)
         cookie = web.cookies["linegate_portal_oidc"]
