@@ -38,6 +38,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.subscriptions = await consumers.subscribe(gw)
         app.state.subscriptions.append(await rollouts.kpis.subscribe(gw))
         app.state.subscriptions += await incidents.subscribe(gw)
+        # Before anything issues a revision: a restored or recreated database must not
+        # restart below what devices already hold (they would refuse every new document).
+        try:
+            await distribution.raise_revision_floor(gw)
+        except Exception:
+            log.exception("reading the published revisions failed; each change retries it")
         # Rosters changed while the gateway was down reach devices with the repair below.
         try:
             await competence.refresh_rosters(gw)

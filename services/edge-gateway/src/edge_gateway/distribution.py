@@ -20,22 +20,32 @@ own by the device). A version an incident froze as evidence is never assigned
 (:class:`~edge_gateway.errors.VersionFrozen`). It also carries the override roster of the
 model's AI system (:mod:`edge_gateway.competence`), which the device checks operator overrides
 against.
+
+Revisions never go backwards, even when the database does: a database restored from an older
+backup, or recreated, would restart revisions low and every device would refuse every new
+document. So the gateway reads, at start and before it issues a revision, the highest revision
+it actually published per device from the KV bucket's history (documents signed by its release
+key; :class:`RevisionFloor`), and issues only above it. A device whose stored revision is below
+the published one is raised above it at start, logged and audited
+(``device.desired.revision_floor``), and its document re-published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError
 from sqlmodel import col, select
@@ -53,14 +63,57 @@ from edge_gateway.registry_client import RegistryClient
 from edge_gateway.settings import GatewaySettings
 from linegate.audit import AuditLog
 from linegate.db import Database
+from linegate.errors import ServiceUnavailable
 from linegate.events import Buckets, NatsClient
 from linegate.modelsig import ModelSignatureError, verify_model_pinned
 from linegate.objstore import put_file
-from linegate.release_metadata import ReleaseFile, sign_release
+from linegate.release_metadata import (
+    ReleaseFile,
+    ReleaseMetadataError,
+    sign_release,
+    verify_release,
+)
 from linegate.signing import load_or_create_private_key
 
 SIGNATURE_FILE = "model.sig"
 log = logging.getLogger("edge_gateway.distribution")
+
+
+@dataclass
+class RevisionFloor:
+    """Per device, the highest desired-state revision found published in the KV bucket when
+    the gateway started (read once, :func:`ensure_revision_floor`): new revisions go above it."""
+
+    published: dict[str, int] = field(default_factory=dict)
+    loaded: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def next_revision(self, desired: DesiredState) -> int:
+        return max(desired.revision, self.published.get(desired.device_id, 0)) + 1
+
+    async def bump(
+        self, session: AsyncSession, audit: AuditLog, desired: DesiredState, *, actor: str
+    ) -> None:
+        """Give ``desired`` its next revision; when the published one had to lift it above
+        what the database held (restored or recreated), log and audit that."""
+        before = desired.revision
+        desired.revision = self.next_revision(desired)
+        published = self.published.get(desired.device_id, 0)
+        if before >= published:
+            return
+        reason = (
+            f"the database holds revision {before} but revision {published} was published: "
+            f"restored or rebuilt; now {desired.revision}"
+        )
+        log.warning("device %s: %s", desired.device_id, reason)
+        await audit.append(
+            session,
+            actor=actor,
+            action="device.desired.revision_floor",
+            subject=f"device:{desired.device_id}",
+            payload={"stored": before, "published": published, "revision": desired.revision},
+            reason=reason,
+        )
 
 
 @dataclass
@@ -74,6 +127,7 @@ class Gateway:
     registry: RegistryClient
     #: Publish what was just queued in the outbox now rather than at its next poll.
     outbox_wake: Callable[[], None] | None = None
+    revision_floor: RevisionFloor = field(default_factory=RevisionFloor)
 
     def release_key(self) -> Any:
         return load_or_create_private_key(self.settings.release_key_path)
@@ -247,6 +301,7 @@ async def assign(
     rollback: dict[str, Any] | None = None,
 ) -> list[str]:
     """Make ``device_ids`` want ``model`` ``version``; returns the devices assigned."""
+    await ensure_revision_floor(gw)
     async with gw.db.session() as session:
         release = await require_release(session, model, version)
         if release.state == "revoked":
@@ -267,7 +322,7 @@ async def assign(
             if desired.shadow_release_id == release.id:
                 desired.shadow_release_id = None  # the candidate now decides: no shadow of it
             desired.updated_at, desired.updated_by = now, actor
-            desired.revision += 1
+            await gw.revision_floor.bump(session, gw.audit, desired, actor=actor)
             session.add(desired)
             await gw.audit.append(
                 session,
@@ -355,6 +410,7 @@ async def _change_desired(
     """Apply ``change(desired)`` to each device's desired state (devices without one are
     skipped and not returned), audit it, then publish the re-signed documents."""
     changed = []
+    await ensure_revision_floor(gw)
     async with gw.db.session() as session:
         now = datetime.now(UTC)
         for device_id in device_ids:
@@ -362,7 +418,7 @@ async def _change_desired(
             if desired is None:
                 continue
             change(desired)
-            desired.revision += 1
+            await gw.revision_floor.bump(session, gw.audit, desired, actor=actor)
             desired.updated_at, desired.updated_by = now, actor
             session.add(desired)
             await gw.audit.append(
@@ -462,6 +518,97 @@ async def set_control(
         change=change,
         payload={"mode": mode, "threshold": threshold, "incident_id": incident_id},
     )
+
+
+#: Expiry does not matter for what was published: verify as of the epoch.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _claimed_revision(raw: bytes) -> int:
+    """The revision a desired-state document says it has (before its signature is checked)."""
+    try:
+        revision = json.loads(raw)["signed"]["x-linegate-release"]["device"]["revision"]
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return revision if isinstance(revision, int) else 0
+
+
+async def published_revisions(gw: Gateway) -> dict[str, int]:
+    """Per device, the highest revision of a document signed by the gateway's release key and
+    bound to that device that the ``desired`` bucket holds (every kept revision of every key):
+    what devices may have applied. Documents that do not verify are not counted (anyone who
+    can write the bucket could otherwise push the counter anywhere)."""
+    kv = await desired_bucket(gw)
+    watcher = await kv.watchall(include_history=True)
+    documents: dict[str, list[bytes]] = {}
+    try:
+        async for entry in watcher:
+            if entry is None:  # nats-py's marker: every stored entry was delivered
+                break
+            if entry.value:  # not a delete or purge marker
+                documents.setdefault(entry.key, []).append(entry.value)
+    finally:
+        await watcher.stop()
+    # About a millisecond per device: off the event loop, which keeps serving meanwhile.
+    return await asyncio.to_thread(_highest_verified, documents, gw.release_key().public_key())
+
+
+def _highest_verified(documents: dict[str, list[bytes]], key: Any) -> dict[str, int]:
+    floors: dict[str, int] = {}
+    unverified = 0
+    for device_id, raws in documents.items():
+        # Newest claim first: usually the first one verifies.
+        for raw in sorted(raws, key=_claimed_revision, reverse=True):
+            try:
+                release = verify_release(raw, [key], now=_EPOCH)
+            except ReleaseMetadataError:
+                unverified += 1
+                continue
+            if release.device is not None and release.device["id"] == device_id:
+                floors[device_id] = int(release.device["revision"])
+                break
+    if unverified:
+        log.warning("%d desired-state document(s) in the bucket do not verify; ignored", unverified)
+    return floors
+
+
+async def ensure_revision_floor(gw: Gateway) -> RevisionFloor:
+    """Read :func:`published_revisions` once (503 while NATS is unreachable: no revision is
+    issued without knowing what was published)."""
+    floor = gw.revision_floor
+    if floor.loaded:
+        return floor
+    async with floor.lock:
+        if not floor.loaded:
+            if not gw.nats.connected:
+                raise ServiceUnavailable(
+                    "NATS is unreachable: the published desired-state revisions cannot be read"
+                )
+            try:
+                floor.published = await published_revisions(gw)
+            except (NatsError, TimeoutError) as e:
+                raise ServiceUnavailable(
+                    f"the published desired-state revisions cannot be read: {e!r}"
+                ) from e
+            floor.loaded = True
+    return floor
+
+
+async def raise_revision_floor(gw: Gateway, *, actor: str = "service:edge-gateway") -> list[str]:
+    """Raise every device whose stored revision is below the one published for it (the
+    database was restored or recreated) above it; returns those devices (audited, logged).
+    Their documents are re-published by the caller (:func:`publish_desired`)."""
+    floor = await ensure_revision_floor(gw)
+    raised = []
+    async with gw.db.session() as session:
+        stmt = select(DesiredState).where(col(DesiredState.device_id).in_(list(floor.published)))
+        for desired in (await session.exec(stmt)).all():
+            if desired.revision >= floor.published[desired.device_id]:
+                continue
+            await floor.bump(session, gw.audit, desired, actor=actor)
+            session.add(desired)
+            raised.append(desired.device_id)
+    return raised
 
 
 async def desired_bucket(gw: Gateway) -> Any:
