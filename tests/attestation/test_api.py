@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -336,6 +337,47 @@ async def test_the_public_good_sigstore_bundle_verifies_offline_for_the_register
     wheel = (TESTDATA / "sigstore" / "bundle_v3_github.whl").read_bytes()
     assert r.json()["subjects"][0]["digest"]["sha256"] == hashlib.sha256(wheel).hexdigest()
     assert identity["subject"] in r.json()["signer"]
+
+
+async def test_a_real_sigstore_dsse_bundle_is_ingested_for_the_registered_workflow(stack):
+    # tests/attestation/data/README.md: a public-good DSSE bundle from a GitHub workflow.
+    identity = {
+        "issuer": "https://token.actions.githubusercontent.com",
+        "subject": "https://github.com/wolfv/sigstore-test/.github/workflows/action.yaml@refs/heads/main",
+    }
+    await stack.onboard("wolfv", key=False, identity=identity)
+    bundle = (Path(__file__).parent / "data" / "slsa-conda-dsse.sigstore.json").read_bytes()
+    r = await stack.upload(
+        "wolfv", bundle, content_type="application/vnd.dev.sigstore.bundle.v0.3+json"
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "verified"
+    assert body["subjects"] == [
+        {
+            "name": "signed-package-1.2.0-hb0f4dca_0.conda",
+            "digest": {
+                "sha256": "59ed81ee7a2485c47588ebdbad14764bf722c93438b43fe953a651747bc62ad7"
+            },
+        }
+    ]
+    assert identity["subject"] in body["signer"]
+    # The spec page's address is not the SLSA provenance v1 predicate type.
+    assert body["predicate_type"] == "https://slsa.dev/spec/v1.0/provenance"
+    assert body["recognised"] is False
+    assert "unrecognised predicate" in body["summary"]["note"]
+
+    # Another supplier uploading the same bytes is refused: the identity is not theirs.
+    await stack.onboard(
+        "optivision",
+        key=False,
+        identity={"issuer": "https://accounts.google.com", "subject": "ci@optivision.example"},
+    )
+    r = await stack.upload(
+        "optivision", bundle, content_type="application/vnd.dev.sigstore.bundle.v0.3+json"
+    )
+    assert r.status_code == 422
+    assert "does not verify for this supplier's identities" in r.json()["detail"]
 
 
 async def test_a_sigstore_bundle_signed_by_someone_else_is_refused(stack):

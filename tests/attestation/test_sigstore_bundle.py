@@ -444,34 +444,50 @@ def test_a_forged_dsse_envelope_fails_real_verification(production):
         production.verify(edit_bundle(github_bundle(), _as_dsse), [GITHUB_POLICY])
 
 
-def test_dsse_bundles_return_payload_type_and_payload(production, monkeypatch):
-    # The shared test data holds no DSSE bundle sigstore 4.5 can verify, so sigstore's own
-    # `verify_dsse` is replaced by one that still applies the identity policy: this checks
-    # the routing and what VerifiedBundle carries, not the DSSE cryptography.
-    from sigstore.verify import Verifier
+# slsa-conda-dsse.sigstore.json: a real public-good DSSE bundle (GitHub Actions, Rekor dsse/0.0.1);
+# tests/attestation/data/README.md says where it comes from.
+DSSE_BUNDLE = Path(__file__).parent / "data" / "slsa-conda-dsse.sigstore.json"
+DSSE_SAN = "https://github.com/wolfv/sigstore-test/.github/workflows/action.yaml@refs/heads/main"
+DSSE_POLICY = IdentityPolicy(issuer=GITHUB_ISSUER, subject=DSSE_SAN)
+CONDA_SHA256 = "59ed81ee7a2485c47588ebdbad14764bf722c93438b43fe953a651747bc62ad7"
 
-    statement = b'{"_type": "https://in-toto.io/Statement/v1", "subject": []}'
 
-    def verify_dsse(self, bundle, policy):
-        policy.verify(bundle.signing_certificate)
-        return "application/vnd.in-toto+json", statement
-
-    def verify_artifact(self, *args):
-        raise AssertionError("a DSSE bundle must not be verified as a message signature")
-
-    monkeypatch.setattr(Verifier, "verify_dsse", verify_dsse)
-    monkeypatch.setattr(Verifier, "verify_artifact", verify_artifact)
-    bundle = edit_bundle(github_bundle(), lambda doc: _as_dsse(doc, statement))
-
-    result = production.verify(bundle, [GITHUB_POLICY])
+def test_a_real_dsse_bundle_verifies_offline_and_returns_its_statement(production):
+    result = production.verify(DSSE_BUNDLE.read_bytes(), [DSSE_POLICY])
     assert result.payload_type == "application/vnd.in-toto+json"
-    assert result.payload == statement
+    statement = json.loads(result.payload)
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["subject"][0]["digest"] == {"sha256": CONDA_SHA256}
     assert result.artifact_sha256 is None
-    assert result.identity == GITHUB_SAN
+    assert result.identity == DSSE_SAN
 
+
+def test_a_real_dsse_bundle_is_refused_for_any_other_identity(production):
     other = IdentityPolicy(issuer=GITHUB_ISSUER, subject_pattern=r"https://github\.com/evil/.*")
     with pytest.raises(SigstoreBundleError, match="matches none of the identity policies"):
-        production.verify(bundle, [other])
+        production.verify(DSSE_BUNDLE.read_bytes(), [other, GITHUB_POLICY])
+
+
+def _retarget(doc):
+    # The same statement about another file: one changed payload byte.
+    env = doc["dsseEnvelope"]
+    payload = base64.b64decode(env["payload"]).replace(CONDA_SHA256.encode(), b"0" * 64)
+    env["payload"] = base64.b64encode(payload).decode()
+
+
+def _swap_payload_type(doc):
+    doc["dsseEnvelope"]["payloadType"] = "application/json"
+
+
+@pytest.mark.parametrize("edit", [_retarget, _swap_payload_type])
+def test_a_real_dsse_bundle_with_a_changed_envelope_fails(production, edit):
+    with pytest.raises(SigstoreBundleError, match="DSSE: invalid signature"):
+        production.verify(edit_bundle(DSSE_BUNDLE.read_bytes(), edit), [DSSE_POLICY])
+
+
+def test_a_real_dsse_bundle_fails_against_the_staging_root(verifier_for):
+    with pytest.raises(SigstoreBundleError):
+        verifier_for(STAGING_ROOT).verify(DSSE_BUNDLE.read_bytes(), [DSSE_POLICY])
 
 
 def test_an_artifact_is_refused_for_a_dsse_bundle(production):
