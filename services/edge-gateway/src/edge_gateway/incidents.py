@@ -191,6 +191,8 @@ def verify_action(gw: Gateway, subject: str, raw: bytes) -> IncidentActionV1:
 def check_fresh(gw: Gateway, action: IncidentActionV1, now: datetime) -> None:
     """:class:`ActionRefused` (final) when ``action`` was issued outside the window."""
     issued = action.occurred_at
+    if issued.tzinfo is None:  # a time without an offset is UTC, as Linegate writes them
+        issued = issued.replace(tzinfo=UTC)
     window = timedelta(seconds=gw.settings.incident_action_max_age_seconds)
     if issued < now - window:
         reason = (
