@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -124,9 +125,23 @@ def entry_hash(
     payload_digest: str,
     prev_hash: str,
 ) -> str:
+    """The hash of one entry: ``sha256`` of the canonical JSON of its fields."""
+    return _entry_hash(seq, _iso(time), actor, action, subject, reason, payload_digest, prev_hash)
+
+
+def _entry_hash(
+    seq: int,
+    time_iso: str,
+    actor: str,
+    action: str,
+    subject: str,
+    reason: str | None,
+    payload_digest: str,
+    prev_hash: str,
+) -> str:
     material = {
         "seq": seq,
-        "time": _iso(time),
+        "time": time_iso,
         "actor": actor,
         "action": action,
         "subject": subject,
@@ -135,6 +150,12 @@ def entry_hash(
         "prev_hash": prev_hash,
     }
     return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)
+    return table
 
 
 def _iso(t: datetime) -> str:
@@ -146,13 +167,32 @@ def _iso(t: datetime) -> str:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One entry to append with :meth:`AuditLog.append_many`."""
+    """One entry to append with :meth:`AuditLog.append_many`.
+
+    ``payload_digest`` (``sha256:<hex>``, as :func:`payload_digest` gives) may be passed
+    instead of ``payload`` when the caller has it already, e.g. the digest of uploaded bytes."""
 
     actor: str
     action: str
     subject: str
     payload: Any = None
     reason: str | None = None
+    payload_digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedEntry:
+    """An entry as :meth:`AuditLog.append_many` stored it (the fields of :class:`AuditEntry`)."""
+
+    seq: int
+    time: datetime
+    actor: str
+    action: str
+    subject: str
+    reason: str | None
+    payload_digest: str
+    prev_hash: str
+    hash: str
 
 
 class AuditLog:
@@ -164,13 +204,14 @@ class AuditLog:
         self.public_key: PublicKey = key.public_key()
         self.checkpoint_every = checkpoint_every
 
-    async def _head(self, session: AsyncSession) -> AuditHead:
-        stmt = select(AuditHead).where(AuditHead.id == 1).with_for_update()
-        head = (await session.exec(stmt)).first()
-        if head is None:
+    async def _head(self, session: AsyncSession) -> tuple[int, str]:
+        """``(seq, hash)`` of the head, locked until the transaction ends."""
+        stmt = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+        row = (await session.exec(stmt)).first()
+        if row is None:
             # Seeded by create_audit_tables; creating it lazily would race between writers.
             raise RuntimeError("audit_head row is missing: the audit migration has not run")
-        return head
+        return int(row[0]), str(row[1])
 
     async def append(
         self,
@@ -188,63 +229,57 @@ class AuditLog:
             actor=actor, action=action, subject=subject, payload=payload, reason=reason
         )
         (entry,) = await self.append_many(session, [record], now=now)
-        return entry
+        return AuditEntry(**dataclasses.asdict(entry))
 
     async def append_many(
         self, session: AsyncSession, records: Sequence[AuditRecord], *, now: datetime | None = None
-    ) -> list[AuditEntry]:
+    ) -> list[ChainedEntry]:
         """Append ``records`` in order in ``session``'s transaction: the same chain, entry by
-        entry, as that many :meth:`append` calls, with one head read, one insert of all
-        entries and one head update (for group commits)."""
+        entry, as that many :meth:`append` calls, with one head read, one multi-row insert of
+        all entries and one head update (for group commits)."""
         if not records:
             return []
-        head = await self._head(session)
+        seq, prev = await self._head(session)
         t = (now or datetime.now(UTC)).astimezone(UTC)
-        seq, prev = head.seq, head.hash
-        entries: list[AuditEntry] = []
-        checkpoints: list[AuditCheckpoint] = []
+        t_iso = _iso(t)
+        entries: list[ChainedEntry] = []
+        rows: list[dict[str, Any]] = []
+        checkpoints: list[dict[str, Any]] = []
         for r in records:
             seq += 1
-            digest = payload_digest(r.payload)
-            h = entry_hash(
-                seq=seq,
-                time=t,
-                actor=r.actor,
-                action=r.action,
-                subject=r.subject,
-                reason=r.reason,
-                payload_digest=digest,
-                prev_hash=prev,
-            )
-            entries.append(
-                AuditEntry(
-                    seq=seq,
-                    time=t,
-                    actor=r.actor,
-                    action=r.action,
-                    subject=r.subject,
-                    reason=r.reason,
-                    payload_digest=digest,
-                    prev_hash=prev,
-                    hash=h,
-                )
-            )
+            digest = r.payload_digest or payload_digest(r.payload)
+            h = _entry_hash(seq, t_iso, r.actor, r.action, r.subject, r.reason, digest, prev)
+            row: dict[str, Any] = {
+                "seq": seq,
+                "time": t,
+                "actor": r.actor,
+                "action": r.action,
+                "subject": r.subject,
+                "reason": r.reason,
+                "payload_digest": digest,
+                "prev_hash": prev,
+                "hash": h,
+            }
+            rows.append(row)
+            entries.append(ChainedEntry(**row))
             if seq % self.checkpoint_every == 0:
-                checkpoints.append(self._sign_checkpoint(seq, h, t))
+                checkpoints.append(self._checkpoint_row(seq, h, t))
             prev = h
-        session.add_all(entries)
-        head.seq, head.hash = seq, prev
-        session.add(head)
-        session.add_all(checkpoints)
-        await session.flush()
+        # Core statements on the tables: building an ORM object per entry and flushing them
+        # through the unit of work cost more than hashing and storing the entries.
+        await session.exec(sa.insert(_table(AuditEntry)), params=rows)
+        head = _table(AuditHead)
+        await session.exec(sa.update(head).where(head.c.id == 1).values(seq=seq, hash=prev))
+        if checkpoints:
+            await session.exec(sa.insert(_table(AuditCheckpoint)), params=checkpoints)
         return entries
 
     async def checkpoint(self, session: AsyncSession) -> AuditCheckpoint | None:
         """Sign the current head now (no-op when it is already checkpointed or empty)."""
-        head = await self._head(session)
-        if head.seq == 0 or await session.get(AuditCheckpoint, head.seq) is not None:
+        seq, h = await self._head(session)
+        if seq == 0 or await session.get(AuditCheckpoint, seq) is not None:
             return None
-        cp = self._sign_checkpoint(head.seq, head.hash, datetime.now(UTC))
+        cp = AuditCheckpoint(**self._checkpoint_row(seq, h, datetime.now(UTC)))
         session.add(cp)
         await session.flush()
         return cp
@@ -312,12 +347,16 @@ class AuditLog:
             "checkpoint": checkpoint_to_dict(cp),
         }
 
-    def _sign_checkpoint(self, seq: int, h: str, t: datetime) -> AuditCheckpoint:
+    def _checkpoint_row(self, seq: int, h: str, t: datetime) -> dict[str, Any]:
         statement = {"service": self.service, "seq": seq, "hash": h, "time": _iso(t)}
         envelope = dsse_sign(canonical_json(statement), CHECKPOINT_PAYLOAD_TYPE, self._key)
-        return AuditCheckpoint(
-            seq=seq, hash=h, time=t, key_id=key_id(self.public_key), envelope=json.dumps(envelope)
-        )
+        return {
+            "seq": seq,
+            "hash": h,
+            "time": t,
+            "key_id": key_id(self.public_key),
+            "envelope": json.dumps(envelope),
+        }
 
     @staticmethod
     async def entries(
