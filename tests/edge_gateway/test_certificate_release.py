@@ -72,6 +72,12 @@ async def test_a_certificate_signed_release_installs_on_a_device_pinning_the_cha
     trust = chain.tmp / "device-trust.pem"
     trust.write_text(published["certificate_chain_pem"])
 
+    # The gateway pins the chain together with the signer identity the registry publishes,
+    # so a signature by another certificate of the same CA would not verify for it.
+    trust_entries = await chain.app.state.gateway.registry.signing_keys()
+    assert (published["certificate_chain_pem"], "release-signer@plant.example") in trust_entries
+    assert (published["public_key_pem"], None) in trust_entries
+
     await chain.release("2.0.4", security_version=1)  # the gateway verified it by the chain
     for device_id in ("cam-3-1", "cam-3-2"):
         await chain.register(device_id)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -148,11 +149,16 @@ async def _fetch_and_verify(
     await gw.registry.download(f"{base}/signature", signature)
     keys = await gw.registry.signing_keys()
     errors = []
-    for i, pem in enumerate(keys):
+    for i, (pem, identity) in enumerate(keys):
         key_file = folder.parent / f"registry-{i}.trust.pem"
         key_file.write_text(pem)
         try:
-            await asyncio.to_thread(verify_model_pinned, folder, key_file, signature)
+            await asyncio.to_thread(
+                functools.partial(verify_model_pinned, identity=identity),
+                folder,
+                key_file,
+                signature,
+            )
             return signature
         except ModelSignatureError as e:
             errors.append(str(e))

@@ -74,15 +74,18 @@ class RegistryClient:
         )
         return body
 
-    async def signing_keys(self) -> list[str]:
-        """What release signatures verify against (PEM): each published public key and, where
-        the registry signs with a certificate, the CA chain it pins."""
+    async def signing_keys(self) -> list[tuple[str, str | None]]:
+        """What release signatures verify against, as ``(PEM, identity)``: each published public
+        key (``identity`` None: a key is its own identity) and, where the registry signs with a
+        certificate, the CA chain it pins with the signer identity it publishes, so another
+        certificate issued by the same CA does not pass for the registry's."""
         body = await self._get_json("/v1/signing-keys")
-        trust = []
+        trust: list[tuple[str, str | None]] = []
         for k in body["keys"]:
-            trust.append(str(k["public_key_pem"]))
+            trust.append((str(k["public_key_pem"]), None))
             if k.get("certificate_chain_pem"):
-                trust.append(str(k["certificate_chain_pem"]))
+                identity = k.get("identity") if k.get("verify_method") == "certificate" else None
+                trust.append((str(k["certificate_chain_pem"]), identity and str(identity)))
         return trust
 
     async def download(self, path: str, dest: Path, *, sha256: str | None = None) -> str:
