@@ -357,19 +357,7 @@ async def refuse(
                 return None  # a concurrent delivery settled it
             detail = f"refused: {refusal.reason}"
             result = _result(action, "refused", [], detail)
-            session.add(
-                IncidentAction(
-                    action_id=action.action_id,
-                    incident_id=action.incident_id,
-                    action=action.action,
-                    model=action.model,
-                    version=action.version,
-                    outcome="refused",
-                    devices=[],
-                    detail=detail,
-                    received_at=datetime.now(UTC),
-                )
-            )
+            session.add(_record(action, "refused", [], detail))
             await enqueue(session, Subjects.INCIDENT_ACTION_RESULT, result)
         await gw.audit.append(
             session,
@@ -417,19 +405,7 @@ async def carry_out(gw: Gateway, action: IncidentActionV1) -> IncidentActionResu
     async with gw.db.session() as session:
         if await session.get(IncidentAction, action.action_id) is not None:
             return result  # a concurrent delivery recorded it
-        session.add(
-            IncidentAction(
-                action_id=action.action_id,
-                incident_id=action.incident_id,
-                action=action.action,
-                model=action.model,
-                version=action.version,
-                outcome=outcome,
-                devices=devices,
-                detail=detail,
-                received_at=datetime.now(UTC),
-            )
-        )
+        session.add(_record(action, outcome, devices, detail))
         await gw.audit.append(
             session,
             actor=_actor(action),
@@ -447,6 +423,23 @@ async def carry_out(gw: Gateway, action: IncidentActionV1) -> IncidentActionResu
     if gw.outbox_wake is not None:
         gw.outbox_wake()
     return result
+
+
+def _record(
+    action: IncidentActionV1, outcome: str, devices: list[str], detail: str | None
+) -> IncidentAction:
+    """The row that settles ``action_id``: a later delivery of it returns this outcome."""
+    return IncidentAction(
+        action_id=action.action_id,
+        incident_id=action.incident_id,
+        action=action.action,
+        model=action.model,
+        version=action.version,
+        outcome=outcome,
+        devices=devices,
+        detail=detail,
+        received_at=datetime.now(UTC),
+    )
 
 
 def _result(
