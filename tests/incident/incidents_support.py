@@ -224,17 +224,25 @@ async def desk(
     nats_server: Any,
     maintenance_keys: MaintenanceKeys,
 ) -> AsyncIterator[Desk]:
-    settings = settings_factory(
-        IncidentSettings,
-        escalation_interval_seconds=0,
-        maintenance_public_key=maintenance_keys.public_pem,
-        # Nothing listens there: approvals of corrective actions are accepted and flagged as
-        # unchecked (test_action_competence.py runs them against a real registry).
-        registry_url=f"http://127.0.0.1:{free_port()}",
-        competence_unverifiable="flag",
-    )
+    settings = desk_settings(settings_factory, maintenance_keys, escalation_interval_seconds=0)
     async with open_desk(settings, service_client, mint_token, nats_server.url) as d:
         yield d
+
+
+def desk_settings(
+    settings_factory: Any, maintenance_keys: MaintenanceKeys, **overrides: Any
+) -> IncidentSettings:
+    """The desk's incident service settings (``escalation_interval_seconds=0``: no loop)."""
+    values: dict[str, Any] = {
+        "maintenance_public_key": maintenance_keys.public_pem,
+        # Nothing listens there: approvals of corrective actions are accepted and flagged as
+        # unchecked (test_action_competence.py runs them against a real registry).
+        "registry_url": f"http://127.0.0.1:{free_port()}",
+        "competence_unverifiable": "flag",
+        **overrides,
+    }
+    settings: IncidentSettings = settings_factory(IncidentSettings, **values)
+    return settings
 
 
 async def _true(value: bool) -> bool:

@@ -13,10 +13,14 @@ from typing import Any
 import pytest
 
 from incident.incidents.models import RoutingRule
-from incident.settings import IncidentSettings
-from linegate.embedded import free_port
 from linegate.events import Subjects
-from tests.incident.incidents_support import Desk, MaintenanceKeys, open_desk, wait_for
+from tests.incident.incidents_support import (
+    Desk,
+    MaintenanceKeys,
+    desk_settings,
+    open_desk,
+    wait_for,
+)
 
 FAILED = "escalation pass failed"
 
@@ -29,13 +33,7 @@ async def running_desk(
     nats_server: Any,
     maintenance_keys: MaintenanceKeys,
 ) -> AsyncIterator[Desk]:
-    settings = settings_factory(
-        IncidentSettings,
-        escalation_interval_seconds=0.05,
-        maintenance_public_key=maintenance_keys.public_pem,
-        registry_url=f"http://127.0.0.1:{free_port()}",
-        competence_unverifiable="flag",
-    )
+    settings = desk_settings(settings_factory, maintenance_keys, escalation_interval_seconds=0.05)
     async with open_desk(settings, service_client, mint_token, nats_server.url) as d:
         yield d
 
