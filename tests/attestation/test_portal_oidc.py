@@ -507,3 +507,46 @@ def test_settings_refuse_an_incomplete_or_unsafe_provider():
             portal_oidc_client_id="c",
         ).portal_oidc_callback_url,
     )
+
+
+# ------------------------------------------------------------------------- stylesheet
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG 2 contrast ratio of two ``#rgb`` / ``#rrggbb`` colours."""
+
+    def luminance(colour: str) -> float:
+        if len(colour) == 4:
+            colour = "#" + "".join(c * 2 for c in colour[1:])
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+async def test_performance_statuses_are_coloured_like_the_other_statuses(stack):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack.app), base_url="http://testserver"
+    ) as web:
+        served = await web.get("/portal/static/portal.css")
+    css = re.sub(r"/\*.*?\*/", "", served.text, flags=re.DOTALL)
+    variables = dict(re.findall(r"--([a-z]+):\s*(#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3})\b", css))
+    rules = re.findall(r"([^{}]+)\{([^{}]*)\}", css)
+
+    def colour_of(selector: str) -> str:
+        for selectors, body in rules:
+            if selector in (s.strip() for s in selectors.split(",")):
+                match = re.search(r"(?<![-\w])color:\s*var\(--([a-z]+)\)", body)
+                if match:
+                    return match.group(1)
+        raise AssertionError(f"{selector} has no colour")
+
+    # The same three colours the attestation and evidence statuses use, by meaning.
+    assert colour_of(".state-met") == colour_of(".status-verified") == "ok"
+    assert colour_of(".state-not_met") == colour_of(".state-missing") == "bad"
+    assert colour_of(".state-no_evidence") == colour_of(".state-expired") == "bad"
+    for status in ("met", "not_met", "no_evidence"):
+        ratio = contrast(variables[colour_of(f".state-{status}")], variables["bg"])
+        assert ratio >= 4.5, (status, ratio)  # WCAG AA for normal text
