@@ -74,3 +74,29 @@ async def test_agent_reports_online_and_serves_fail_safe_inference(
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def test_the_agent_command_passes_the_model_identity_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model-identity`` reaches the agent (which refuses other signers, as
+    tests/edge_gateway/test_certificate_release.py shows with real certificate signatures);
+    only the command-line wiring is under test, so the agent's run is replaced."""
+    from typer.testing import CliRunner
+
+    from linegate_cli.main import app
+
+    started: list[dict[str, Any]] = []
+
+    async def record(**kwargs: Any) -> None:
+        started.append(kwargs)
+
+    monkeypatch.setattr(agent, "main", record)
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(public_key_pem(generate_private_key().public_key()))
+    base = ["agent", "--device-id", "cam-3-1", "--creds", str(pem), "--release-key", str(pem)]
+    base += ["--model-key", str(pem), "--nats-url", "nats://127.0.0.1:1"]
+    for extra, identity in (([], None), (["--model-identity", "signer@plant"], "signer@plant")):
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        assert started.pop()["model_identity"] == identity

@@ -1,7 +1,8 @@
 """A registry that signs with a code-signing certificate (LINEGATE_MODEL_SIGNING_METHOD =
 certificate) releases through the real gateway to a device that pins the CA chain the registry
 publishes: the gateway verifies the bundle against that chain before distributing, the device
-verifies it again and installs; a device pinning another CA refuses it."""
+verifies it again and installs; a device pinning another CA refuses it, and so does one pinning
+the right CA but another signer identity (``--model-identity``)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ async def certificate_chain(
         yield chain
 
 
-async def device(chain: Chain, device_id: str, trust: Path) -> DeviceAgent:
+async def device(
+    chain: Chain, device_id: str, trust: Path, identity: str | None = None
+) -> DeviceAgent:
     keys = (await chain.gateway.get("/v1/release-keys")).json()["keys"]
 
     async def report(status: DeviceStatusV1) -> None:
@@ -60,6 +63,7 @@ async def device(chain: Chain, device_id: str, trust: Path) -> DeviceAgent:
         model_key_paths=[trust],
         report=report,
         download_timeout=10,
+        model_identity=identity,
     )
 
 
@@ -79,13 +83,25 @@ async def test_a_certificate_signed_release_installs_on_a_device_pinning_the_cha
     assert (published["public_key_pem"], None) in trust_entries
 
     await chain.release("2.0.4", security_version=1)  # the gateway verified it by the chain
-    for device_id in ("cam-3-1", "cam-3-2"):
+    for device_id in ("cam-3-1", "cam-3-2", "cam-3-3"):
         await chain.register(device_id)
     assert (await chain.assign("2.0.4", line="line3")).status_code == 200
 
-    agent = await device(chain, "cam-3-1", trust)
+    # cam-3-1 pins the chain and the identity the registry publishes: it installs.
+    agent = await device(chain, "cam-3-1", trust, identity=published["identity"])
     assert await agent.apply(await chain.desired("cam-3-1")) is True
     assert chain.states() == ["downloaded", "verified", "self_test", "active"]
+
+    # cam-3-3 pins the same chain but expects another signer: the genuine release is refused.
+    chain.reports.clear()
+    pinned_elsewhere = await device(chain, "cam-3-3", trust, identity="qa-signer@plant.example")
+    assert await pinned_elsewhere.apply(await chain.desired("cam-3-3")) is False
+    refused = [r for r in chain.reports if r.state == "refused"]
+    assert refused, chain.states()
+    assert "model signature" in (refused[-1].detail or "")
+    assert "'qa-signer@plant.example'" in (refused[-1].detail or ""), refused[-1].detail
+    assert pinned_elsewhere.state.active is None
+    assert not pinned_elsewhere.current.exists()
 
     # A device pinning another CA (or only the registry's bare key) refuses the same release.
     other = CodeSigningPki.create(chain.tmp / "other-pki", name="Other Plant")

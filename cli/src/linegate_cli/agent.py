@@ -7,8 +7,9 @@ under its own device id), and for each new release:
    against the security_version it runs (a lower one only with a signed rollback instruction);
 2. downloads every file from the object store into a staging slot, streamed and resumable, never
    accepting more bytes than signed, and checks each length and SHA-256;
-3. verifies the OpenSSF model-signing bundle with the registry's pinned key, and that its manifest
-   is the one the release metadata names (no mix-and-match);
+3. verifies the OpenSSF model-signing bundle with the registry's pinned key (or CA chain, and then
+   optionally the signer identity it must carry), and that its manifest is the one the release
+   metadata names (no mix-and-match);
 4. loads the model with onnxruntime and runs a self-test;
 5. swaps atomically: the ``current`` symlink is replaced in one rename; the previous release
    stays on disk (N-1) with the last known good one, so a rollback needs no network.
@@ -148,12 +149,18 @@ class DeviceAgent:
         model_key_paths: Sequence[Path],
         report: Report,
         download_timeout: float = 30.0,
+        model_identity: str | None = None,
     ) -> None:
         self.device_id = device_id
         self.state_dir = state_dir
         self.js = js
         self.release_keys = list(release_keys)
         self.model_key_paths = list(model_key_paths)
+        #: The signer a certificate-signed model must name (SAN or subject, the ``identity``
+        #: ``GET /v1/signing-keys`` publishes): a pinned CA chain alone would also pass a model
+        #: signed by any other certificate that CA issued. A pinned bare key is its own
+        #: identity, so this does not apply to key signatures.
+        self.model_identity = model_identity
         self._report = report
         self.download_timeout = download_timeout
         (state_dir / "slots").mkdir(parents=True, exist_ok=True)
@@ -316,7 +323,12 @@ class DeviceAgent:
         errors = []
         for key in self.model_key_paths:
             try:
-                verified = await asyncio.to_thread(verify_model_pinned, folder, key, signature)
+                verified = await asyncio.to_thread(
+                    functools.partial(verify_model_pinned, identity=self.model_identity),
+                    folder,
+                    key,
+                    signature,
+                )
             except ModelSignatureError as e:
                 errors.append(str(e))
                 continue
@@ -604,10 +616,12 @@ async def main(
     model_key_paths: Sequence[Path],
     line: str | None = None,
     serve_port: int | None = None,
+    model_identity: str | None = None,
 ) -> None:
     """Connect as the device and run until cancelled; with ``serve_port``, also serve the
     local inference API on 127.0.0.1 (:mod:`linegate_cli.edge.inference`), publishing its
-    telemetry for ``line``."""
+    telemetry for ``line``. ``model_identity`` pins the signer of certificate-signed models
+    (:class:`DeviceAgent`)."""
     from linegate.nats_auth import connect_device
     from linegate.signing import load_public_key
 
@@ -628,6 +642,7 @@ async def main(
             release_keys=keys,
             model_key_paths=model_key_paths,
             report=status_publisher(js, device_id),
+            model_identity=model_identity,
         )
         await agent.report("online", None, "agent started")
         # A TaskGroup: if either job fails, the other is cancelled (and cleans up) too.

@@ -109,6 +109,15 @@ def agent(
         int | None,
         typer.Option("--serve-port", help="Serve the local inference API on 127.0.0.1:PORT"),
     ] = None,
+    model_identity: Annotated[
+        str | None,
+        typer.Option(
+            "--model-identity",
+            help="The signer a certificate-signed model must carry (SAN or subject: the "
+            "identity GET /v1/signing-keys publishes); without it any certificate the pinned "
+            "CA chain issued passes. Does not apply to a pinned public key",
+        ),
+    ] = None,
 ) -> None:
     """Run the device agent: install verified releases from the desired state, report each step."""
     import asyncio
@@ -127,6 +136,7 @@ def agent(
                 model_key_paths=model_key,
                 line=line,
                 serve_port=serve_port,
+                model_identity=model_identity,
             )
         )
     except KeyboardInterrupt:
