@@ -47,6 +47,7 @@ async def test_agent_reports_online_and_serves_fail_safe_inference(
     try:
         online = json.loads((await status.next_msg(timeout=30)).data)
         assert online["state"] == "online"
+        assert online["revision"] == 0  # the desired-state revision it holds: none yet
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             for _ in range(100):
                 with contextlib.suppress(httpx.TransportError):

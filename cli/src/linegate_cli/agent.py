@@ -189,6 +189,8 @@ class DeviceAgent:
                 model=release.model if release else None,
                 version=release.version if release else None,
                 detail=detail or None,
+                # What it holds, so a gateway that lost its records issues above it.
+                revision=self.state.revision,
             )
         )
 
@@ -207,6 +209,11 @@ class DeviceAgent:
             await self.report("refused", release, f"release metadata: {why}")
             return False
         device = release.device
+        if device is not None and device["revision"] > self.state.revision:
+            # Held from here on (an equal revision is the same document again), so every
+            # report below tells the gateway, even if the install is refused.
+            self.state.revision = device["revision"]
+            self.state.save(self.state_path)
         if device is not None:
             # The order holds even if the release below is refused: apply it first.
             await self._apply_control(device.get("control"))
@@ -215,9 +222,6 @@ class DeviceAgent:
         installed = await self._install(release)
         if installed and device is not None:
             await self._apply_shadow(device.get("shadow"))
-        if device is not None and device["revision"] > self.state.revision:
-            self.state.revision = device["revision"]
-            self.state.save(self.state_path)
         return installed
 
     def _binding_refusal(self, release: Release) -> str | None:

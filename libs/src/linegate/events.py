@@ -224,6 +224,10 @@ class DeviceStatusV1(EventV1):
     model: str | None = None
     version: str | None = None
     detail: str | None = None
+    #: The revision of the device-bound desired state the device holds (0: none yet; ``None``:
+    #: an agent that does not say). Devices refuse an older document, so the gateway issues
+    #: only revisions above it, even after losing its database and the ``desired`` bucket.
+    revision: int | None = Field(default=None, ge=0)
 
 
 class IncidentOpenedV1(EventV1):

@@ -40,10 +40,18 @@ async def on_device_status(gw: Gateway, subject: str, data: dict[str, Any]) -> N
     if status.device_id != device_id:
         log.warning("device %s reported as %s; ignored", device_id, status.device_id)
         return
+    if status.revision:
+        # Read before the transaction below (a no-op once read, normally at start).
+        await distribution.ensure_revision_floor(gw)
+    republish = False
     async with gw.db.session() as session:
         device = await session.get(Device, device_id)
         if device is None:
             return
+        if status.revision is not None:  # older agents do not say
+            republish = await distribution.record_reported_revision(
+                gw, session, device, status.revision, actor=ACTOR
+            )
         device.last_state, device.last_detail = status.state, status.detail
         device.last_seen = datetime.now(UTC)
         if status.state in ("active", "rolled_back"):  # both: it now runs that release
@@ -59,6 +67,8 @@ async def on_device_status(gw: Gateway, subject: str, data: dict[str, Any]) -> N
                 payload=status.model_dump(mode="json"),
                 reason=status.detail,
             )
+    if republish:  # re-issued above what the device holds: now it converges
+        await distribution.publish_desired(gw, [device_id])
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -28,6 +28,12 @@ it actually published per device from the KV bucket's history (documents signed 
 key; :class:`RevisionFloor`), and issues only above it. A device whose stored revision is below
 the published one is raised above it at start, logged and audited
 (``device.desired.revision_floor``), and its document re-published.
+
+When the bucket is lost together with the database, only the devices know: each status report
+carries the revision the device holds (``DeviceStatusV1.revision``), the gateway keeps the
+highest one per device (``Device.reported_revision``) and issues that device only revisions
+above it; a report above everything the gateway knows raises that device's counter (logged and
+audited the same way) and re-publishes its desired state (:func:`record_reported_revision`).
 """
 
 from __future__ import annotations
@@ -79,26 +85,40 @@ from linegate.signing import load_or_create_private_key
 SIGNATURE_FILE = "model.sig"
 log = logging.getLogger("edge_gateway.distribution")
 
+#: A reported revision above this is ignored: no document the gateway signed could carry it.
+#: A device's revision grows by one per change of its desired state (an assignment, a rollout
+#: step, an incident order, a roster change), so a billion is no device's history. A device
+#: (or whoever holds its key) reporting more would otherwise lift its own counter towards the
+#: end of the integer column (2**31 - 1 on PostgreSQL), where every later change of its desired
+#: state would fail, and with it every batch it is part of (a line-wide incident action). At
+#: this bound the column keeps as many revisions again. Other devices' counters a report never
+#: touches: the device id is the subject's, which the server lets only that device publish on.
+REPORTED_REVISION_MAX = 2**30
+
 
 @dataclass
 class RevisionFloor:
     """Per device, the highest desired-state revision found published in the KV bucket when
-    the gateway started (read once, :func:`ensure_revision_floor`): new revisions go above it."""
+    the gateway started (read once, :func:`ensure_revision_floor`): new revisions go above it,
+    and above the one the device reported holding (``Device.reported_revision``)."""
 
     published: dict[str, int] = field(default_factory=dict)
     loaded: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def next_revision(self, desired: DesiredState) -> int:
-        return max(desired.revision, self.published.get(desired.device_id, 0)) + 1
+    def next_revision(self, desired: DesiredState, reported: int = 0) -> int:
+        return max(desired.revision, self.published.get(desired.device_id, 0), reported) + 1
 
     async def bump(
         self, session: AsyncSession, audit: AuditLog, desired: DesiredState, *, actor: str
     ) -> None:
-        """Give ``desired`` its next revision; when the published one had to lift it above
-        what the database held (restored or recreated), log and audit that."""
+        """Give ``desired`` its next revision, above the one its device reported holding too;
+        when the published one had to lift it above what the database held (restored or
+        recreated), log and audit that (a reported one was audited when it was recorded)."""
         before = desired.revision
-        desired.revision = self.next_revision(desired)
+        device = await session.get(Device, desired.device_id)
+        reported = (device.reported_revision or 0) if device is not None else 0
+        desired.revision = self.next_revision(desired, reported)
         published = self.published.get(desired.device_id, 0)
         if before >= published:
             return
@@ -115,6 +135,66 @@ class RevisionFloor:
             payload={"stored": before, "published": published, "revision": desired.revision},
             reason=reason,
         )
+
+
+async def record_reported_revision(
+    gw: Gateway, session: AsyncSession, device: Device, reported: int, *, actor: str
+) -> bool:
+    """Record that ``device`` reported holding desired-state revision ``reported``; returns
+    whether its desired state must be re-published (:func:`publish_desired`, after commit).
+
+    Normally a device holds at most the revision the gateway stored for it. One above every
+    revision the gateway knows of for it (stored, published, reported before) means the
+    database and the ``desired`` bucket were lost or restored: the device refuses every
+    document up to that revision. Its counter is raised (logged, audited as
+    ``device.desired.revision_floor``); a stored desired state is re-issued above the reported
+    revision, otherwise the next one assigned starts above it. Reports above
+    :data:`REPORTED_REVISION_MAX` are ignored (logged)."""
+    if reported <= (device.reported_revision or 0):
+        return False  # what it held before, or a late report: nothing new
+    if reported > REPORTED_REVISION_MAX:
+        log.warning(
+            "device %s reported holding desired-state revision %d, above any the gateway can "
+            "have signed (%d); ignored",
+            device.id,
+            reported,
+            REPORTED_REVISION_MAX,
+        )
+        return False
+    floor = await ensure_revision_floor(gw)
+    desired = await session.get(DesiredState, device.id)
+    stored = desired.revision if desired is not None else 0
+    published = floor.published.get(device.id, 0)
+    known = max(stored, published, device.reported_revision or 0)
+    device.reported_revision = reported
+    session.add(device)
+    if reported <= known:
+        return False
+    revision = reported + 1
+    reason = (
+        f"device reported holding revision {reported} but the database holds {stored} and "
+        f"{published} was the highest published: the database and the desired bucket were "
+        f"lost or restored; "
+        + (f"now {revision}" if desired is not None else f"the next one issued is {revision}")
+    )
+    log.warning("device %s: %s", device.id, reason)
+    if desired is not None:
+        desired.revision = revision
+        session.add(desired)
+    await gw.audit.append(
+        session,
+        actor=actor,
+        action="device.desired.revision_floor",
+        subject=f"device:{device.id}",
+        payload={
+            "stored": stored,
+            "published": published,
+            "reported": reported,
+            "revision": revision,
+        },
+        reason=reason,
+    )
+    return desired is not None
 
 
 @dataclass

@@ -39,6 +39,8 @@ class DeviceRead(BaseModel):
     last_seen: datetime | None
     active_model: str | None
     active_version: str | None
+    #: The highest desired-state revision the device reported holding (None: never said).
+    reported_revision: int | None = None
     desired: dict[str, Any] | None = None
     created_at: datetime
 
