@@ -2,9 +2,10 @@
 
 The provider is real and small: a FastAPI app served over loopback HTTP (``serve_http``) with
 discovery, ``/authorize`` (signs in whoever the test says, with no page), ``/token`` (checks
-the client, the code, the redirect URI and the PKCE S256 verifier) and ``/jwks``, issuing RS256
-ID tokens with a key made in the fixture. The browser is httpx: one cookie jar against the real
-portal, plain HTTP against the provider, following each redirect by hand."""
+the client, the code, the redirect URI and the PKCE S256 verifier), ``/jwks`` and ``/logout``
+(RP-initiated logout: checks the ID token hint, the client and the post-logout redirect URI),
+issuing RS256 ID tokens with a key made in the fixture. The browser is httpx: one cookie jar
+against the real portal, plain HTTP against the provider, following each redirect by hand."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import pytest
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from attestation.app import create_app
@@ -40,6 +42,7 @@ from .test_portal import csrf_of, envelope, subject
 CLIENT_ID = "linegate-portal"
 CLIENT_SECRET = "portal-client-secret"
 REDIRECT = "http://testserver/portal/login/oidc/callback"
+POST_LOGOUT = "http://testserver/portal/login"
 ROLE_MAP = {
     "lg-procurement": ["procurement"],
     "lg-supplier": ["supplier"],
@@ -96,8 +99,14 @@ class Provider:
     deny: str | None = None
     #: Endpoints that answer 503.
     broken: set[str] = field(default_factory=set)
+    #: Whether discovery publishes an end_session_endpoint (read when the portal first asks).
+    end_session: bool = True
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
+    #: Every ID token issued, newest last.
+    id_tokens: list[str] = field(default_factory=list)
+    #: What each end-session request carried, once the provider accepted it.
+    logouts: list[dict[str, Any]] = field(default_factory=list)
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -107,7 +116,9 @@ class Provider:
 
         @app.get("/.well-known/openid-configuration")
         async def discovery() -> Any:
+            logout = {"end_session_endpoint": f"{self.url}/logout"} if self.end_session else {}
             return unavailable("discovery") or {
+                **logout,
                 "issuer": self.url,
                 "authorization_endpoint": f"{self.url}/authorize",
                 "token_endpoint": f"{self.url}/token",
@@ -199,12 +210,31 @@ class Provider:
                 self.tamper(claims)
             key = self.sign_with or self.key
             id_token = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+            self.id_tokens.append(id_token)
             return {
                 "access_token": access_token,
                 "token_type": "Bearer",
                 "expires_in": 300,
                 "id_token": id_token,
             }
+
+        @app.get("/logout")
+        async def end_session(request: Request) -> Any:
+            q = request.query_params
+            subject = None
+            if hint := q.get("id_token_hint"):
+                # RP-Initiated Logout 2: a hint the OP issued to this client (expired is fine).
+                try:
+                    claims = jwt.decode(hint, self.key, algorithms=["RS256"]).claims
+                except (JoseError, ValueError) as e:
+                    return JSONResponse({"error": "invalid_request", "detail": str(e)}, 400)
+                if claims.get("aud") != CLIENT_ID or claims.get("iss") != self.url:
+                    return JSONResponse({"error": "invalid_request"}, 400)
+                subject = claims["sub"]
+            if q.get("client_id") != CLIENT_ID or q.get("post_logout_redirect_uri") != POST_LOGOUT:
+                return JSONResponse({"error": "invalid_request"}, 400)
+            self.logouts.append({"sub": subject, "id_token_hint": hint})
+            return RedirectResponse(q["post_logout_redirect_uri"], status_code=302)
 
         return app
 
@@ -250,6 +280,7 @@ async def portal(settings_factory, service_client, mint_token, serve_http, idp_k
         portal_oidc_client_id=CLIENT_ID,
         portal_oidc_client_secret=CLIENT_SECRET,
         portal_oidc_redirect_url=REDIRECT,
+        portal_oidc_post_logout_redirect_url=POST_LOGOUT,
         portal_oidc_provider_name="Keycloak",
         portal_oidc_roles_claim="realm_access.roles",
         portal_oidc_role_map=ROLE_MAP,
@@ -312,10 +343,6 @@ async def test_a_procurement_user_signs_in_with_the_provider(portal, caplog):
         who = await web.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
         assert who.status_code == 401
 
-        out = await web.post("/portal/logout", data={"csrf": csrf_of(page)})
-        assert (out.status_code, out.headers["location"]) == (303, "/portal/login")
-        assert (await web.get("/portal/suppliers")).status_code == 303
-
 
 @pytest.mark.parametrize(
     "database_backend",
@@ -344,6 +371,111 @@ async def test_a_supplier_user_signs_in_and_sees_only_its_own_supplier(portal):
         for url in (f"/portal/attestations/{theirs}", "/portal/suppliers/acme"):
             assert (await web.get(url)).status_code == 404, url
         assert (await web.get("/portal/suppliers")).status_code == 403
+
+
+# ---------------------------------------------------------------------------- sign-out
+
+
+def cookie_attributes(response: httpx.Response, name: str) -> tuple[str, set[str]]:
+    header = next(h for h in response.headers.get_list("set-cookie") if h.startswith(name + "="))
+    value, *attributes = header.split(";")
+    return value.partition("=")[2].strip('"'), {a.strip().lower() for a in attributes}
+
+
+REFRESH = re.compile(r'<meta http-equiv="refresh" content="0; url=([^"]+)">')
+
+
+async def test_signing_out_ends_the_session_at_the_provider_too(portal, caplog):
+    caplog.set_level(logging.INFO, logger="attestation.portal")
+    provider = portal.provider
+    async with portal.browser() as web:
+        r = await portal.sign_in(web)
+        assert r.status_code == 200, r.text
+        id_token = provider.id_tokens[-1]
+        # The ID token is kept for sign-out encrypted, for the sign-out route only, and not in
+        # the session cookie every page receives.
+        hint, attributes = cookie_attributes(r, "linegate_portal_logout")
+        assert {"httponly", "samesite=strict", "path=/portal/logout"} <= attributes
+        assert len(hint.split(".")) == 5  # compact JWE
+        assert id_token not in hint
+        assert id_token.split(".")[1] not in web.cookies["linegate_portal"]
+
+        page = await web.get("/portal/suppliers")
+        # Still CSRF-protected: a cross-site form post without the token signs no one out.
+        forged = await web.post("/portal/logout", data={"csrf": "0" * 64})
+        assert forged.status_code == 403
+        assert not provider.logouts
+        assert (await web.get("/portal/suppliers")).status_code == 200
+
+        out = await web.post("/portal/logout", data={"csrf": csrf_of(page)})
+        assert out.status_code == 200, out.text
+        assert out.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in out.headers["content-security-policy"]
+        assert "linegate_portal" not in web.cookies
+        assert "linegate_portal_logout" not in web.cookies
+        match = REFRESH.search(out.text)
+        assert match, out.text
+        end_session = html.unescape(match.group(1))
+        assert f'href="{match.group(1)}"' in out.text  # and a link, should the refresh not run
+        assert end_session.startswith(f"{provider.url}/logout?")
+        assert parse_qs(urlsplit(end_session).query) == {
+            "id_token_hint": [id_token],
+            "client_id": [CLIENT_ID],
+            "post_logout_redirect_uri": [POST_LOGOUT],
+        }
+        assert "portal OIDC sign-out: petra@plant.example" in caplog.messages
+
+        async with httpx.AsyncClient() as idp:
+            back = await idp.get(end_session)
+        assert (back.status_code, back.headers["location"]) == (302, POST_LOGOUT)
+        assert provider.logouts == [{"sub": PROCUREMENT_USER["sub"], "id_token_hint": id_token}]
+        assert (await web.get("/portal/suppliers")).status_code == 303
+
+
+async def test_a_logout_hint_of_another_session_is_not_sent(portal):
+    async with portal.browser() as web, portal.browser() as other:
+        assert (await portal.sign_in(web)).status_code == 200
+        assert (await portal.sign_in(other)).status_code == 200
+        # Another session's hint (or a forged one) is no hint for this session.
+        for hint in (other.cookies["linegate_portal_logout"], "a.b.c.d.e"):
+            web.cookies.set(
+                "linegate_portal_logout", hint, domain="testserver.local", path="/portal/logout"
+            )
+            page = await web.get("/portal/suppliers")
+            out = await web.post("/portal/logout", data={"csrf": csrf_of(page)})
+            match = REFRESH.search(out.text)
+            assert match, out.text
+            query = parse_qs(urlsplit(html.unescape(match.group(1))).query)
+            assert query == {"client_id": [CLIENT_ID], "post_logout_redirect_uri": [POST_LOGOUT]}
+            assert (await portal.sign_in(web)).status_code == 200
+
+
+async def test_other_sessions_sign_out_of_the_portal_only(portal):
+    async with portal.browser() as web:
+        # A pasted token (development): not a session of the provider, whatever it publishes.
+        form = await web.get("/portal/login")
+        token = portal.stack.mint(Role.PROCUREMENT)
+        r = await web.post("/portal/login", data={"csrf": csrf_of(form), "token": token})
+        assert r.status_code == 303, r.text
+        page = await web.get("/portal/suppliers")
+        out = await web.post("/portal/logout", data={"csrf": csrf_of(page)})
+        assert (out.status_code, out.headers["location"]) == (303, "/portal/login")
+        assert (await web.get("/portal/suppliers")).status_code == 303
+    assert not portal.provider.logouts
+
+
+async def test_without_an_end_session_endpoint_sign_out_stays_local(portal):
+    portal.provider.end_session = False
+    async with portal.browser() as web:
+        assert (await portal.sign_in(web)).status_code == 200
+        page = await web.get("/portal/suppliers")
+        assert (await web.post("/portal/logout", data={"csrf": "wrong"})).status_code == 403
+        out = await web.post("/portal/logout", data={"csrf": csrf_of(page)})
+        assert (out.status_code, out.headers["location"]) == (303, "/portal/login")
+        assert "linegate_portal" not in web.cookies
+        assert "linegate_portal_logout" not in web.cookies
+        assert (await web.get("/portal/suppliers")).status_code == 303
+    assert not portal.provider.logouts
 
 
 # ---------------------------------------------------------------------------- refusals
@@ -499,14 +631,26 @@ def test_settings_refuse_an_incomplete_or_unsafe_provider():
             portal_oidc_issuer="http://idp.example",
             portal_oidc_client_id="c",
         )
-    assert re.fullmatch(
-        r"https://lg\.example/portal/login/oidc/callback",
+    with pytest.raises(ValueError, match="POST_LOGOUT_REDIRECT_URL must be an https URL"):
         AttestationSettings(
+            environment="production",
+            auth_issuer="https://idp.example",
+            auth_jwks_url="https://idp.example/jwks",
+            database_url="postgresql+psycopg://db/x",
             attestation_url="https://lg.example",
             portal_oidc_issuer="https://idp.example",
             portal_oidc_client_id="c",
-        ).portal_oidc_callback_url,
+            portal_oidc_post_logout_redirect_url="http://lg.example/portal/login",
+        )
+    defaults = AttestationSettings(
+        attestation_url="https://lg.example",
+        portal_oidc_issuer="https://idp.example",
+        portal_oidc_client_id="c",
     )
+    assert re.fullmatch(
+        r"https://lg\.example/portal/login/oidc/callback", defaults.portal_oidc_callback_url
+    )
+    assert defaults.portal_oidc_post_logout_url == "https://lg.example/portal/login"
 
 
 # ------------------------------------------------------------------------- stylesheet

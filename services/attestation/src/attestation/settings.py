@@ -71,6 +71,10 @@ class AttestationSettings(LinegateSettings):
     #: stable one; ``email`` or ``preferred_username`` read better where the provider keeps
     #: them unique and unchanging.
     portal_oidc_subject_claim: str = "sub"
+    #: Where the provider sends the browser after signing out there (RP-initiated logout's
+    #: ``post_logout_redirect_uri``); default ``{attestation_url}/portal/login``. Register
+    #: exactly this at the provider.
+    portal_oidc_post_logout_redirect_url: str | None = None
     #: PEM key (ES256) signing the portal's OIDC sessions and sign-in state cookies; default
     #: ``<data_dir>/keys/portal-session.pem``, made on first use. Replicas share one file.
     portal_session_key_file: Path | None = None
@@ -83,6 +87,12 @@ class AttestationSettings(LinegateSettings):
     def portal_oidc_callback_url(self) -> str:
         return self.portal_oidc_redirect_url or (
             self.attestation_url.rstrip("/") + "/portal/login/oidc/callback"
+        )
+
+    @property
+    def portal_oidc_post_logout_url(self) -> str:
+        return self.portal_oidc_post_logout_redirect_url or (
+            self.attestation_url.rstrip("/") + "/portal/login"
         )
 
     @property
@@ -111,6 +121,10 @@ class AttestationSettings(LinegateSettings):
             for name, url in (
                 ("LINEGATE_PORTAL_OIDC_ISSUER", self.portal_oidc_issuer),
                 ("LINEGATE_PORTAL_OIDC_REDIRECT_URL", self.portal_oidc_callback_url),
+                (
+                    "LINEGATE_PORTAL_OIDC_POST_LOGOUT_REDIRECT_URL",
+                    self.portal_oidc_post_logout_url,
+                ),
             ):
                 if urlsplit(url).scheme != "https":
                     problems.append(f"{name} must be an https URL outside development")

@@ -1,5 +1,5 @@
 """Sign-in (client credentials, a pasted token in development, or the OIDC provider),
-sign-out, the home redirect and the stylesheet."""
+sign-out (at the provider too, for its sessions), the home redirect and the stylesheet."""
 
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ from attestation.portal.oidc import (
     FLOW_COOKIE,
     FLOW_COOKIE_PATH,
     FLOW_TTL_SECONDS,
+    LOGOUT_HINT_COOKIE,
+    LOGOUT_HINT_COOKIE_PATH,
     OidcError,
     ProviderRefused,
     SignInFlow,
     SignInFlowInvalid,
     map_identity,
     oidc_provider,
+    open_logout_hint,
+    seal_logout_hint,
 )
 from attestation.portal.rendering import PortalRoute, error_page, render
 from attestation.portal.security import (
@@ -30,6 +34,7 @@ from attestation.portal.security import (
     CSRF_FIELD,
     LOGIN_NONCE_COOKIE,
     PORTAL_ROLES,
+    PortalSession,
     SessionCookieDep,
     SignInRequired,
     check_login_nonce,
@@ -143,6 +148,7 @@ async def login(request: Request, settings: SettingsDep, db: SessionDep) -> Resp
     response = RedirectResponse(next_url, status_code=303)
     set_session_cookie(response, request, token, max_age)
     response.delete_cookie(LOGIN_NONCE_COOKIE, path=COOKIE_PATH)
+    _clear_logout_hint(response, request)  # an earlier provider session's, if any
     return response
 
 
@@ -233,9 +239,71 @@ async def login_oidc_callback(
     # that is still part of that navigation; the refresh is a same-site one.
     response = render("signed_in.html", next_url=flow.next_url, subject=identity.subject)
     set_session_cookie(response, request, token, max_age)
+    hint = seal_logout_hint(signer, tokens.id_token, session_token=token, ttl_seconds=max_age)
+    if hint is None:
+        log.warning(
+            "portal OIDC: the ID token is too large to keep for sign-out; signing out at %s "
+            "will go without id_token_hint",
+            provider.name,
+            extra={"issuer": provider.issuer, "subject": identity.subject},
+        )
+        _clear_logout_hint(response, request)
+    else:
+        response.set_cookie(
+            LOGOUT_HINT_COOKIE,
+            hint,
+            max_age=max_age,
+            path=LOGOUT_HINT_COOKIE_PATH,
+            httponly=True,
+            secure=secure_cookies(request),
+            samesite="strict",
+        )
     response.delete_cookie(FLOW_COOKIE, path=FLOW_COOKIE_PATH)
     response.delete_cookie(LOGIN_NONCE_COOKIE, path=COOKIE_PATH)
     return response
+
+
+def _clear_logout_hint(response: Response, request: Request) -> None:
+    response.delete_cookie(
+        LOGOUT_HINT_COOKIE,
+        path=LOGOUT_HINT_COOKIE_PATH,
+        httponly=True,
+        secure=secure_cookies(request),
+        samesite="strict",
+    )
+
+
+async def _end_session_url(request: Request, session: PortalSession) -> str | None:
+    """The provider's end-session URL for a session made through it, or None: not an OIDC
+    session, no end-session endpoint, or the provider unreachable (the portal session ends
+    anyway)."""
+    signer = session_signer(request)
+    if signer is None or session.principal.claims.get("iss") != signer.issuer:
+        return None  # client credentials or a pasted token: nothing to end elsewhere
+    provider = oidc_provider(request)
+    id_token = open_logout_hint(
+        signer, request.cookies.get(LOGOUT_HINT_COOKIE), session_token=session.token
+    )
+    try:
+        url = await provider.end_session_url(id_token)
+    except OidcError as e:
+        log.warning(
+            "portal OIDC sign-out stays local: %s",
+            e.detail,
+            extra={"issuer": provider.issuer, "subject": session.principal.subject},
+        )
+        return None
+    if url is not None:
+        log.info(
+            "portal OIDC sign-out: %s",
+            session.principal.subject,
+            extra={
+                "issuer": provider.issuer,
+                "subject": session.principal.subject,
+                "id_token_hint": id_token is not None,
+            },
+        )
+    return url
 
 
 @router.post("/logout")
@@ -244,11 +312,22 @@ async def logout(request: Request) -> Response:
     try:
         session = await current_session(request)
     except SignInRequired:
-        session = None  # nothing to protect: the cookie is cleared either way
+        session = None  # nothing to protect: the cookies are cleared either way
+    end_session_url = None
     if session is not None:
         session.check_csrf(form.get(CSRF_FIELD))
-    response = RedirectResponse("/portal/login", status_code=303)
+        end_session_url = await _end_session_url(request, session)
+    response: Response
+    if end_session_url is None:
+        response = RedirectResponse("/portal/login", status_code=303)
+    else:
+        response = render(
+            "signed_out.html",
+            end_session_url=end_session_url,
+            provider=oidc_provider(request).name,
+        )
     clear_session_cookie(response, request)
+    _clear_logout_hint(response, request)
     return response
 
 

@@ -9,6 +9,13 @@ exchanged (with the verifier) at the token endpoint, and the ID token is validat
 (and ``azp``), ``exp``/``iat``, ``nonce`` and, when present, ``at_hash``. Its claims are then
 mapped to Linegate roles and a supplier tenant (:func:`map_identity`).
 
+Signing out (OpenID Connect RP-Initiated Logout 1.0): when the provider's discovery document
+names an ``end_session_endpoint``, the portal sends the browser there after clearing its own
+session, with ``id_token_hint``, ``client_id`` and ``post_logout_redirect_uri``. The ID token
+is kept from the callback until then in a cookie of its own (:func:`seal_logout_hint`):
+encrypted, bound to the portal session it came with, and sent only to ``/portal/logout`` so
+the session cookie every page receives stays small.
+
 The provider's discovery document and JWKS are fetched from the configured issuer and
 cached. Claim checks are Authlib's (:class:`authlib.oidc.core.CodeIDToken`), JOSE is
 ``joserfc`` as everywhere in Linegate. Every failure is an :class:`OidcError` with the HTTP
@@ -30,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import secrets
 import time
@@ -59,6 +67,12 @@ FLOW_COOKIE_PATH = "/portal/login/oidc"
 #: Ten minutes to get through the provider's sign-in page.
 FLOW_TTL_SECONDS = 600
 FLOW_AUDIENCE = "linegate-portal-oidc-flow"
+#: The ID token kept for RP-initiated logout: only the sign-out route receives it.
+LOGOUT_HINT_COOKIE = "linegate_portal_logout"
+LOGOUT_HINT_COOKIE_PATH = "/portal/logout"
+LOGOUT_HINT_AUDIENCE = "linegate-portal-logout-hint"
+#: Browsers keep a cookie's name and value up to 4096 bytes; the rest is for the attributes.
+MAX_COOKIE_BYTES = 4000
 HTTP_TIMEOUT_SECONDS = 10.0
 
 
@@ -170,6 +184,8 @@ class ProviderMetadata:
     jwks_uri: str
     id_token_algorithms: tuple[str, ...]
     token_auth_methods: tuple[str, ...]
+    #: RP-Initiated Logout 1.0; None when the provider publishes none.
+    end_session_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,12 @@ class TokenResponse:
 
 def _strings(value: object) -> tuple[str, ...]:
     return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with ``params`` added to the query it may already have."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=urlencode([*parse_qsl(parts.query), *params.items()])))
 
 
 class OidcProvider:
@@ -196,6 +218,7 @@ class OidcProvider:
         secret = settings.portal_oidc_client_secret
         self.client_secret = secret.get_secret_value() if secret is not None else None
         self.redirect_url = settings.portal_oidc_callback_url
+        self.post_logout_url = settings.portal_oidc_post_logout_url
         self.scopes = settings.portal_oidc_scopes
         self.leeway = settings.auth_leeway_seconds
         self.name = settings.portal_oidc_display_name
@@ -241,6 +264,7 @@ class OidcProvider:
         )
         if not algorithms:
             raise ProviderUnavailable("the provider signs ID tokens with no algorithm accepted")
+        end_session = doc.get("end_session_endpoint")
         metadata = ProviderMetadata(
             issuer=self.issuer,
             authorization_endpoint=str(endpoints[0]),
@@ -248,6 +272,9 @@ class OidcProvider:
             jwks_uri=str(endpoints[2]),
             id_token_algorithms=algorithms,
             token_auth_methods=_strings(doc.get("token_endpoint_auth_methods_supported")),
+            end_session_endpoint=end_session
+            if isinstance(end_session, str) and end_session
+            else None,
         )
         if self._jwks is None or self._jwks.url != metadata.jwks_uri:
             self._jwks = RemoteJWKS(metadata.jwks_uri)
@@ -266,9 +293,19 @@ class OidcProvider:
             "code_challenge": flow.challenge,
             "code_challenge_method": "S256",
         }
-        parts = urlsplit(metadata.authorization_endpoint)
-        query = urlencode([*parse_qsl(parts.query), *params.items()])
-        return urlunsplit(parts._replace(query=query))
+        return _with_query(metadata.authorization_endpoint, params)
+
+    async def end_session_url(self, id_token_hint: str | None) -> str | None:
+        """Where to send the browser to sign out at the provider too (RP-Initiated Logout
+        1.0, section 2), or None when the provider has no end-session endpoint. Without the
+        ID token the provider may ask the user to confirm."""
+        metadata = await self.metadata()
+        if metadata.end_session_endpoint is None:
+            return None
+        params = {"client_id": self.client_id, "post_logout_redirect_uri": self.post_logout_url}
+        if id_token_hint:
+            params = {"id_token_hint": id_token_hint, **params}
+        return _with_query(metadata.end_session_endpoint, params)
 
     async def exchange_code(self, code: str, verifier: str) -> TokenResponse:
         """The token request of RFC 6749 4.1.3 with the PKCE ``code_verifier``."""
@@ -373,6 +410,45 @@ def oidc_provider(request: Request) -> OidcProvider:
         provider = OidcProvider(settings)
         request.app.state.portal_oidc = provider
     return provider
+
+
+# ------------------------------------------------------------------ the ID token for logout
+
+
+def _session_binding(session_token: str) -> str:
+    return hashlib.sha256(b"linegate-portal-logout:" + session_token.encode()).hexdigest()
+
+
+def seal_logout_hint(
+    signer: PortalSessionSigner, id_token: str, *, session_token: str, ttl_seconds: int
+) -> str | None:
+    """The logout-hint cookie's value: the ID token encrypted and bound to the portal session
+    it came with; None when it would not fit in a cookie (sign-out then goes without it)."""
+    value = signer.encrypt(
+        LOGOUT_HINT_AUDIENCE,
+        {"id_token": id_token, "session": _session_binding(session_token)},
+        ttl_seconds=ttl_seconds,
+    )
+    return value if len(LOGOUT_HINT_COOKIE) + 1 + len(value) <= MAX_COOKIE_BYTES else None
+
+
+def open_logout_hint(
+    signer: PortalSessionSigner, cookie: str | None, *, session_token: str
+) -> str | None:
+    """The ID token the cookie keeps for this session; None if absent, forged, expired or
+    another session's (a hint must name the session being ended)."""
+    if not cookie:
+        return None
+    try:
+        values = signer.decrypt(LOGOUT_HINT_AUDIENCE, cookie)
+    except ValueError:
+        return None
+    bound, id_token = values.get("session"), values.get("id_token")
+    if not isinstance(bound, str) or not isinstance(id_token, str) or not id_token:
+        return None
+    if not hmac.compare_digest(bound.encode(), _session_binding(session_token).encode()):
+        return None
+    return id_token
 
 
 # ---------------------------------------------------------------------- claims to roles

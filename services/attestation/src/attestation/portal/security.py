@@ -17,6 +17,11 @@ signs that session itself: a JWT of :class:`PortalSessionSigner`, with its own k
 and audience (``linegate-portal``), which no API route accepts. It is validated on every
 request like the others and carries the same claims, so a portal session is a portal session
 whichever way it began.
+
+What the browser must keep for the portal but not read (the ID token that RP-initiated logout
+sends back to the provider as ``id_token_hint``) is encrypted as well as authenticated
+(:meth:`PortalSessionSigner.encrypt`: JWE ``dir`` + ``A256GCM``, with a key derived from the
+session key by HKDF, so replicas sharing the key file agree and no second secret is needed).
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import Depends, Request, Response
-from joserfc import jwt
+from joserfc import jwe, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OctKey
 
 from attestation.settings import AttestationSettings
 from linegate.auth import Principal, Role, StaticKeySource, TokenIssuer, TokenValidator
@@ -102,6 +110,9 @@ def csrf_for(token: str, jti: str) -> str:
 
 #: Audience of the sessions the portal signs itself; the API's validator never accepts it.
 SESSION_AUDIENCE = "linegate-portal"
+#: HKDF ``info`` of the encryption key derived from the session key (key separation: the
+#: signing key itself never encrypts).
+ENCRYPTION_KEY_INFO = b"linegate-portal-encryption-v1"
 
 
 class PortalSessionSigner:
@@ -110,11 +121,17 @@ class PortalSessionSigner:
     One ES256 key (``LINEGATE_PORTAL_SESSION_KEY_FILE``): sessions are access-token shaped
     JWTs for :data:`SESSION_AUDIENCE`; :meth:`seal` / :meth:`unseal` sign other short-lived
     values (the OIDC flow's state cookie) for an audience of their own, so neither can stand
-    in for the other.
+    in for the other; :meth:`encrypt` / :meth:`decrypt` do the same for values the browser
+    must not be able to read.
     """
 
     def __init__(self, key: ECKey, *, issuer: str, ttl_seconds: int, leeway: int) -> None:
         self._key = key
+        scalar = key.private_key
+        assert scalar is not None, "the portal session key must be a private key"
+        secret = scalar.private_numbers().private_value.to_bytes(32, "big")
+        derived = HKDF(hashes.SHA256(), 32, salt=None, info=ENCRYPTION_KEY_INFO).derive(secret)
+        self._encryption_key = OctKey.import_key(derived)
         self.issuer = issuer
         self.sessions = TokenIssuer(
             key, issuer=issuer, audience=SESSION_AUDIENCE, ttl_seconds=ttl_seconds
@@ -156,6 +173,36 @@ class PortalSessionSigner:
         except (JoseError, ValueError, binascii.Error) as e:
             raise ValueError(str(e) or type(e).__name__) from e
         return dict(decoded.claims)
+
+    def encrypt(self, audience: str, values: dict[str, str], *, ttl_seconds: int) -> str:
+        """Like :meth:`seal`, but the values are encrypted too (compact JWE)."""
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": audience, "iat": now, "exp": now + ttl_seconds}
+        plaintext = json.dumps({**values, **claims}, separators=(",", ":")).encode()
+        header = {"alg": "dir", "enc": "A256GCM"}
+        return jwe.encrypt_compact(header, plaintext, self._encryption_key)
+
+    def decrypt(self, audience: str, token: str) -> dict[str, Any]:
+        """The values :meth:`encrypt` encrypted for ``audience``; ValueError if forged,
+        changed or expired."""
+        try:
+            decrypted = jwe.decrypt_compact(
+                token, self._encryption_key, algorithms=["dir", "A256GCM"]
+            )
+            claims = json.loads(decrypted.plaintext or b"")
+        except (JoseError, ValueError, binascii.Error) as e:
+            raise ValueError(str(e) or type(e).__name__) from e
+        if not isinstance(claims, dict):  # authentic, so only ever what encrypt() made
+            raise TypeError("the decrypted value is not a JSON object")
+        try:
+            jwt.JWTClaimsRegistry(
+                iss={"essential": True, "value": self.issuer},
+                aud={"essential": True, "value": audience},
+                exp={"essential": True},
+            ).validate(claims)
+        except JoseError as e:
+            raise ValueError(str(e) or type(e).__name__) from e
+        return claims
 
 
 def session_signer(request: Request) -> PortalSessionSigner | None:
