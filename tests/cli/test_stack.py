@@ -78,6 +78,12 @@ def test_up_serves_every_service_and_ctrl_c_leaves_no_process(stack_env, tmp_pat
         keys = httpx.get(f"http://127.0.0.1:{ports['registry']}/v1/signing-keys", timeout=5)
         assert keys.json()["keys"][0]["public_key_pem"].startswith("-----BEGIN PUBLIC KEY")
         assert (tmp_path / "lg" / "demo" / "weld-seam-inspector-2.1.0" / "model.onnx").is_file()
+        # The demo's maintenance team key: tickets are encrypted for it, not withheld.
+        team_key = tmp_path / "lg" / "demo" / "maintenance-team.key.pem"
+        assert team_key.stat().st_mode & 0o077 == 0
+        assert (tmp_path / "lg" / "demo" / "maintenance-team.pub.pem").is_file()
+        assert "encrypted (JWE) for the demo maintenance team's key" in log
+        assert "maintenance tickets are withheld" not in log
         assert (tmp_path / "lg" / "nats" / "jetstream").is_dir()
         assert len(_processes_mentioning(str(tmp_path / "lg"))) >= 1  # nats-server's store dir
         assert "incident routing rules (QA, OT, data science)" in log

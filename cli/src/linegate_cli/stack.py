@@ -25,6 +25,7 @@ from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer
 from linegate.nats_auth import render_server_config, write_server_config
 from linegate.settings import LinegateSettings
+from linegate.signing import load_or_create_private_key, public_key_pem
 from linegate_cli import demo
 
 
@@ -108,14 +109,39 @@ def nats_auth(settings: LinegateSettings) -> NatsAuth:
     return auth
 
 
+MAINTENANCE_KEY_SETTINGS = (
+    "LINEGATE_MAINTENANCE_PUBLIC_KEY",
+    "LINEGATE_MAINTENANCE_PUBLIC_KEY_FILE",
+)
+
+
+def demo_maintenance_key(settings: LinegateSettings) -> Path | None:
+    """For the demo, a maintenance team key pair in ``<data_dir>/demo``, so the predictive
+    maintenance chain's tickets are encrypted (JWE) rather than withheld; ``None`` when the
+    operator configured the team's own public key. The private key stays with the demo's
+    "maintenance team" (that directory), never with a service."""
+    if any(os.environ.get(name) for name in MAINTENANCE_KEY_SETTINGS):
+        return None
+    directory = settings.data_dir / "demo"
+    directory.mkdir(parents=True, exist_ok=True)
+    private = load_or_create_private_key(directory / "maintenance-team.key.pem")
+    public = directory / "maintenance-team.pub.pem"
+    public.write_bytes(public_key_pem(private.public_key()))
+    return public
+
+
 def _spawn(
-    spec: ServiceSpec, settings: LinegateSettings, auth: NatsAuth
+    spec: ServiceSpec,
+    settings: LinegateSettings,
+    auth: NatsAuth,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     url = urlparse(spec.url)
     env = dict(os.environ)
     env.setdefault("LINEGATE_DATA_DIR", str(settings.data_dir))
     env.setdefault("LINEGATE_NATS_URL", settings.nats_url)
     env.update(auth.env())
+    env.update(extra_env or {})
     cmd = [
         sys.executable,
         "-m",
@@ -203,6 +229,10 @@ def run(settings: LinegateSettings, *, wait: bool = True, seed_demo: bool = True
         pid_file=auth.pid_file,
     )
     specs = services(settings)
+    extra_env: dict[str, str] = {}
+    maintenance_key = demo_maintenance_key(settings) if seed_demo else None
+    if maintenance_key is not None:
+        extra_env["LINEGATE_MAINTENANCE_PUBLIC_KEY_FILE"] = str(maintenance_key)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
@@ -210,10 +240,16 @@ def run(settings: LinegateSettings, *, wait: bool = True, seed_demo: bool = True
         nats.start()
         print(f"nats-server (JetStream)  {settings.nats_url}   store {settings.data_dir / 'nats'}")
         for spec in specs:
-            procs[spec.name] = _spawn(spec, settings, auth)
+            procs[spec.name] = _spawn(spec, settings, auth, extra_env)
         if wait:
             _wait_ready(specs, procs, timeout=90)
         _announce(settings, specs, issuer, seed=wait and seed_demo)
+        if maintenance_key is not None:
+            print(
+                "demo data: maintenance tickets are encrypted (JWE) for the demo maintenance"
+                f" team's key {maintenance_key}; its private key:"
+                f" {maintenance_key.with_name('maintenance-team.key.pem')}"
+            )
         print("\nLinegate is up. Press Ctrl-C to stop.", flush=True)
         while True:
             for name, proc in procs.items():
