@@ -31,6 +31,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from attestation.app import create_app
+from attestation.portal.oidc import is_tenant_template
 from attestation.settings import AttestationSettings
 from linegate.auth import Role
 from linegate.embedded import free_port
@@ -59,6 +60,11 @@ SUPPLIER_USER = {
     "realm_access": {"roles": ["lg-supplier"]},
     "supplier": "optivision",
 }
+#: Two Entra ID tenants (directory ids are GUIDs).
+TENANT = "3f2c8e51-7a44-4c0e-9d6b-1b2f3a4c5d6e"
+OTHER_TENANT = "b7e1d2c3-0f9a-4e8b-a1c2-d3e4f5a6b7c8"
+#: Where a multi-tenant provider's discovery lives, as Entra's common endpoint.
+COMMON = "/common/v2.0"
 
 
 @pytest.fixture
@@ -101,6 +107,9 @@ class Provider:
     broken: set[str] = field(default_factory=set)
     #: Whether discovery publishes an end_session_endpoint (read when the portal first asks).
     end_session: bool = True
+    #: Multi-tenant, like Entra ID: discovery under /common/v2.0 names the issuer template
+    #: {url}/{tenantid}/v2.0, and each ID token's iss is the user's own tenant's.
+    multi_tenant: bool = False
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
     #: Every ID token issued, newest last.
@@ -115,11 +124,12 @@ class Provider:
             return JSONResponse({}, status_code=503) if endpoint in self.broken else None
 
         @app.get("/.well-known/openid-configuration")
+        @app.get(COMMON + "/.well-known/openid-configuration")
         async def discovery() -> Any:
             logout = {"end_session_endpoint": f"{self.url}/logout"} if self.end_session else {}
             return unavailable("discovery") or {
                 **logout,
-                "issuer": self.url,
+                "issuer": f"{self.url}/{{tenantid}}/v2.0" if self.multi_tenant else self.url,
                 "authorization_endpoint": f"{self.url}/authorize",
                 "token_endpoint": f"{self.url}/token",
                 "jwks_uri": f"{self.url}/jwks",
@@ -206,6 +216,8 @@ class Provider:
                 "at_hash": base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode(),
                 **grant["user"],
             }
+            if self.multi_tenant:
+                claims["iss"] = f"{self.url}/{claims.get('tid')}/v2.0"
             if self.tamper:
                 self.tamper(claims)
             key = self.sign_with or self.key
@@ -271,21 +283,24 @@ class Portal:
 
 
 @pytest.fixture
-async def portal(settings_factory, service_client, mint_token, serve_http, idp_keys):
-    provider = Provider(key=idp_keys[0])
+async def portal(request, settings_factory, service_client, mint_token, serve_http, idp_keys):
+    """The portal against the loopback provider. ``indirect`` parametrization overrides
+    settings; ``multi_tenant`` makes the provider Entra-like (configured as ``.../common/v2.0``)."""
+    overrides: dict[str, Any] = dict(getattr(request, "param", {}))
+    provider = Provider(key=idp_keys[0], multi_tenant=overrides.pop("multi_tenant", False))
     provider.url = serve_http(provider.app())
-    settings = settings_factory(
-        AttestationSettings,
-        portal_oidc_issuer=provider.url,
-        portal_oidc_client_id=CLIENT_ID,
-        portal_oidc_client_secret=CLIENT_SECRET,
-        portal_oidc_redirect_url=REDIRECT,
-        portal_oidc_post_logout_redirect_url=POST_LOGOUT,
-        portal_oidc_provider_name="Keycloak",
-        portal_oidc_roles_claim="realm_access.roles",
-        portal_oidc_role_map=ROLE_MAP,
-        portal_oidc_subject_claim="email",
-    )
+    values: dict[str, Any] = {
+        "portal_oidc_issuer": provider.url + (COMMON if provider.multi_tenant else ""),
+        "portal_oidc_client_id": CLIENT_ID,
+        "portal_oidc_client_secret": CLIENT_SECRET,
+        "portal_oidc_redirect_url": REDIRECT,
+        "portal_oidc_post_logout_redirect_url": POST_LOGOUT,
+        "portal_oidc_provider_name": "Keycloak",
+        "portal_oidc_roles_claim": "realm_access.roles",
+        "portal_oidc_role_map": ROLE_MAP,
+        "portal_oidc_subject_claim": "email",
+    }
+    settings = settings_factory(AttestationSettings, **{**values, **overrides})
     app = create_app(settings)
     async with service_client(app) as client:
         yield Portal(Stack(client=client, app=app, mint=mint_token), provider)
@@ -478,6 +493,94 @@ async def test_without_an_end_session_endpoint_sign_out_stays_local(portal):
     assert not portal.provider.logouts
 
 
+# ------------------------------------------------------------------ multi-tenant issuer
+
+ENTRA_LIKE = {"multi_tenant": True, "portal_oidc_allowed_tenants": [TENANT]}
+
+
+@pytest.mark.parametrize("portal", [ENTRA_LIKE], indirect=True)
+async def test_a_multi_tenant_provider_signs_in_only_allowed_tenants(portal, caplog):
+    caplog.set_level(logging.INFO, logger="attestation.portal")
+    provider = portal.provider
+    async with portal.browser() as web:
+        provider.user = {**PROCUREMENT_USER, "tid": TENANT}
+        r = await portal.sign_in(web)
+        assert r.status_code == 200, r.text
+        assert "petra@plant.example" in r.text
+        claims = jwt.decode(provider.id_tokens[-1], provider.key).claims
+        assert claims["iss"] == f"{provider.url}/{TENANT}/v2.0"
+        record = next(r for r in caplog.records if r.msg.startswith("portal OIDC sign-in:"))
+        assert record.id_token_issuer == claims["iss"]
+
+    cases: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], None] | None, str]] = {
+        # Another tenant's user, with that tenant's own, correctly signed issuer.
+        "another tenant": ({"tid": OTHER_TENANT}, None, f"tenant '{OTHER_TENANT}' is not"),
+        "no tenant": ({}, None, "no 'tid' claim"),
+        # An allowed tid does not make another tenant's issuer good.
+        "tid and iss disagree": (
+            {"tid": TENANT},
+            lambda c: c.update(iss=f"{provider.url}/{OTHER_TENANT}/v2.0"),
+            "iss",
+        ),
+        # Nor is the template itself an issuer.
+        "the template as issuer": (
+            {"tid": TENANT},
+            lambda c: c.update(iss=f"{provider.url}/{{tenantid}}/v2.0"),
+            "iss",
+        ),
+    }
+    for case, (tenant, tamper, reason) in cases.items():
+        provider.user, provider.tamper = {**PROCUREMENT_USER, **tenant}, tamper
+        async with portal.browser() as web:
+            r = await portal.sign_in(web)
+            refused(r, 401, "the ID token was refused")
+            assert reason in html.unescape(r.text), (case, r.text)
+
+
+@pytest.mark.parametrize("portal", [{"multi_tenant": True}], indirect=True)
+async def test_a_multi_tenant_provider_is_refused_without_allowed_tenants(portal):
+    portal.provider.user = {**PROCUREMENT_USER, "tid": TENANT}
+    async with portal.browser() as web:
+        r = await web.get("/portal/login/oidc")
+        refused(r, 502, "multi-tenant issuer template")
+        assert "LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS" in r.text
+        refused(await web.get("/portal/login/oidc/callback?code=x&state=y"), 400, "no sign-in")
+
+
+@pytest.mark.parametrize(
+    "portal", [{"portal_oidc_allowed_tenants": [TENANT, "contoso"]}], indirect=True
+)
+async def test_allowed_tenants_confine_a_single_tenant_provider_too(portal):
+    provider = portal.provider
+    async with portal.browser() as web:
+        provider.user = {**PROCUREMENT_USER, "tid": "contoso"}
+        assert (await portal.sign_in(web)).status_code == 200
+        provider.user = {**PROCUREMENT_USER, "tid": OTHER_TENANT}
+        refused(await portal.sign_in(web), 401, "is not among the tenants allowed")
+        # The issuer is still matched exactly: a tenant id does not change it.
+        provider.user = {**PROCUREMENT_USER, "tid": TENANT}
+        provider.tamper = lambda c: c.update(iss=f"{provider.url}/{TENANT}/v2.0")
+        refused(await portal.sign_in(web), 401, "iss")
+
+
+def test_an_issuer_template_must_be_the_configured_issuer_with_a_tenant_segment():
+    common = "https://login.microsoftonline.com/common/v2.0"
+    template = "https://login.microsoftonline.com/{tenantid}/v2.0"
+    assert is_tenant_template(template, common)
+    assert is_tenant_template(template, "https://login.microsoftonline.com/organizations/v2.0")
+    for published in (
+        "https://evil.example/{tenantid}/v2.0",  # another host
+        "http://login.microsoftonline.com/{tenantid}/v2.0",  # another scheme
+        "https://login.microsoftonline.com/{tenantid}/v1.0",  # more than the tenant differs
+        "https://login.microsoftonline.com/{tenantid}/{tenantid}",
+        "https://login.microsoftonline.com/{tenantid}/v2.0/extra",
+        "https://login.microsoftonline.com/{tenantid}/v2.0?x=1",
+        "https://login.microsoftonline.com/x{tenantid}/v2.0",  # not the whole segment
+        common,
+    ):
+        assert not is_tenant_template(published, common), published
+
+
 # ---------------------------------------------------------------------------- refusals
 
 
@@ -642,6 +745,12 @@ def test_settings_refuse_an_incomplete_or_unsafe_provider():
             portal_oidc_client_id="c",
             portal_oidc_post_logout_redirect_url="http://lg.example/portal/login",
         )
+    with pytest.raises(ValueError, match="is not a tenant id"):
+        AttestationSettings(
+            portal_oidc_issuer="https://idp.example",
+            portal_oidc_client_id="c",
+            portal_oidc_allowed_tenants=["../other"],
+        )
     defaults = AttestationSettings(
         attestation_url="https://lg.example",
         portal_oidc_issuer="https://idp.example",
@@ -651,6 +760,18 @@ def test_settings_refuse_an_incomplete_or_unsafe_provider():
         r"https://lg\.example/portal/login/oidc/callback", defaults.portal_oidc_callback_url
     )
     assert defaults.portal_oidc_post_logout_url == "https://lg.example/portal/login"
+    assert defaults.portal_oidc_allowed_tenants == []
+
+
+@pytest.mark.parametrize(
+    "value", [f"{TENANT}, contoso", f"{TENANT} contoso", f'["{TENANT}", "contoso"]']
+)
+def test_allowed_tenants_are_read_from_the_environment(monkeypatch, value):
+    monkeypatch.setenv("LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS", value)
+    settings = AttestationSettings(
+        portal_oidc_issuer="https://idp.example", portal_oidc_client_id="c"
+    )
+    assert settings.portal_oidc_allowed_tenants == [TENANT, "contoso"]
 
 
 # ------------------------------------------------------------------------- stylesheet

@@ -1,16 +1,21 @@
 """Settings of the attestation service (``LINEGATE_*`` environment variables)."""
 
+import json
+import re
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from linegate.roles import Role
 from linegate.settings import Environment, LinegateSettings
 
 #: Roles a person may get from the OIDC provider's claims (a device is never a person).
 OIDC_GRANTABLE_ROLES = frozenset(Role) - {Role.DEVICE}
+#: A tenant id substituted into an issuer URL: one plain path segment (Entra's are GUIDs).
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class AttestationSettings(LinegateSettings):
@@ -75,9 +80,26 @@ class AttestationSettings(LinegateSettings):
     #: ``post_logout_redirect_uri``); default ``{attestation_url}/portal/login``. Register
     #: exactly this at the provider.
     portal_oidc_post_logout_redirect_url: str | None = None
+    #: Tenants whose users may sign in through a multi-tenant provider (opt-in). Entra ID's
+    #: ``https://login.microsoftonline.com/common/v2.0`` publishes the issuer
+    #: ``https://login.microsoftonline.com/{tenantid}/v2.0``: with this list an ID token's
+    #: ``iss`` must be that template with the token's own ``tid`` in it, and ``tid`` one of
+    #: these. Empty = the issuer must match exactly (a templated one is refused). Comma- or
+    #: space-separated in the environment, or a JSON list.
+    portal_oidc_allowed_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: PEM key (ES256) signing the portal's OIDC sessions and sign-in state cookies; default
     #: ``<data_dir>/keys/portal-session.pem``, made on first use. Replicas share one file.
     portal_session_key_file: Path | None = None
+
+    @field_validator("portal_oidc_allowed_tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [t for t in re.split(r"[\s,]+", text) if t]
+        return value
 
     @property
     def portal_oidc_enabled(self) -> bool:
@@ -114,6 +136,12 @@ class AttestationSettings(LinegateSettings):
             problems.append("LINEGATE_PORTAL_OIDC_CLIENT_ID is required with an issuer")
         if "openid" not in self.portal_oidc_scopes.split():
             problems.append("LINEGATE_PORTAL_OIDC_SCOPES must include openid")
+        for tenant in self.portal_oidc_allowed_tenants:
+            if not TENANT_ID.fullmatch(tenant):
+                problems.append(
+                    f"LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS: {tenant!r} is not a tenant id "
+                    "(letters, digits, '.', '_', '-')"
+                )
         for group, roles in self.portal_oidc_role_map.items():
             if not set(roles) <= OIDC_GRANTABLE_ROLES:
                 problems.append(f"LINEGATE_PORTAL_OIDC_ROLE_MAP[{group!r}]: a person is no device")

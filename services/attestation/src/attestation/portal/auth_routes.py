@@ -229,6 +229,7 @@ async def login_oidc_callback(
         identity.subject,
         extra={
             "issuer": provider.issuer,
+            "id_token_issuer": claims.get("iss"),  # differs for a multi-tenant provider
             "subject": identity.subject,
             "roles": sorted(identity.roles),
             "tenant": identity.tenant,

@@ -17,10 +17,15 @@ encrypted, bound to the portal session it came with, and sent only to ``/portal/
 the session cookie every page receives stays small.
 
 The provider's discovery document and JWKS are fetched from the configured issuer and
-cached. Claim checks are Authlib's (:class:`authlib.oidc.core.CodeIDToken`), JOSE is
-``joserfc`` as everywhere in Linegate. Every failure is an :class:`OidcError` with the HTTP
-status the portal answers with (400 flow, 401 provider refusal or bad token, 403 no role,
-502 provider unreachable), never a 500.
+cached. A multi-tenant provider (Entra ID's ``.../common/v2.0``) publishes an issuer template
+(``.../{tenantid}/v2.0``); it is accepted only with ``LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS``,
+and then each ID token's ``iss`` must be the template with the token's own ``tid`` in it and
+``tid`` one of the allowed tenants (:meth:`OidcProvider.expected_issuer`).
+
+Claim checks are Authlib's (:class:`authlib.oidc.core.CodeIDToken`), JOSE is ``joserfc`` as
+everywhere in Linegate. Every failure is an :class:`OidcError` with the HTTP status the
+portal answers with (400 flow, 401 provider refusal or bad token, 403 no role, 502 provider
+unreachable), never a 500.
 
 Example::
 
@@ -74,6 +79,8 @@ LOGOUT_HINT_AUDIENCE = "linegate-portal-logout-hint"
 #: Browsers keep a cookie's name and value up to 4096 bytes; the rest is for the attributes.
 MAX_COOKIE_BYTES = 4000
 HTTP_TIMEOUT_SECONDS = 10.0
+#: The placeholder a multi-tenant provider's discovery document puts in its issuer.
+TENANT_PLACEHOLDER = "{tenantid}"
 
 
 class OidcError(LinegateError):
@@ -178,6 +185,7 @@ class SignInFlow:
 class ProviderMetadata:
     """The parts of the discovery document the portal uses."""
 
+    #: The configured issuer, or the template a multi-tenant provider publishes.
     issuer: str
     authorization_endpoint: str
     token_endpoint: str
@@ -186,6 +194,10 @@ class ProviderMetadata:
     token_auth_methods: tuple[str, ...]
     #: RP-Initiated Logout 1.0; None when the provider publishes none.
     end_session_endpoint: str | None = None
+
+    @property
+    def issuer_is_template(self) -> bool:
+        return TENANT_PLACEHOLDER in self.issuer
 
 
 @dataclass(frozen=True)
@@ -196,6 +208,22 @@ class TokenResponse:
 
 def _strings(value: object) -> tuple[str, ...]:
     return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def is_tenant_template(published: str, configured: str) -> bool:
+    """Whether ``published`` is ``configured`` with exactly one path segment replaced by
+    ``{tenantid}`` (``.../common/v2.0`` -> ``.../{tenantid}/v2.0``): the one shape of issuer
+    template accepted, so the template still names the provider that was configured."""
+    pub, conf = urlsplit(published), urlsplit(configured)
+    if (pub.scheme, pub.netloc, pub.query, pub.fragment) != (conf.scheme, conf.netloc, "", ""):
+        return False
+    if conf.query or conf.fragment or published.count(TENANT_PLACEHOLDER) != 1:
+        return False
+    pub_parts, conf_parts = pub.path.split("/"), conf.path.split("/")
+    if len(pub_parts) != len(conf_parts):
+        return False
+    differ = [(p, c) for p, c in zip(pub_parts, conf_parts, strict=True) if p != c]
+    return len(differ) == 1 and differ[0][0] == TENANT_PLACEHOLDER
 
 
 def _with_query(url: str, params: dict[str, str]) -> str:
@@ -222,6 +250,7 @@ class OidcProvider:
         self.scopes = settings.portal_oidc_scopes
         self.leeway = settings.auth_leeway_seconds
         self.name = settings.portal_oidc_display_name
+        self.allowed_tenants = frozenset(settings.portal_oidc_allowed_tenants)
         self._metadata: ProviderMetadata | None = None
         self._fetched_at = 0.0
         self._jwks: RemoteJWKS | None = None
@@ -245,12 +274,24 @@ class OidcProvider:
             return self._metadata
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         doc = await self._get_json(url, "discovery document")
-        # Discovery 4.3: the document must name the issuer we asked (mix-up defence).
-        if doc.get("issuer") != self.issuer:
-            raise ProviderUnavailable(
-                f"the discovery document names issuer {doc.get('issuer')!r}, "
-                f"not the configured {self.issuer!r}"
-            )
+        # Discovery 4.3: the document must name the issuer we asked (mix-up defence), or,
+        # for a multi-tenant provider the operator opted in to, its template.
+        published = doc.get("issuer")
+        issuer = self.issuer
+        if published != self.issuer:
+            templated = isinstance(published, str) and is_tenant_template(published, self.issuer)
+            if not templated:
+                raise ProviderUnavailable(
+                    f"the discovery document names issuer {published!r}, "
+                    f"not the configured {self.issuer!r}"
+                )
+            if not self.allowed_tenants:
+                raise ProviderUnavailable(
+                    f"the discovery document names the multi-tenant issuer template "
+                    f"{published!r}: set LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS to the tenants "
+                    "whose users may sign in"
+                )
+            issuer = str(published)
         endpoints = [doc.get(k) for k in ("authorization_endpoint", "token_endpoint", "jwks_uri")]
         if not all(isinstance(e, str) and e for e in endpoints):
             raise ProviderUnavailable("the discovery document lacks an endpoint the flow needs")
@@ -266,7 +307,7 @@ class OidcProvider:
             raise ProviderUnavailable("the provider signs ID tokens with no algorithm accepted")
         end_session = doc.get("end_session_endpoint")
         metadata = ProviderMetadata(
-            issuer=self.issuer,
+            issuer=issuer,
             authorization_endpoint=str(endpoints[0]),
             token_endpoint=str(endpoints[1]),
             jwks_uri=str(endpoints[2]),
@@ -383,11 +424,12 @@ class OidcProvider:
                 decoded = jwt.decode(id_token, fresh, algorithms=algorithms)
         except (JoseError, ValueError) as e:
             raise IdTokenInvalid(f"the ID token's signature does not verify: {e}") from e
+        issuer = self.expected_issuer(metadata, decoded.claims)
         claims = CodeIDToken(
             decoded.claims,
             decoded.header,
             {
-                "iss": {"essential": True, "value": self.issuer},
+                "iss": {"essential": True, "value": issuer},
                 "aud": {"essential": True, "value": self.client_id},
                 "nonce": {"essential": True, "value": nonce},
             },
@@ -398,6 +440,23 @@ class OidcProvider:
         except JoseError as e:
             raise IdTokenInvalid(f"the ID token was refused: {e.description or e.error}") from e
         return dict(claims)
+
+    def expected_issuer(self, metadata: ProviderMetadata, claims: dict[str, Any]) -> str:
+        """The ``iss`` this (signature-checked) ID token must carry. With allowed tenants its
+        ``tid`` must be one of them, and a templated issuer is filled in with that ``tid``
+        (never with anything the allow-list did not name)."""
+        if not self.allowed_tenants:
+            return metadata.issuer
+        tid = claims.get("tid")
+        if not isinstance(tid, str) or tid not in self.allowed_tenants:
+            shown = repr(tid) if isinstance(tid, str) else "no 'tid' claim"
+            raise IdTokenInvalid(
+                f"the ID token was refused: tenant {shown} is not among the tenants allowed "
+                "to sign in here (LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS)"
+            )
+        if metadata.issuer_is_template:
+            return metadata.issuer.replace(TENANT_PLACEHOLDER, tid)
+        return metadata.issuer
 
 
 def oidc_provider(request: Request) -> OidcProvider:
