@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel, col, select
+from nats.js import JetStreamContext
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from linegate.db import Database
@@ -91,9 +92,13 @@ class OutboxRelay:
         self.nats = nats
         self.poll_interval = poll_interval
         self.batch = batch
+        #: Seconds to wait for JetStream's acknowledgements of one batch.
+        self.publish_timeout = 5.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._js: JetStreamContext | None = None
+        self._js_nc: object = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -140,25 +145,12 @@ class OutboxRelay:
         sent = 0
         while True:
             async with self.db.session() as session:
-                stmt: Any = (
-                    select(OutboxMessage)
-                    .where(col(OutboxMessage.sent_at).is_(None))
-                    .order_by(col(OutboxMessage.id))
-                    .limit(self.batch)
-                )
-                if not self.db.is_sqlite:
-                    stmt = stmt.with_for_update(skip_locked=True)
-                rows = list((await session.exec(stmt)).all())
-                for row in rows:
-                    await self.nats.js.publish(
-                        row.subject,
-                        row.body.encode(),
-                        timeout=5,
-                        headers={"Nats-Msg-Id": row.event_id, "Linegate-Event": row.event_type},
-                    )
-                    row.sent_at = datetime.now(UTC)
-                    session.add(row)
-                    sent += 1
+                rows = (
+                    await session.exec(_pending(self.batch).with_for_update(skip_locked=True))
+                ).all()
+                published = await self._publish(rows)
+                await _mark_sent(session, published)
+                sent += len(published)
             if len(rows) < self.batch:
                 return sent
 
@@ -171,35 +163,93 @@ class OutboxRelay:
         sent = 0
         while True:
             async with self.db.session() as session:
-                stmt = (
-                    select(OutboxMessage)
-                    .where(col(OutboxMessage.sent_at).is_(None))
-                    .order_by(col(OutboxMessage.id))
-                    .limit(self.batch)
-                )
-                rows = list((await session.exec(stmt)).all())
+                rows = (await session.exec(_pending(self.batch))).all()
             published: list[int] = []
             try:
-                for row in rows:
-                    await self.nats.js.publish(
-                        row.subject,
-                        row.body.encode(),
-                        timeout=5,
-                        headers={"Nats-Msg-Id": row.event_id, "Linegate-Event": row.event_type},
-                    )
-                    assert row.id is not None
-                    published.append(row.id)
+                published = await self._publish(rows)
             finally:
                 if published:
                     async with self.db.session() as session:
-                        await session.exec(
-                            sa.update(OutboxMessage)
-                            .where(col(OutboxMessage.id).in_(published))
-                            .values(sent_at=datetime.now(UTC))
-                        )
+                        await _mark_sent(session, published)
                     sent += len(published)
             if len(rows) < self.batch:
                 return sent
+
+    async def _publish(self, rows: Sequence[Any]) -> list[int]:
+        """Publish ``rows`` (id, subject, body, event_id, event_type) in order, without waiting
+        for one acknowledgement before sending the next; returns the ids JetStream acknowledged,
+        and raises the first failure once every acknowledgement is in (or has timed out)."""
+        if not rows:
+            return []
+        js = self._jetstream()
+        acks: list[asyncio.Future[Any]] = []
+        failure: BaseException | None = None
+        try:
+            # Sent one after another on the one connection: JetStream stores them in order.
+            for row in rows:
+                acks.append(
+                    await js.publish_async(
+                        row.subject,
+                        row.body.encode(),
+                        headers={"Nats-Msg-Id": row.event_id, "Linegate-Event": row.event_type},
+                    )
+                )
+            async with asyncio.timeout(self.publish_timeout):
+                await asyncio.wait(acks)
+        except Exception as e:  # noqa: BLE001 - re-raised below, after what was acknowledged
+            failure = e
+        published: list[int] = []
+        for row, ack in zip(rows, acks, strict=False):
+            if not ack.done():
+                ack.cancel()  # timed out: retried at the next flush
+            elif ack.cancelled():
+                pass
+            elif (error := ack.exception()) is not None:
+                failure = failure or error
+            else:
+                published.append(int(row.id))
+        if failure is not None and not published:
+            raise failure
+        if failure is not None:
+            log.warning(
+                "outbox: %d of %d events not published (%s); will retry",
+                len(rows) - len(published),
+                len(rows),
+                failure,
+            )
+        return published
+
+    def _jetstream(self) -> JetStreamContext:
+        # One context per connection: publish_async's acknowledgements arrive on an inbox
+        # subscription the context makes once (``NatsClient.js`` builds a new context).
+        nc = self.nats.nc
+        if self._js is None or self._js_nc is not nc:
+            self._js, self._js_nc = nc.jetstream(), nc
+        return self._js
+
+
+def _pending(limit: int) -> Any:
+    table = _table()
+    return (
+        sa.select(table.c.id, table.c.subject, table.c.body, table.c.event_id, table.c.event_type)
+        .where(table.c.sent_at.is_(None))
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+
+
+async def _mark_sent(session: AsyncSession, ids: list[int]) -> None:
+    if ids:
+        table = _table()
+        await session.exec(
+            sa.update(table).where(table.c.id.in_(ids)).values(sent_at=datetime.now(UTC))
+        )
+
+
+def _table() -> sa.Table:
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)
+    return table
 
 
 def create_outbox_table(op: Any) -> None:
