@@ -31,7 +31,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -69,9 +69,37 @@ class Upload:
         return "sha256:" + hashlib.sha256(self.data).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedAttestation:
+    """An upload this process has just recorded: the row as inserted (the columns of
+    :class:`Attestation`), kept as plain values since building and tracking an ORM object per
+    upload costs more than inserting it."""
+
+    id: str
+    supplier_id: str
+    status: str
+    verified: bool
+    content_type: str
+    envelope: str
+    raw_digest: str
+    raw_size: int
+    predicate_type: str | None
+    predicate_kind: str | None
+    recognised: bool
+    signer: str | None
+    subjects: list[dict[str, Any]]
+    summary: dict[str, Any]
+    reasons: list[str]
+    issued_at: datetime | None
+    expires_at: datetime | None
+    created_at: datetime
+    uploaded_by: str
+
+
 @dataclass(frozen=True)
 class IngestResult:
-    attestation: Attestation
+    #: The new record, or the earlier one (as stored) when the same bytes came before.
+    attestation: Attestation | RecordedAttestation
     created: bool
     malformed: bool = False
 
@@ -215,6 +243,9 @@ class Ingestor:
         stopping = False
         while not stopping:
             item = await self._queue.get()
+            # One turn of the loop (no timer): uploads verified in the same turn as the one
+            # that woke the writer join this batch instead of starting the next.
+            await asyncio.sleep(0)
             batch: list[_Pending] = []
             while True:
                 if item is _STOP:
@@ -258,21 +289,22 @@ class Ingestor:
                     pending.version = version
                     pending.outcome = await self._verify(pending.upload, pending.trust)
             attestations = AttestationRepository(session)
-            earlier = await attestations.by_raw_digests(
-                (p.supplier_id, p.upload.digest) for p in batch
+            earlier: dict[tuple[str, str], Attestation | RecordedAttestation] = dict(
+                await attestations.by_raw_digests((p.supplier_id, p.upload.digest) for p in batch)
             )
             results: list[IngestResult] = []
             rows: list[dict[str, Any]] = []
             blobs: dict[str, dict[str, Any]] = {}
             subjects: dict[tuple[str, str, str], dict[str, Any]] = {}
-            new: list[tuple[_Pending, Attestation]] = []
+            audit: list[AuditRecord] = []
+            events: list[tuple[str, EventV1]] = []
             for pending in batch:
                 key = (pending.supplier_id, pending.upload.digest)
                 if key in earlier:
                     results.append(IngestResult(earlier[key], created=False))
                     continue
                 row = _row(pending)
-                record = Attestation(**row)
+                record = RecordedAttestation(**row)
                 earlier[key] = record  # the same bytes again later in this batch
                 rows.append(row)
                 blobs.setdefault(
@@ -294,26 +326,24 @@ class Ingestor:
                                 "name": subject["name"],
                             },
                         )
-                new.append((pending, record))
+                audit.append(
+                    AuditRecord(
+                        actor=pending.actor.actor,
+                        action=f"attestation.{record.status}",
+                        subject=record.id,
+                        reason="; ".join(record.reasons) or None,
+                        # The digest of the uploaded bytes, as payload=upload.data would give.
+                        payload_digest=pending.upload.digest,
+                    )
+                )
+                events.append(_event(pending, record))
                 results.append(
                     IngestResult(record, created=True, malformed=pending.outcome.malformed)
                 )
             await attestations.add_many(rows, list(blobs.values()), list(subjects.values()))
             # One chained entry per upload, appended with one head read and one insert.
-            await self.audit.append_many(
-                session,
-                [
-                    AuditRecord(
-                        actor=pending.actor.actor,
-                        action=f"attestation.{record.status}",
-                        subject=record.id,
-                        payload=pending.upload.data,
-                        reason="; ".join(record.reasons) or None,
-                    )
-                    for pending, record in new
-                ],
-            )
-            await enqueue_many(session, [_event(pending, record) for pending, record in new])
+            await self.audit.append_many(session, audit)
+            await enqueue_many(session, events)
         return results
 
 
@@ -354,7 +384,7 @@ def _row(pending: _Pending) -> dict[str, Any]:
     }
 
 
-def _event(pending: _Pending, record: Attestation) -> tuple[str, EventV1]:
+def _event(pending: _Pending, record: RecordedAttestation) -> tuple[str, EventV1]:
     if record.status == "rejected":
         return Subjects.ATTESTATION_REJECTED, AttestationRejectedV1(
             attestation_id=record.id,

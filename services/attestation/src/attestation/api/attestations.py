@@ -4,7 +4,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 
 from attestation.deps import (
     AttestationRepositoryDep,
@@ -15,7 +14,7 @@ from attestation.deps import (
     tenant_of,
 )
 from attestation.errors import AttestationNotFound
-from attestation.ingest import Upload
+from attestation.ingest import RecordedAttestation, Upload
 from attestation.models import Attestation
 from attestation.schemas import (
     AttestationPage,
@@ -37,7 +36,7 @@ router = APIRouter(tags=["attestations"])
 # -------------------------------------------------------------------------- attestations
 
 
-def _read(a: Attestation) -> AttestationRead:
+def _read(a: Attestation | RecordedAttestation) -> AttestationRead:
     return AttestationRead(
         id=a.id,
         status=a.status,
@@ -117,7 +116,6 @@ async def upload_attestation(
         Upload(normalised, data), supplier_id=supplier_id, actor=principal
     )
     record = result.attestation
-    body = _read(record).model_dump(mode="json")
     if record.status == "rejected":
         # The rejection is already recorded (committed by the service with its audit entry).
         return problem_response(
@@ -129,8 +127,12 @@ async def upload_attestation(
             extra={"id": record.id, "reasons": record.reasons, "supplier": record.supplier_id},
         )
     code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-    return JSONResponse(
-        body, status_code=code, headers={"Location": f"/v1/attestations/{record.id}"}
+    # Serialised by pydantic in one step (the same JSON as JSONResponse of model_dump).
+    return Response(
+        _read(record).model_dump_json(),
+        status_code=code,
+        media_type="application/json",
+        headers={"Location": f"/v1/attestations/{record.id}"},
     )
 
 
