@@ -301,7 +301,7 @@ async def _end_session_url(request: Request, session: PortalSession) -> str | No
             extra={
                 "issuer": provider.issuer,
                 "subject": session.principal.subject,
-                "id_token_hint": id_token is not None,
+                "with_id_token_hint": id_token is not None,
             },
         )
     return url
