@@ -465,6 +465,29 @@ async def test_a_logout_hint_of_another_session_is_not_sent(portal):
             assert (await portal.sign_in(web)).status_code == 200
 
 
+async def test_an_id_token_too_large_for_a_cookie_is_not_kept(portal, caplog):
+    caplog.set_level(logging.WARNING, logger="attestation.portal")
+    # Entra and Okta put every group in the token; 150 of them is no cookie any more.
+    groups = [f"plant-group-{i:04d}-{secrets.token_hex(4)}" for i in range(150)]
+    portal.provider.user = {**PROCUREMENT_USER, "groups": groups}
+    async with portal.browser() as web:
+        r = await portal.sign_in(web)
+        assert r.status_code == 200, r.text
+        assert len(portal.provider.id_tokens[-1]) > 4096
+        assert "linegate_portal_logout" not in web.cookies
+        assert any("too large to keep for sign-out" in m for m in caplog.messages)
+        page = await web.get("/portal/suppliers")
+        out = await web.post("/portal/logout", data={"csrf": csrf_of(page)})
+        match = REFRESH.search(out.text)
+        assert match, out.text
+        query = parse_qs(urlsplit(html.unescape(match.group(1))).query)
+        assert query == {"client_id": [CLIENT_ID], "post_logout_redirect_uri": [POST_LOGOUT]}
+        async with httpx.AsyncClient() as idp:
+            back = await idp.get(html.unescape(match.group(1)))
+        assert back.status_code == 302
+    assert portal.provider.logouts == [{"sub": None, "id_token_hint": None}]
+
+
 async def test_other_sessions_sign_out_of_the_portal_only(portal):
     async with portal.browser() as web:
         # A pasted token (development): not a session of the provider, whatever it publishes.
