@@ -6,6 +6,7 @@ database, the revisions real agents report holding do the same."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -370,3 +371,34 @@ async def test_revisions_stay_above_what_devices_hold_when_the_bucket_is_lost_to
             ]
     finally:
         await devices.close()
+
+
+async def test_a_stale_publish_never_overwrites_a_newer_desired_state(
+    settings_factory: Any, service_client: Any, mint_token: Any
+) -> None:
+    # A re-publish that read the database before a change committed writes what it read
+    # after the change was published: the bucket must keep the newer document.
+    settings = settings_factory(GatewaySettings)
+    async with life_of(settings, service_client, mint_token)() as (client, gw):
+        await assign(client, mint_token, "cam-3-1", "first")
+        kv = await distribution.desired_bucket(gw)
+        first = await kv.get("cam-3-1")
+        await assign(client, mint_token, "cam-3-1", "second")
+        assert await published(gw, "cam-3-1") == 2
+
+        older = first.value.decode()
+        assert not await distribution._put_unless_newer(gw, kv, "cam-3-1", 1, older)
+        assert await published(gw, "cam-3-1") == 2
+        # The same revision re-signed (a fresh expiry) is written.
+        again = (await kv.get("cam-3-1")).value.decode()
+        assert await distribution._put_unless_newer(gw, kv, "cam-3-1", 2, again)
+
+        # A document the gateway did not sign cannot hold it back, whatever it claims.
+        forged = {"signed": {"x-linegate-release": {"device": {"id": "cam-3-1", "revision": 99}}}}
+        await kv.put("cam-3-1", json.dumps(forged).encode())
+        await distribution.publish_desired(gw, ["cam-3-1"])
+        assert await published(gw, "cam-3-1") == 2
+        # And a deleted key is created again.
+        await kv.delete("cam-3-1")
+        await distribution.publish_desired(gw, ["cam-3-1"])
+        assert await published(gw, "cam-3-1") == 2

@@ -54,7 +54,12 @@ from typing import Any
 
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -465,8 +470,57 @@ async def publish_desired(gw: Gateway, device_ids: Sequence[str] | None = None) 
             # device refuses every override: nobody's training can be checked.
             competence=roster_block(rosters.get(release.model)),
         )
-        await kv.put(desired.device_id, metadata.encode())
+        await _put_unless_newer(gw, kv, desired.device_id, max(1, desired.revision), metadata)
     return len(rows)
+
+
+async def _put_unless_newer(gw: Gateway, kv: Any, device_id: str, revision: int, doc: str) -> bool:
+    """Write ``doc`` (at ``revision``) as ``device_id``'s desired state unless the bucket
+    already holds a newer document the gateway signed: two publishes racing (a start-up or
+    periodic re-publish read the database before a change committed and published) must not
+    leave the older one last, where a device that has not fetched yet would install it and
+    then wait for the next change. Compare-and-set on the entry's sequence, so nothing lands
+    between the check and the write. An equal revision is written: the same state re-signed
+    with a fresh expiry or roster."""
+    for _ in range(10):
+        try:
+            entry = await kv.get(device_id)
+        except (KeyNotFoundError, KeyDeletedError):
+            entry = None
+        if entry is None or not entry.value:
+            try:
+                await kv.create(device_id, doc.encode())
+                return True
+            except KeyWrongLastSequenceError:
+                continue  # written meanwhile: check what it is
+        if (
+            _claimed_revision(entry.value) > revision
+            and _verified_revision(gw, device_id, entry.value) > revision
+        ):
+            log.info(
+                "device %s: revision %d not published, the bucket holds a newer one",
+                device_id,
+                revision,
+            )
+            return False
+        try:
+            await kv.update(device_id, doc.encode(), last=entry.revision)
+            return True
+        except KeyWrongLastSequenceError:
+            continue
+    raise ServiceUnavailable(f"the desired state of {device_id} kept changing while publishing")
+
+
+def _verified_revision(gw: Gateway, device_id: str, raw: bytes) -> int:
+    """The revision of ``raw`` if the gateway's release key signed it for ``device_id``, else 0
+    (a document anyone else wrote into the bucket must not hold the gateway's back)."""
+    try:
+        release = verify_release(raw, [gw.release_key().public_key()], now=_EPOCH)
+    except ReleaseMetadataError:
+        return 0
+    if release.device is None or release.device.get("id") != device_id:
+        return 0
+    return int(release.device["revision"])
 
 
 def roster_block(roster: CompetenceRoster | None) -> dict[str, Any] | None:
