@@ -7,7 +7,7 @@ import hashlib
 import json
 
 import pytest
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from attestation.app import create_app
 from attestation.ingest import Ingestor, Upload
@@ -100,6 +100,49 @@ async def test_concurrent_uploads_share_one_commit_and_each_is_durable_and_chain
             f"/v1/attestations/{results[i].attestation.id}/raw", headers=stack.token(Role.AUDITOR)
         )
         assert raw.content == body
+
+
+async def test_the_relay_publishes_a_group_once_each_in_the_order_of_the_audit_chain(
+    stack, record_batches
+):
+    key = await stack.onboard("optivision")
+    ingestor: Ingestor = stack.app.state.ingestor
+    await _warm(ingestor)
+    results = await asyncio.gather(
+        *(
+            ingestor.ingest(
+                Upload(DSSE, _envelope(key, i)),
+                supplier_id="optivision",
+                actor=_supplier("optivision"),
+            )
+            for i in range(60)
+        )
+    )
+    assert record_batches == [60]
+    ctx = stack.app.state.ctx
+    await ctx.outbox.flush()  # whatever the woken relay has not sent yet
+    async with ctx.db.session() as session:
+        unsent = (
+            await session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(col(OutboxMessage.sent_at).is_(None))
+            )
+        ).one()
+    assert unsent == 0
+    audited = await stack.client.get(
+        "/v1/audit/entries?limit=1000", headers=stack.token(Role.AUDITOR)
+    )
+    chain_order = [e["subject"] for e in audited.json() if e["action"] == "attestation.verified"]
+    assert set(chain_order) == {r.attestation.id for r in results}
+    js = ctx.nats.nc.jetstream()
+    sub = await js.pull_subscribe("linegate.attestation.verified", durable="order")
+    published: list[str] = []
+    while len(published) < 60:
+        for m in await sub.fetch(60 - len(published), timeout=5):
+            published.append(json.loads(m.data)["attestation_id"])
+            await m.ack()
+    assert published == chain_order  # each once, in the order they were recorded
 
 
 async def test_the_same_bytes_twice_in_one_batch_make_one_record(stack, record_batches):

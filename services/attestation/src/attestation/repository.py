@@ -153,20 +153,24 @@ class AttestationRepository:
     async def by_raw_digests(
         self, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], Attestation]:
-        """Earlier records of these (supplier, raw digest) pairs, in one query."""
+        """Earlier records of these (supplier, raw digest) pairs. Nearly every upload is new,
+        so the lookup is a Core query of the keys; records are loaded only for those found."""
         wanted = set(keys)
         if not wanted:
             return {}
-        stmt = select(Attestation).where(
+        stmt = select(Attestation.id, Attestation.supplier_id, Attestation.raw_digest).where(
             col(Attestation.supplier_id).in_({s for s, _ in wanted}),
             col(Attestation.raw_digest).in_({d for _, d in wanted}),
         )
-        rows = (await self.session.exec(stmt)).all()
-        return {
-            (a.supplier_id, a.raw_digest): a
-            for a in rows
-            if (a.supplier_id, a.raw_digest) in wanted
+        found = {
+            attestation_id: (supplier_id, digest)
+            for attestation_id, supplier_id, digest in (await self.session.exec(stmt)).all()
+            if (supplier_id, digest) in wanted
         }
+        if not found:
+            return {}
+        rows = await self.session.exec(select(Attestation).where(col(Attestation.id).in_(found)))
+        return {found[a.id]: a for a in rows.all()}
 
     async def add_many(
         self,
