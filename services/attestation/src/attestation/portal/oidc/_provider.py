@@ -1,184 +1,35 @@
-"""Portal sign-in through an external OpenID Connect provider (authorization code + PKCE).
-
-``GET /portal/login/oidc`` makes a :class:`SignInFlow` (``state``, ``nonce`` and a PKCE S256
-``code_verifier``), keeps it in a short-lived cookie signed by the portal's session key and
-sends the browser to the provider's authorization endpoint. The provider sends it back to
-``/portal/login/oidc/callback``, where the state must match the cookie's, the code is
-exchanged (with the verifier) at the token endpoint, and the ID token is validated in full
-(OpenID Connect Core 3.1.3.7): signature against the provider's JWKS, ``iss``, ``aud``
-(and ``azp``), ``exp``/``iat``, ``nonce`` and, when present, ``at_hash``. Its claims are then
-mapped to Linegate roles and a supplier tenant (:func:`map_identity`).
-
-Signing out (OpenID Connect RP-Initiated Logout 1.0): when the provider's discovery document
-names an ``end_session_endpoint``, the portal sends the browser there after clearing its own
-session, with ``id_token_hint``, ``client_id`` and ``post_logout_redirect_uri``. The ID token
-is kept from the callback until then in a cookie of its own (:func:`seal_logout_hint`):
-encrypted, bound to the portal session it came with, and sent only to ``/portal/logout`` so
-the session cookie every page receives stays small.
-
-The provider's discovery document and JWKS are fetched from the configured issuer and
-cached. A multi-tenant provider (Entra ID's ``.../common/v2.0``) publishes an issuer template
-(``.../{tenantid}/v2.0``); it is accepted only with ``LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS``,
-and then each ID token's ``iss`` must be the template with the token's own ``tid`` in it and
-``tid`` one of the allowed tenants (:meth:`OidcProvider.expected_issuer`).
-
-Claim checks are Authlib's (:class:`authlib.oidc.core.CodeIDToken`), JOSE is ``joserfc`` as
-everywhere in Linegate. Every failure is an :class:`OidcError` with the HTTP status the
-portal answers with (400 flow, 401 provider refusal or bad token, 403 no role, 502 provider
-unreachable), never a 500.
-
-Example::
-
-    provider = OidcProvider(settings)
-    flow = SignInFlow.new(next_url="/portal/")
-    url = await provider.authorization_url(flow)
-    ...  # the browser comes back with ?code=...&state=...
-    tokens = await provider.exchange_code(code, flow.verifier)
-    claims = await provider.validate_id_token(tokens.id_token, nonce=flow.nonce,
-                                              access_token=tokens.access_token)
-    identity = map_identity(claims, settings)
-"""
+"""The provider client: discovery (incl. multi-tenant issuer templates), the authorization
+and end-session URLs, the code exchange and ID-token validation."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import httpx
-from authlib.oauth2.rfc7636 import (  # type: ignore[import-untyped]  # no py.typed
-    create_s256_code_challenge,
-)
 from authlib.oidc.core import CodeIDToken  # type: ignore[import-untyped]  # no py.typed
 from fastapi import Request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from attestation.portal.security import PORTAL_ROLES, PortalSessionSigner
+from attestation.portal.oidc._errors import (
+    IdTokenInvalid,
+    OidcNotConfigured,
+    ProviderRefused,
+    ProviderUnavailable,
+)
+from attestation.portal.oidc._flow import SignInFlow
 from attestation.settings import AttestationSettings
 from linegate.auth import ALGORITHMS, RemoteJWKS
-from linegate.errors import LinegateError, NotFound, Unauthorized
-from linegate.roles import Role
+from linegate.errors import Unauthorized
 
-#: The sign-in flow's cookie: only the two OIDC routes ever receive it.
-FLOW_COOKIE = "linegate_portal_oidc"
-FLOW_COOKIE_PATH = "/portal/login/oidc"
-#: Ten minutes to get through the provider's sign-in page.
-FLOW_TTL_SECONDS = 600
-FLOW_AUDIENCE = "linegate-portal-oidc-flow"
-#: The ID token kept for RP-initiated logout: only the sign-out route receives it.
-LOGOUT_HINT_COOKIE = "linegate_portal_logout"
-LOGOUT_HINT_COOKIE_PATH = "/portal/logout"
-LOGOUT_HINT_AUDIENCE = "linegate-portal-logout-hint"
-#: Browsers keep a cookie's name and value up to 4096 bytes; the rest is for the attributes.
-MAX_COOKIE_BYTES = 4000
 HTTP_TIMEOUT_SECONDS = 10.0
 #: The placeholder a multi-tenant provider's discovery document puts in its issuer.
 TENANT_PLACEHOLDER = "{tenantid}"
-
-
-class OidcError(LinegateError):
-    """A sign-in through the OIDC provider that did not complete."""
-
-
-class SignInFlowInvalid(OidcError):
-    status = 400
-    title = "Sign-in could not be completed"
-
-
-class ProviderRefused(OidcError):
-    status = 401
-    title = "Sign-in refused by the identity provider"
-
-
-class IdTokenInvalid(OidcError):
-    status = 401
-    title = "Invalid ID token"
-
-
-class NoPortalRole(OidcError):
-    status = 403
-    title = "No portal role"
-
-
-class ProviderUnavailable(OidcError):
-    status = 502
-    title = "Identity provider unavailable"
-
-
-class OidcNotConfigured(NotFound):
-    title = "Not found"
-
-
-# ------------------------------------------------------------------------------ the flow
-
-
-@dataclass(frozen=True)
-class SignInFlow:
-    """What the callback must find again: kept in the browser, signed, for ten minutes."""
-
-    state: str
-    nonce: str
-    verifier: str
-    next_url: str
-
-    @classmethod
-    def new(cls, next_url: str) -> SignInFlow:
-        # token_urlsafe(48) is 64 characters of [A-Za-z0-9_-]: a valid RFC 7636 verifier.
-        return cls(
-            state=secrets.token_urlsafe(32),
-            nonce=secrets.token_urlsafe(32),
-            verifier=secrets.token_urlsafe(48),
-            next_url=next_url,
-        )
-
-    @property
-    def challenge(self) -> str:
-        challenge: str = create_s256_code_challenge(self.verifier)
-        return challenge
-
-    def seal(self, signer: PortalSessionSigner) -> str:
-        values = {
-            "state": self.state,
-            "nonce": self.nonce,
-            "verifier": self.verifier,
-            "next": self.next_url,
-        }
-        return signer.seal(FLOW_AUDIENCE, values, ttl_seconds=FLOW_TTL_SECONDS)
-
-    @classmethod
-    def from_callback(
-        cls, signer: PortalSessionSigner, cookie: str | None, state: str | None
-    ) -> SignInFlow:
-        """The flow the cookie carries, if it is genuine, current and for this ``state``."""
-        if not cookie:
-            raise SignInFlowInvalid(
-                "no sign-in in progress in this browser (or it took longer than ten minutes): "
-                "start again from the sign-in page"
-            )
-        try:
-            values = signer.unseal(FLOW_AUDIENCE, cookie)
-        except ValueError as e:
-            raise SignInFlowInvalid(
-                f"the sign-in state cookie is invalid or expired ({e}): start again"
-            ) from e
-        fields = [values.get(k) for k in ("state", "nonce", "verifier", "next")]
-        if not all(isinstance(v, str) and v for v in fields):
-            raise SignInFlowInvalid("the sign-in state cookie is incomplete: start again")
-        flow = cls(*(str(v) for v in fields))
-        if not state or not hmac.compare_digest(state.encode(), flow.state.encode()):
-            # Another sign-in's answer, or a forged one (login CSRF): never exchanged.
-            raise SignInFlowInvalid("the provider's answer does not belong to this sign-in")
-        return flow
-
-
-# -------------------------------------------------------------------------- the provider
 
 
 @dataclass(frozen=True)
@@ -469,108 +320,3 @@ def oidc_provider(request: Request) -> OidcProvider:
         provider = OidcProvider(settings)
         request.app.state.portal_oidc = provider
     return provider
-
-
-# ------------------------------------------------------------------ the ID token for logout
-
-
-def _session_binding(session_token: str) -> str:
-    return hashlib.sha256(b"linegate-portal-logout:" + session_token.encode()).hexdigest()
-
-
-def seal_logout_hint(
-    signer: PortalSessionSigner, id_token: str, *, session_token: str, ttl_seconds: int
-) -> str | None:
-    """The logout-hint cookie's value: the ID token encrypted and bound to the portal session
-    it came with; None when it would not fit in a cookie (sign-out then goes without it)."""
-    value = signer.encrypt(
-        LOGOUT_HINT_AUDIENCE,
-        {"id_token": id_token, "session": _session_binding(session_token)},
-        ttl_seconds=ttl_seconds,
-    )
-    return value if len(LOGOUT_HINT_COOKIE) + 1 + len(value) <= MAX_COOKIE_BYTES else None
-
-
-def open_logout_hint(
-    signer: PortalSessionSigner, cookie: str | None, *, session_token: str
-) -> str | None:
-    """The ID token the cookie keeps for this session; None if absent, forged, expired or
-    another session's (a hint must name the session being ended)."""
-    if not cookie:
-        return None
-    try:
-        values = signer.decrypt(LOGOUT_HINT_AUDIENCE, cookie)
-    except ValueError:
-        return None
-    bound, id_token = values.get("session"), values.get("id_token")
-    if not isinstance(bound, str) or not isinstance(id_token, str) or not id_token:
-        return None
-    if not hmac.compare_digest(bound.encode(), _session_binding(session_token).encode()):
-        return None
-    return id_token
-
-
-# ---------------------------------------------------------------------- claims to roles
-
-
-@dataclass(frozen=True)
-class PortalIdentity:
-    """Who signed in, in Linegate's terms."""
-
-    subject: str
-    roles: frozenset[Role]
-    tenant: str | None
-
-
-def claim_at(claims: dict[str, Any], path: str) -> object:
-    """``claims["realm_access"]["roles"]`` for ``realm_access.roles``; None if absent. A claim
-    whose own name has dots (Entra, Okta URLs) is found by its whole name first."""
-    if path in claims:
-        return claims[path]
-    value: object = claims
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def map_identity(claims: dict[str, Any], settings: AttestationSettings) -> PortalIdentity:
-    """Linegate roles and tenant from validated ID-token claims; :class:`NoPortalRole` for a
-    user the portal has nothing for, :class:`IdTokenInvalid` for unusable claims."""
-    subject = claim_at(claims, settings.portal_oidc_subject_claim)
-    if not isinstance(subject, str) or not subject.strip():
-        raise IdTokenInvalid(
-            f"the ID token has no {settings.portal_oidc_subject_claim!r} claim to name you by"
-        )
-    raw = claim_at(claims, settings.portal_oidc_roles_claim)
-    if isinstance(raw, str):
-        values = raw.split()
-    elif isinstance(raw, list) and all(isinstance(v, str) for v in raw):
-        values = list(raw)
-    elif raw is None:
-        values = []
-    else:
-        raise IdTokenInvalid(
-            f"the ID token's {settings.portal_oidc_roles_claim!r} claim is not a list of names"
-        )
-    roles = frozenset(r for v in values for r in settings.portal_oidc_role_map.get(v, ()))
-    if not roles:
-        raise NoPortalRole(
-            f"your account at {settings.portal_oidc_display_name} holds no Linegate role "
-            f"(claim {settings.portal_oidc_roles_claim!r}); ask procurement for access"
-        )
-    if Role.ADMIN not in roles and not roles & set(PORTAL_ROLES):
-        raise NoPortalRole("your Linegate roles include none the portal serves")
-    tenant: str | None = None
-    if Role.SUPPLIER in roles:
-        value = claim_at(claims, settings.portal_oidc_tenant_claim)
-        if isinstance(value, list) and len(value) == 1:
-            value = value[0]
-        if not isinstance(value, str) or not value.strip():
-            raise NoPortalRole(
-                "a supplier user needs exactly one supplier in the ID token's "
-                f"{settings.portal_oidc_tenant_claim!r} claim; ask your administrator"
-            )
-        tenant = value.strip()
-    return PortalIdentity(subject=subject.strip(), roles=roles, tenant=tenant)
