@@ -36,7 +36,7 @@ class Device(SQLModel, table=True):
     active_version: str | None = None
     #: The highest desired-state revision the device reported holding (``None``: it never
     #: said, e.g. an older agent); the gateway issues it only revisions above
-    #: (:func:`edge_gateway.distribution.record_reported_revision`).
+    #: (:func:`edge_gateway.revision_floor.record_reported_revision`).
     reported_revision: int | None = None
     created_at: datetime = Field(sa_type=TZ)
     created_by: str
