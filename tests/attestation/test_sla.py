@@ -470,3 +470,32 @@ async def test_newest_performance_evidence_wins_and_breaches_open_once_and_clear
         assert detail.status_code == 200
         assert f'href="/portal/attestations/{new}"' in detail.text
         assert "recall measured 0.97 ratio: meets &gt;= 0.95" in detail.text
+
+
+async def test_an_oversized_measurement_is_unscorable_and_never_stops_the_evaluation(stack):
+    # A JSON integer of 400 digits is a valid `number` for the schema but no float.
+    key = await stack.onboard("optivision")
+    await _contract(
+        stack,
+        {
+            **TERMS,
+            "required_evidence": {},
+            "performance_commitments": [{"metric": "recall", "model": MODEL, "min": 0.95}],
+        },
+    )
+    huge = json.loads("1" + "0" * 400)
+    await _upload(
+        stack, "optivision", key, SLA_EVIDENCE, sla_evidence("recall", huge, end=datetime.now(UTC))
+    )
+    [recall] = (await _card(stack))["performance"]
+    assert recall["status"] == "no_evidence"
+    assert "too large to score" in recall["unscorable"][0]["reason"]
+    r = await stack.client.get("/v1/scorecards", headers=stack.token(Role.PROCUREMENT))
+    assert r.status_code == 200, r.text
+
+    ctx = stack.app.state.ctx
+    async with ctx.db.session() as session:
+        opened = await sla.evaluate_breaches(SlaRepository(session), ctx.audit)
+    assert [(b.term, b.key) for b in opened] == [
+        ("performance-no-evidence", "recall|weld-seam-inspector|")
+    ]

@@ -11,6 +11,7 @@ scorecard and emits one ``linegate.attestation.sla.breached`` event per new brea
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,8 @@ from linegate.auth import Principal
 from linegate.errors import Conflict
 from linegate.events import SlaBreachedV1, Subjects
 from linegate.outbox import enqueue
+
+log = logging.getLogger("attestation.sla")
 
 
 def _now() -> datetime:
@@ -344,7 +347,11 @@ async def evaluate_breaches(
     now = now or _now()
     opened: list[SlaBreach] = []
     for sla in await slas.all_slas():
-        card = await scorecard(sla.supplier_id, slas, now=now)
+        try:
+            card = await scorecard(sla.supplier_id, slas, now=now)
+        except Exception:  # one supplier's records must not stop every other's evaluation
+            log.exception("SLA of supplier %s not evaluated", sla.supplier_id)
+            continue
         found = {(f.term, f.key): f for f in card.breaches}
         current = {(b.term, b.key): b for b in await slas.open_breaches(sla.supplier_id)}
         for ident, finding in found.items():

@@ -168,7 +168,10 @@ def _number(value: Any) -> tuple[float | None, str | None]:
     if isinstance(value, bool):
         return None, f"{value!r} is not a number"
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits is valid JSON
+            return None, f"{str(value)[:20]}... is too large to score"
     elif isinstance(value, str):
         try:
             number = float(value.strip())
