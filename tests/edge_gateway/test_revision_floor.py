@@ -398,7 +398,8 @@ async def test_a_stale_publish_never_overwrites_a_newer_desired_state(
         await kv.put("cam-3-1", json.dumps(forged).encode())
         await distribution.publish_desired(gw, ["cam-3-1"])
         assert await published(gw, "cam-3-1") == 2
-        # And a deleted key is created again.
-        await kv.delete("cam-3-1")
-        await distribution.publish_desired(gw, ["cam-3-1"])
-        assert await published(gw, "cam-3-1") == 2
+        # Nor can an empty value, and a deleted key is created again.
+        for spoil in (kv.put("cam-3-1", b""), kv.delete("cam-3-1")):
+            await spoil
+            await distribution.publish_desired(gw, ["cam-3-1"])
+            assert await published(gw, "cam-3-1") == 2

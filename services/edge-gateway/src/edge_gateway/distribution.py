@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from nats.errors import Error as NatsError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -65,6 +66,7 @@ from edge_gateway.revision_floor import (
 from edge_gateway.settings import GatewaySettings
 from linegate.audit import AuditLog
 from linegate.db import Database
+from linegate.errors import ServiceUnavailable
 from linegate.events import Buckets, NatsClient
 from linegate.modelsig import ModelSignatureError, verify_model_pinned
 from linegate.objstore import put_file
@@ -350,6 +352,7 @@ async def publish_desired(gw: Gateway, device_ids: Sequence[str] | None = None) 
     if not rows:
         return 0
     kv = await desired_bucket(gw)
+    failures: list[Exception] = []
     for desired, release in rows:
         shadow = shadows.get(desired.shadow_release_id or "")
         metadata, _ = _sign(
@@ -368,7 +371,14 @@ async def publish_desired(gw: Gateway, device_ids: Sequence[str] | None = None) 
             # device refuses every override: nobody's training can be checked.
             competence=roster_block(rosters.get(release.model)),
         )
-        await _put_unless_newer(gw, kv, desired.device_id, max(1, desired.revision), metadata)
+        try:
+            await _put_unless_newer(gw, kv, desired.device_id, max(1, desired.revision), metadata)
+        except (ServiceUnavailable, NatsError) as e:
+            # The other devices are still published; the first failure is raised after them.
+            log.warning("desired state of %s not published: %s", desired.device_id, e)
+            failures.append(e)
+    if failures:
+        raise failures[0]
     return len(rows)
 
 

@@ -285,14 +285,15 @@ async def _put_unless_newer(gw: Gateway, kv: Any, device_id: str, revision: int,
             entry = await kv.get(device_id)
         except (KeyNotFoundError, KeyDeletedError):
             entry = None
-        if entry is None or not entry.value:
+        if entry is None:
             try:
                 await kv.create(device_id, doc.encode())
                 return True
             except KeyWrongLastSequenceError:
                 continue  # written meanwhile: check what it is
         if (
-            _claimed_revision(entry.value) > revision
+            entry.value
+            and _claimed_revision(entry.value) > revision
             and _verified_revision(gw, device_id, entry.value) > revision
         ):
             log.info(
