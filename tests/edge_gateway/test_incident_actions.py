@@ -213,14 +213,23 @@ async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
     tampered["payload"] = base64.b64encode(
         json.dumps({**claim, "line": None}).encode()  # every line, not line 3
     ).decode()
+    forged_under = f"nats:{subject}"  # not in the incident's trail: nothing says it is real
+    misrouted = approved("manual_inspection", line="line3", version="2.1.0")
     cases = [
-        (other.model_dump_json().encode(), "unsigned: not a DSSE envelope"),
-        (json.dumps(tampered).encode(), "bad signature"),
-        (signed(other, generate_private_key()), "bad signature"),
-        (genuine, f"replayed: action {rollback.action_id} was already handled"),
+        (subject, other.model_dump_json().encode(), "unsigned: not a DSSE envelope", forged_under),
+        (subject, json.dumps(tampered).encode(), "bad signature", forged_under),
+        (subject, signed(other, generate_private_key()), "bad signature", forged_under),
+        (
+            subject,
+            genuine,
+            f"replayed: action {rollback.action_id} was already handled",
+            "incident:inc-42",
+        ),
+        # Genuinely signed, but sent where another kind of action is carried out.
+        (subject, signed(misrouted), f"a manual_inspection action on {subject}", "incident:inc-42"),
     ]
-    for n, (body, reason) in enumerate(cases, 1):
-        await line.service.jetstream().publish(subject, body)
+    for n, (where, body, reason, audited_under) in enumerate(cases, 1):
+        await line.service.jetstream().publish(where, body)
 
         async def refused(n: int = n) -> list[dict[str, Any]] | None:
             found = await refusals(line)
@@ -228,7 +237,7 @@ async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
 
         entry = (await wait_for(refused, f"refusal {n}"))[-1]
         assert entry["reason"].startswith(reason), entry
-        assert (entry["actor"], entry["subject"]) == ("service:edge-gateway", "incident:inc-42")
+        assert (entry["actor"], entry["subject"]) == ("service:edge-gateway", audited_under)
 
     # A genuine action issued outside the window: refused, and the refusal is the result.
     stale = approved(
@@ -241,7 +250,7 @@ async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
     result = await send(line, subject, signed(stale), stale.action_id)
     assert (result.outcome, result.devices) == ("failed", [])
     assert (result.detail or "").startswith("refused: stale: issued at")
-    [entry] = (await refusals(line))[4:]
+    [entry] = (await refusals(line))[len(cases) :]
     assert entry["reason"].startswith("stale")
 
     # Nothing was rolled back or re-issued; only the genuine action was carried out.

@@ -363,7 +363,13 @@ async def refuse(
             session,
             actor=ACTOR,
             action="incident_action.refused",
-            subject=f"incident:{action.incident_id}" if action else f"nats:{subject}",
+            # Filed under the incident only when the incident service really signed it: a
+            # forged message must not write into a real incident's audit trail.
+            subject=(
+                f"incident:{action.incident_id}"
+                if action and refusal.authentic
+                else f"nats:{subject}"
+            ),
             payload={
                 "nats_subject": subject,
                 "sha256": hashlib.sha256(raw).hexdigest(),
