@@ -356,6 +356,13 @@ async def test_revisions_stay_above_what_devices_hold_when_the_bucket_is_lost_to
             assert (cam1.state.active.version, cam1.state.revision) == ("2.2.0", 4)
             await reported(client, "cam-3-1", last_state="active", reported_revision=4)
 
+            # Claiming more again, right after a raise, is not acted on: no re-issue, no audit.
+            again = DeviceStatusV1(device_id="cam-3-1", state="online", revision=9)
+            await status_publisher(js, "cam-3-1")(again)
+            await cam1.report("online", None, "still here")
+            await reported(client, "cam-3-1", last_detail="still here", reported_revision=4)
+            assert await stored(gw) == {"cam-3-1": 4, "cam-3-2": 3}
+
             lost = "the database and the desired bucket were lost or restored"
             assert await floor_audits(client, mint_token) == [
                 (

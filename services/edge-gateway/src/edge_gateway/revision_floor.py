@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,11 @@ log = logging.getLogger("edge_gateway.distribution")
 #: this bound the column keeps as many revisions again. Other devices' counters a report never
 #: touches: the device id is the subject's, which the server lets only that device publish on.
 REPORTED_REVISION_MAX = 2**30
+#: A device's reports raise its counter at most once in this many seconds: one raise is all a
+#: genuine recovery needs, while a device (or its stolen key) reporting "one more" on every
+#: status message would otherwise cost a re-signed document, a KV write and an audit entry
+#: each time. A report ignored for it is not recorded, so the next one after the pause raises.
+REPORTED_RAISE_INTERVAL_SECONDS = 300.0
 
 
 @dataclass
@@ -72,6 +78,8 @@ class RevisionFloor:
     published: dict[str, int] = field(default_factory=dict)
     loaded: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Per device, when (``time.monotonic()``) a report last raised its counter.
+    raised_at: dict[str, float] = field(default_factory=dict)
 
     def next_revision(self, desired: DesiredState, reported: int = 0) -> int:
         return max(desired.revision, self.published.get(desired.device_id, 0), reported) + 1
@@ -133,6 +141,19 @@ async def record_reported_revision(
     stored = desired.revision if desired is not None else 0
     published = floor.published.get(device.id, 0)
     known = max(stored, published, device.reported_revision or 0)
+    if reported > known:
+        last = floor.raised_at.get(device.id)
+        if last is not None and time.monotonic() - last < REPORTED_RAISE_INTERVAL_SECONDS:
+            log.warning(
+                "device %s reported holding revision %d above every one known (%d) again "
+                "within %g s of the last raise; not acted on yet",
+                device.id,
+                reported,
+                known,
+                REPORTED_RAISE_INTERVAL_SECONDS,
+            )
+            return False
+        floor.raised_at[device.id] = time.monotonic()
     device.reported_revision = reported
     session.add(device)
     if reported <= known:
