@@ -33,8 +33,10 @@ the terms were set when there never was any.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +55,7 @@ MAX_UNSCORABLE: Final = 5
 _SEPARATORS: Final = re.compile(r"[\s_-]+")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few metric, model and slice names, over and over
 def normalise(name: str) -> str:
     """The form names are compared in: case-folded, runs of spaces, '-' and '_' as one '-'."""
     return _SEPARATORS.sub("-", name.strip().casefold()).strip("-")
@@ -300,15 +303,27 @@ def score_commitments(
 ) -> list[CommitmentScore]:
     """Score each commitment on `evidence`: the supplier's verified attestations (expired ones
     included: they say since when there is no evidence)."""
-    current: list[Measurement] = []
-    expired: list[Measurement] = []
+    # Indexed by (metric, slice) as compared, so each commitment looks only at its own.
+    current: dict[tuple[str, str], list[Measurement]] = defaultdict(list)
+    expired: dict[tuple[str, str], list[Measurement]] = defaultdict(list)
     for attestation in evidence:
         live = attestation.expires_at is None or aware_utc(attestation.expires_at) > now
-        (current if live else expired).extend(measurements(attestation))
-    return [
-        _score(_Commitment.of(raw), current, expired, terms_since=aware_utc(terms_since))
-        for raw in commitments
-    ]
+        for m in measurements(attestation):
+            (current if live else expired)[_name_key(m.metric, m.slice)].append(m)
+    scores = []
+    for raw in commitments:
+        c = _Commitment.of(raw)
+        key = _name_key(c.metric, c.slice)
+        scores.append(
+            _score(
+                c, current.get(key, []), expired.get(key, []), terms_since=aware_utc(terms_since)
+            )
+        )
+    return scores
+
+
+def _name_key(metric: str, slice_: str | None) -> tuple[str, str]:
+    return normalise(metric), normalise(slice_ or "")
 
 
 def _score(
