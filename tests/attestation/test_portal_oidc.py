@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import html
+import json
 import logging
 import re
 import secrets
@@ -24,6 +26,9 @@ from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from joserfc import jwt
@@ -101,6 +106,9 @@ class Provider:
     tamper: Callable[[dict[str, Any]], None] | None = None
     #: Signs the next ID token instead of the provider's key.
     sign_with: RSAKey | None = None
+    #: Makes the next ID token from its claims instead of the provider's RS256 signing
+    #: (another algorithm, no signature, a shared secret as key).
+    forge: Callable[[dict[str, Any]], str] | None = None
     #: The authorize endpoint answers with this OAuth2 error instead of a code.
     deny: str | None = None
     #: Endpoints that answer 503.
@@ -221,7 +229,10 @@ class Provider:
             if self.tamper:
                 self.tamper(claims)
             key = self.sign_with or self.key
-            id_token = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+            if self.forge:
+                id_token = self.forge(claims)
+            else:
+                id_token = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
             self.id_tokens.append(id_token)
             return {
                 "access_token": access_token,
@@ -304,6 +315,16 @@ async def portal(request, settings_factory, service_client, mint_token, serve_ht
     app = create_app(settings)
     async with service_client(app) as client:
         yield Portal(Stack(client=client, app=app, mint=mint_token), provider)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def compact_jws(header: dict[str, Any], claims: dict[str, Any], sign: Callable[[bytes], bytes]):
+    """A JWS in compact form, put together by hand: joserfc will not make the bad ones."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    return f"{signing_input}.{b64url(sign(signing_input.encode()))}"
 
 
 def refused(r: httpx.Response, status: int, text: str) -> None:
@@ -668,6 +689,70 @@ async def test_an_id_token_that_does_not_validate_is_refused(portal, idp_keys):
         refused(await portal.sign_in(web), 401, "signature does not verify")
         provider.sign_with = None
         assert (await portal.sign_in(web)).status_code == 200  # the same flow, untampered
+
+
+async def test_an_id_token_signed_with_an_algorithm_not_allowed_is_refused(portal):
+    """The algorithm comes from the provider's discovery document (asymmetric ones only),
+    never from the token's header: no ``none``, no HS256 keyed with the client secret (the
+    classic confusion), nothing the provider does not announce."""
+    provider = portal.provider
+    kid = provider.key.kid
+    rsa = provider.key.private_key
+    assert isinstance(rsa, RSAPrivateKey)
+
+    def rsa_sign(alg: str, padding_: padding.AsymmetricPadding, digest: hashes.HashAlgorithm):
+        return lambda claims: compact_jws(
+            {"alg": alg, "kid": kid, "typ": "JWT"},
+            claims,
+            lambda data: rsa.sign(data, padding_, digest),
+        )
+
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    forgeries: dict[str, Callable[[dict[str, Any]], str]] = {
+        "none": lambda claims: compact_jws({"alg": "none", "kid": kid}, claims, lambda data: b""),
+        # The classic confusion: the provider's public key or the client secret as HMAC key.
+        "HS256": lambda claims: compact_jws(
+            {"alg": "HS256", "kid": kid},
+            claims,
+            lambda data: hmac.new(CLIENT_SECRET.encode(), data, hashlib.sha256).digest(),
+        ),
+        # Genuinely signed with the provider's own key, in algorithms it does not announce
+        # (discovery says RS256 only): PS256 is one Linegate knows, RS512 one it never takes.
+        "PS256": rsa_sign("PS256", pss, hashes.SHA256()),
+        "RS512": rsa_sign("RS512", padding.PKCS1v15(), hashes.SHA512()),
+    }
+    async with portal.browser() as web:
+        for alg, forge in forgeries.items():
+            provider.forge = forge
+            r = await portal.sign_in(web)
+            refused(r, 401, "signature does not verify")
+            assert f"Algorithm of '{alg}' is not allowed" in html.unescape(r.text), r.text
+            assert "linegate_portal" not in web.cookies, alg
+            assert "linegate_portal_logout" not in web.cookies, alg
+        # The same hand-made token with the announced algorithm is good: what was refused
+        # above was the algorithm, not the way the token was put together.
+        provider.forge = rsa_sign("RS256", padding.PKCS1v15(), hashes.SHA256())
+        assert (await portal.sign_in(web)).status_code == 200
+
+
+async def test_an_id_token_for_several_audiences_needs_azp_to_be_this_client(portal):
+    provider = portal.provider
+    cases: dict[str, dict[str, Any]] = {
+        "azp missing": {"aud": [CLIENT_ID, "another-api"]},
+        "azp another client": {"aud": [CLIENT_ID, "another-api"], "azp": "another-api"},
+        "azp another client, one audience": {"aud": [CLIENT_ID], "azp": "another-api"},
+    }
+    async with portal.browser() as web:
+        for case, changes in cases.items():
+            provider.tamper = lambda claims, changes=changes: claims.update(changes)
+            r = await portal.sign_in(web)
+            refused(r, 401, "the ID token was refused")
+            assert "azp" in r.text, (case, r.text)
+            assert "linegate_portal" not in web.cookies, case
+        provider.tamper = lambda claims: claims.update(
+            aud=[CLIENT_ID, "another-api"], azp=CLIENT_ID
+        )
+        assert (await portal.sign_in(web)).status_code == 200
 
 
 async def test_a_user_without_a_portal_role_or_tenant_is_refused(portal):
