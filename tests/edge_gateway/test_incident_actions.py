@@ -26,7 +26,6 @@ from linegate.events import (
     IncidentActionResultV1,
     IncidentActionV1,
     Subjects,
-    publish,
 )
 from linegate.signing import dsse_sign, generate_private_key
 from linegate.testing.fixtures import bearer
@@ -263,16 +262,25 @@ async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
     assert rows == {rollback.action_id: "done", stale.action_id: "refused"}
 
 
-async def freeze(line: Line, version: str, incident_id: str, frozen: bool = True) -> None:
-    event = EvidenceFreezeV1(
+def freeze_event(
+    version: str, incident_id: str, frozen: bool = True, **kw: Any
+) -> EvidenceFreezeV1:
+    return EvidenceFreezeV1(
         actor="rita-responder",
         incident_id=incident_id,
         model=MODEL,
         version=version,
         frozen=frozen,
         reason="evidence for the escape investigation",
+        **kw,
     )
-    await publish(line.service.jetstream(), Subjects.INCIDENT_FREEZE, event)
+
+
+async def freeze(line: Line, version: str, incident_id: str, frozen: bool = True) -> None:
+    """Publish a freeze (or release) signed as the incident service does."""
+    event = freeze_event(version, incident_id, frozen)
+    body = json.dumps(incident_signer(line).envelope(event)).encode()
+    await line.service.jetstream().publish(Subjects.INCIDENT_FREEZE, body)
 
 
 async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_released(

@@ -349,7 +349,16 @@ class IncidentActionResultV1(EventV1):
 
 class EvidenceFreezeV1(EventV1):
     """An incident froze ``model`` ``version`` as evidence (``frozen=True``): nothing may
-    redeploy it until a responder releases the freeze (``frozen=False``)."""
+    redeploy it until a responder releases the freeze (``frozen=False``).
+
+    Travels signed like :class:`IncidentActionV1`: a DSSE envelope whose payload is this
+    model's JSON, with ``payloadType`` :attr:`PAYLOAD_TYPE`, signed by the incident service's
+    action key (the same key, its own payload type, so neither passes for the other);
+    ``event_id`` is handled once, ``occurred_at`` is when it was issued.
+    """
+
+    #: DSSE payloadType of a signed evidence freeze or release.
+    PAYLOAD_TYPE: ClassVar[str] = "application/vnd.linegate.evidence-freeze+json"
 
     kind: Literal["incident.freeze.v1"] = "incident.freeze.v1"
     incident_id: str

@@ -213,7 +213,12 @@ class FrozenVersion(SQLModel, table=True):
 
 
 class IncidentAction(SQLModel, table=True):
-    """An incident action the gateway carried out (or could not): carried out once."""
+    """An incident action the gateway carried out (or could not): carried out once.
+
+    The row is inserted ``in_progress`` (committed) before the action is carried out, so a
+    second delivery cannot also carry it out, then settled. Handled evidence freezes are
+    recorded here too (``action_id`` ``freeze:<event id>``), so each is applied once.
+    """
 
     __tablename__ = "gateway_action"
 
@@ -222,7 +227,7 @@ class IncidentAction(SQLModel, table=True):
     action: str
     model: str
     version: str | None = None
-    outcome: str  # done | failed
+    outcome: str  # in_progress | done | failed | refused; freezes: applied | ignored
     devices: list[str] = _json(default_factory=list)
     detail: str | None = Field(default=None, sa_type=sa.Text)
     received_at: datetime = Field(sa_type=TZ)

@@ -45,14 +45,19 @@ class GatewaySettings(LinegateSettings):
     competence_unverifiable: Literal["refuse", "flag"] = "refuse"
 
     #: PEM public key of the incident service: the only key whose signed incident actions
-    #: (DSSE, :mod:`edge_gateway.incidents`) the gateway carries out. Unset: the key the
-    #: incident service publishes in the shared keys directory
-    #: (``<data dir>/keys/incident-action.pub.pem``, as in ``linegate up`` and compose.yaml).
-    #: Read at each action: without it every action is refused.
+    #: and evidence freezes (DSSE, :mod:`edge_gateway.incidents`) the gateway obeys. Unset:
+    #: the key the incident service publishes in the shared keys directory
+    #: (``<data dir>/keys/incident-action.pub.pem``, as in ``linegate up``; compose.yaml
+    #: points it at a volume the gateway mounts read-only). Read once at start (a change of
+    #: the file takes a restart); while it is missing every action and freeze is refused.
     incident_action_key: Path | None = None
-    #: A signed incident action issued longer ago than this is refused as stale (replay
-    #: protection beside the action id, which is carried out once).
+    #: A signed incident action (or evidence-freeze release) issued longer ago than this is
+    #: refused as stale (replay protection beside the action id, which is carried out once).
     incident_action_max_age_seconds: float = Field(default=3600.0, gt=0)
+    #: An action claimed (recorded ``in_progress`` before it is carried out) and not finished
+    #: after this long is settled as failed and reported, at the gateway's start or when its
+    #: message is redelivered: the gateway stopped while carrying it out.
+    incident_action_claim_timeout_seconds: float = Field(default=300.0, gt=0)
 
     #: Seconds between rollout evaluator passes; 0 turns the periodic evaluator off (tests
     #: drive it directly).

@@ -51,10 +51,15 @@ class IncidentSettings(LinegateSettings):
     #: responder training (unreachable, or no inventory entry lists the model): ``refuse`` the
     #: approval (503, nothing recorded) or accept it with a ``flag`` on the approval.
     competence_unverifiable: Literal["refuse", "flag"] = "refuse"
-    #: EC key that signs every approved corrective action sent to the edge gateway (a DSSE
-    #: envelope); created on first start. Its public key is written to
-    #: ``<data dir>/keys/incident-action.pub.pem`` for the gateway to pin.
+    #: EC key that signs every approved corrective action and every evidence freeze sent to
+    #: the edge gateway (DSSE envelopes); created on first start. Default
+    #: ``<data dir>/keys/incident-action.pem``; in compose.yaml a volume only this service
+    #: mounts, so no other container can read it.
     incident_action_signing_key: Path | None = None
+    #: Where its public key is written for the gateway to pin (default
+    #: ``<data dir>/keys/incident-action.pub.pem``, the gateway's default
+    #: ``LINEGATE_INCIDENT_ACTION_KEY``).
+    incident_action_public_key: Path | None = None
 
     @property
     def action_key_path(self) -> Path:
@@ -62,4 +67,4 @@ class IncidentSettings(LinegateSettings):
 
     @property
     def action_public_key_path(self) -> Path:
-        return self.keys_dir / IncidentActionV1.PUBLIC_KEY_FILE
+        return self.incident_action_public_key or self.keys_dir / IncidentActionV1.PUBLIC_KEY_FILE

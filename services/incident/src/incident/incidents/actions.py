@@ -12,7 +12,9 @@ proposed for a runbook step needs that runbook's earlier human gates passed firs
 What goes on the subject is signed (:class:`ActionSigner`): a DSSE envelope whose payload is the
 ``IncidentActionV1`` JSON (payloadType ``application/vnd.linegate.incident-action+json``,
 ``occurred_at`` = the moment of issue), signed with the service's own action key. The gateway
-carries out only what verifies against the incident key it pinned, is fresh and new.
+carries out only what verifies against the incident key it pinned, is fresh and new. Evidence
+freezes (:mod:`incident.incidents.freeze`) are signed with the same key under their own
+payloadType (``EvidenceFreezeV1.PAYLOAD_TYPE``).
 
 Example::
 
@@ -52,7 +54,7 @@ from incident.incidents.schemas import ActionCreate, ActionRead, ApprovalCreate,
 from incident.settings import IncidentSettings
 from linegate.audit import AuditLog
 from linegate.auth import Principal
-from linegate.events import IncidentActionResultV1, IncidentActionV1, Subjects
+from linegate.events import EvidenceFreezeV1, IncidentActionResultV1, IncidentActionV1, Subjects
 from linegate.outbox import OutboxMessage
 from linegate.signing import (
     PrivateKey,
@@ -68,8 +70,9 @@ CRITICAL_APPROVALS = 2
 
 @dataclass(frozen=True)
 class ActionSigner:
-    """Signs each approved action for the edge gateway: a DSSE envelope over the
-    ``IncidentActionV1`` JSON with payloadType ``IncidentActionV1.PAYLOAD_TYPE``."""
+    """Signs what the edge gateway obeys: a DSSE envelope over the event's JSON with the
+    event's payloadType (``IncidentActionV1.PAYLOAD_TYPE`` for approved actions,
+    ``EvidenceFreezeV1.PAYLOAD_TYPE`` for evidence freezes and their release)."""
 
     key: PrivateKey
 
@@ -85,15 +88,28 @@ class ActionSigner:
     def key_id(self) -> str:
         return key_id(self.key.public_key())
 
-    def envelope(self, event: IncidentActionV1) -> dict[str, Any]:
-        return dsse_sign(event.model_dump_json().encode(), IncidentActionV1.PAYLOAD_TYPE, self.key)
+    def envelope(self, event: IncidentActionV1 | EvidenceFreezeV1) -> dict[str, Any]:
+        return dsse_sign(event.model_dump_json().encode(), event.PAYLOAD_TYPE, self.key)
+
+    def outbox_message(
+        self, subject: str, event: IncidentActionV1 | EvidenceFreezeV1
+    ) -> OutboxMessage:
+        """The signed envelope of ``event`` for the outbox (JetStream de-duplicates by event
+        id), to add in the transaction that decided it."""
+        return OutboxMessage(
+            event_id=event.event_id,
+            subject=subject,
+            event_type=type(event).__name__,
+            body=json.dumps(self.envelope(event)),
+            created_at=datetime.now(UTC),
+        )
 
 
 def _write_public_key(path: Path, pem: bytes) -> None:
     if path.exists() and path.read_bytes() == pem:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A reader (the gateway, at its next action) sees the old file or the new, never half.
+    # A reader (the gateway, at its start) sees the old file or the new, never half.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pub-")
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
@@ -333,16 +349,8 @@ async def _send(
         approved_by=approvers,
         rationale=action.rationale,
     )
-    # The outbox carries the signed envelope itself (JetStream de-duplicates by event id).
-    session.add(
-        OutboxMessage(
-            event_id=event.event_id,
-            subject=Subjects.incident_action(action.action),
-            event_type=type(event).__name__,
-            body=json.dumps(signer.envelope(event)),
-            created_at=datetime.now(UTC),
-        )
-    )
+    # The outbox carries the signed envelope itself.
+    session.add(signer.outbox_message(Subjects.incident_action(action.action), event))
     action.state, action.sent_at = "sent", now
     session.add(action)
     await note(

@@ -28,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.incidents import freeze as evidence
 from incident.incidents import workflow
+from incident.incidents.actions import ActionSigner
 from incident.incidents.core import note, record_postmarket, utc
 from incident.incidents.errors import ClockNotFound, ClockState, MissingContext
 from incident.incidents.models import Incident, RegulatoryClock, RunbookStepRecord
@@ -139,6 +140,8 @@ async def triage(
     decision: TriageDecision,
     now: datetime,
     catalogue: Catalogue | None = None,
+    *,
+    signer: ActionSigner,
 ) -> Incident:
     """Record (or revise) the decision; unsubmitted clocks are re-computed, submitted kept.
     The runbook's decision steps count as done once a decision is recorded."""
@@ -226,7 +229,9 @@ async def triage(
             if decision.freeze_evidence:
                 raise MissingContext("the incident names no model version to freeze")
         else:
-            await evidence.freeze(session, audit, principal, incident, f"triage: {verdict}", now)
+            await evidence.freeze(
+                session, audit, principal, incident, f"triage: {verdict}", now, signer
+            )
     await session.flush()
     return incident
 

@@ -4,6 +4,11 @@ While frozen, nothing may redeploy it: ``EvidenceFreezeV1(frozen=True)`` on
 ``linegate.incident.freeze`` (through the outbox), which the edge gateway honours, until a
 responder releases it with a rationale (``frozen=False``). A reportable triage decision
 freezes by default; a responder may freeze at any time.
+
+Both travel signed, like corrective actions: a DSSE envelope (payloadType
+``EvidenceFreezeV1.PAYLOAD_TYPE``) signed by the service's action key
+(:class:`incident.incidents.actions.ActionSigner`), so a forged release cannot let a frozen
+version reach devices again and a forged freeze cannot take a version over.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.incidents import workflow
+from incident.incidents.actions import ActionSigner
 from incident.incidents.core import note
 from incident.incidents.errors import FreezeState, MissingContext
 from incident.incidents.models import EvidenceFreeze, Incident
 from linegate.audit import AuditLog
 from linegate.auth import Principal
 from linegate.events import EvidenceFreezeV1, Subjects
-from linegate.outbox import enqueue
 
 
 async def active_freeze(session: AsyncSession, incident_id: str) -> EvidenceFreeze | None:
@@ -37,6 +42,7 @@ async def freeze(
     incident: Incident,
     reason: str,
     now: datetime,
+    signer: ActionSigner,
 ) -> EvidenceFreeze:
     if incident.model is None or incident.version is None:
         raise MissingContext(f"incident {incident.id} names no model version to freeze")
@@ -52,7 +58,9 @@ async def freeze(
     )
     session.add(row)
     await session.flush()
-    await _announce(session, audit, principal, row, frozen=True, reason=reason, now=now)
+    await _announce(
+        session, audit, principal, row, frozen=True, reason=reason, now=now, signer=signer
+    )
     return row
 
 
@@ -63,6 +71,7 @@ async def release(
     incident_id: str,
     rationale: str,
     now: datetime,
+    signer: ActionSigner,
 ) -> EvidenceFreeze:
     await workflow.get_incident(session, incident_id, lock=True)
     row = await active_freeze(session, incident_id)
@@ -70,7 +79,9 @@ async def release(
         raise FreezeState(f"incident {incident_id} holds no freeze")
     row.released_by, row.released_at, row.release_reason = principal.actor, now, rationale
     session.add(row)
-    await _announce(session, audit, principal, row, frozen=False, reason=rationale, now=now)
+    await _announce(
+        session, audit, principal, row, frozen=False, reason=rationale, now=now, signer=signer
+    )
     return row
 
 
@@ -83,6 +94,7 @@ async def _announce(
     frozen: bool,
     reason: str,
     now: datetime,
+    signer: ActionSigner,
 ) -> None:
     event = EvidenceFreezeV1(
         occurred_at=now,
@@ -93,7 +105,7 @@ async def _announce(
         frozen=frozen,
         reason=reason,
     )
-    await enqueue(session, Subjects.INCIDENT_FREEZE, event)
+    session.add(signer.outbox_message(Subjects.INCIDENT_FREEZE, event))
     verb = "frozen" if frozen else "released"
     await note(
         session,
@@ -109,7 +121,7 @@ async def _announce(
         actor=principal.actor,
         action="incident.freeze" if frozen else "incident.freeze_release",
         subject=f"model:{row.model}@{row.version}",
-        payload=event.model_dump(mode="json"),
+        payload={**event.model_dump(mode="json"), "signed_by": signer.key_id},
         reason=reason,
         now=now,
     )

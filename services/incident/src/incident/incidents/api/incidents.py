@@ -226,7 +226,14 @@ async def triage(
     now: NowDep,
 ) -> IncidentRead:
     incident = await clocks.triage(
-        session, incidents.ctx.audit, principal, incident_id, body, now, incidents.catalogue
+        session,
+        incidents.ctx.audit,
+        principal,
+        incident_id,
+        body,
+        now,
+        incidents.catalogue,
+        signer=incidents.signer,
     )
     return await workflow.incident_read(session, incident)
 
@@ -290,11 +297,13 @@ async def freeze(
     body: FreezeCreate,
     session: SessionDep,
     principal: ResponderDep,
-    ctx: ContextDep,
+    incidents: IncidentsDep,
     now: NowDep,
 ) -> FreezeRead:
     incident = await workflow.get_incident(session, incident_id, lock=True)
-    row = await evidence.freeze(session, ctx.audit, principal, incident, body.reason, now)
+    row = await evidence.freeze(
+        session, incidents.ctx.audit, principal, incident, body.reason, now, incidents.signer
+    )
     return FreezeRead.model_validate(row, from_attributes=True)
 
 
@@ -304,8 +313,10 @@ async def release_freeze(
     body: FreezeRelease,
     session: SessionDep,
     principal: ResponderDep,
-    ctx: ContextDep,
+    incidents: IncidentsDep,
     now: NowDep,
 ) -> FreezeRead:
-    row = await evidence.release(session, ctx.audit, principal, incident_id, body.rationale, now)
+    row = await evidence.release(
+        session, incidents.ctx.audit, principal, incident_id, body.rationale, now, incidents.signer
+    )
     return FreezeRead.model_validate(row, from_attributes=True)
