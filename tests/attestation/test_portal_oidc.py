@@ -37,7 +37,7 @@ from joserfc.jwk import RSAKey
 
 from attestation.app import create_app
 from attestation.portal.oidc import is_tenant_template
-from attestation.settings import AttestationSettings
+from attestation.settings import AttestationSettings, PortalOidcTenant
 from linegate.auth import Role
 from linegate.embedded import free_port
 from linegate.testing.postgres import postgres_url
@@ -65,9 +65,11 @@ SUPPLIER_USER = {
     "realm_access": {"roles": ["lg-supplier"]},
     "supplier": "optivision",
 }
-#: Two Entra ID tenants (directory ids are GUIDs).
+#: Entra ID tenants (directory ids are GUIDs): the plant's own, one no setting names, and
+#: the supplier optivision's.
 TENANT = "3f2c8e51-7a44-4c0e-9d6b-1b2f3a4c5d6e"
 OTHER_TENANT = "b7e1d2c3-0f9a-4e8b-a1c2-d3e4f5a6b7c8"
+SUPPLIER_TENANT = "0c5a9f7e-2d1b-4f3a-8e6c-5b4a3d2c1e0f"
 #: Where a multi-tenant provider's discovery lives, as Entra's common endpoint.
 COMMON = "/common/v2.0"
 
@@ -539,7 +541,11 @@ async def test_without_an_end_session_endpoint_sign_out_stays_local(portal):
 
 # ------------------------------------------------------------------ multi-tenant issuer
 
-ENTRA_LIKE = {"multi_tenant": True, "portal_oidc_allowed_tenants": [TENANT]}
+ENTRA_LIKE = {
+    "multi_tenant": True,
+    "portal_oidc_tenants": {TENANT: {"staff": True}},
+    "portal_oidc_subject_claim": "sub",
+}
 
 
 @pytest.mark.parametrize("portal", [ENTRA_LIKE], indirect=True)
@@ -550,7 +556,7 @@ async def test_a_multi_tenant_provider_signs_in_only_allowed_tenants(portal, cap
         provider.user = {**PROCUREMENT_USER, "tid": TENANT}
         r = await portal.sign_in(web)
         assert r.status_code == 200, r.text
-        assert "petra@plant.example" in r.text
+        assert f"{TENANT}/{PROCUREMENT_USER['sub']}" in r.text
         claims = jwt.decode(provider.id_tokens[-1], provider.key).claims
         assert claims["iss"] == f"{provider.url}/{TENANT}/v2.0"
         record = next(r for r in caplog.records if r.msg.startswith("portal OIDC sign-in:"))
@@ -587,12 +593,19 @@ async def test_a_multi_tenant_provider_is_refused_without_allowed_tenants(portal
     async with portal.browser() as web:
         r = await web.get("/portal/login/oidc")
         refused(r, 502, "multi-tenant issuer template")
-        assert "LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS" in r.text
+        assert "LINEGATE_PORTAL_OIDC_TENANTS" in r.text
         refused(await web.get("/portal/login/oidc/callback?code=x&state=y"), 400, "no sign-in")
 
 
 @pytest.mark.parametrize(
-    "portal", [{"portal_oidc_allowed_tenants": [TENANT, "contoso"]}], indirect=True
+    "portal",
+    [
+        {
+            "portal_oidc_tenants": {TENANT: {"staff": True}, "contoso": {"staff": True}},
+            "portal_oidc_subject_claim": "sub",
+        }
+    ],
+    indirect=True,
 )
 async def test_allowed_tenants_confine_a_single_tenant_provider_too(portal):
     provider = portal.provider
@@ -605,6 +618,120 @@ async def test_allowed_tenants_confine_a_single_tenant_provider_too(portal):
         provider.user = {**PROCUREMENT_USER, "tid": TENANT}
         provider.tamper = lambda c: c.update(iss=f"{provider.url}/{TENANT}/v2.0")
         refused(await portal.sign_in(web), 401, "iss")
+
+
+#: The plant's directory and optivision's, behind one Entra-like multi-tenant provider.
+TWO_DIRECTORIES = {
+    "multi_tenant": True,
+    "portal_oidc_tenants": {
+        TENANT: {"staff": True},
+        SUPPLIER_TENANT: {"supplier": "optivision"},
+    },
+    "portal_oidc_subject_claim": "sub",
+    "portal_oidc_role_map": {**ROLE_MAP, "lg-admin": ["admin"], "lg-auditor": ["auditor"]},
+}
+
+
+@pytest.mark.parametrize("portal", [TWO_DIRECTORIES], indirect=True)
+async def test_a_suppliers_directory_yields_only_that_suppliers_role(portal, caplog):
+    """Each directory's administrator sets its users' roles, attributes and emails: a
+    supplier's may withhold access but never grant procurement, another supplier or a name."""
+    caplog.set_level(logging.INFO, logger="attestation.portal")
+    stack, provider = portal.stack, portal.provider
+    opti = await stack.onboard("optivision")
+    acme = await stack.onboard("acme")
+    mine = (await stack.upload("optivision", envelope(opti, subject("opti.onnx")))).json()["id"]
+    theirs = (await stack.upload("acme", envelope(acme, subject("acme-secret.onnx")))).json()["id"]
+    # Everything optivision's administrator could give a user to pass for someone else.
+    escalated = {
+        "sub": "opti-user-7",
+        "tid": SUPPLIER_TENANT,
+        "email": PROCUREMENT_USER["email"],
+        "preferred_username": PROCUREMENT_USER["email"],
+        "supplier": "acme",
+    }
+
+    # The plant's own directory: the role map applies in full.
+    async with portal.browser() as web:
+        provider.user = {**PROCUREMENT_USER, "tid": TENANT}
+        r = await portal.sign_in(web)
+        assert r.status_code == 200, r.text
+        page = await web.get("/portal/suppliers")
+        assert page.status_code == 200
+        assert f"Signed in as <strong>{TENANT}/{PROCUREMENT_USER['sub']}</strong>" in page.text
+        assert (await web.get("/portal/suppliers/acme")).status_code == 200
+
+    # Staff roles claimed in optivision's directory, without the supplier role: nothing.
+    async with portal.browser() as web:
+        provider.user = {
+            **escalated,
+            "realm_access": {"roles": ["lg-procurement", "lg-admin", "lg-auditor"]},
+        }
+        refused(await portal.sign_in(web), 403, "your directory is supplier optivision's")
+        assert "linegate_portal" not in web.cookies
+
+    # With the supplier role as well: optivision's supplier, and nothing more.
+    async with portal.browser() as web:
+        provider.user = {
+            **escalated,
+            "realm_access": {"roles": ["lg-procurement", "lg-admin", "lg-supplier"]},
+        }
+        r = await portal.sign_in(web)
+        assert r.status_code == 200, r.text
+        name = f"{SUPPLIER_TENANT}/opti-user-7"
+        assert name in r.text
+        assert PROCUREMENT_USER["email"] not in r.text
+        home = await web.get("/portal/")
+        assert (home.status_code, home.headers["location"]) == (303, "/portal/attestations")
+        page = await web.get("/portal/attestations?supplier=acme")
+        assert "(supplier optivision)" in page.text
+        assert f"Signed in as <strong>{name}</strong>" in page.text
+        assert mine in page.text
+        assert theirs not in page.text
+        assert (await web.get("/portal/suppliers")).status_code == 403
+        assert (await web.get("/portal/suppliers/acme")).status_code == 404
+        assert (await web.get(f"/portal/attestations/{theirs}")).status_code == 404
+    signed_in = next(r for r in caplog.records if r.getMessage() == f"portal OIDC sign-in: {name}")
+    assert (signed_in.roles, signed_in.tenant) == (["supplier"], "optivision")
+    assert signed_in.directory == SUPPLIER_TENANT
+    withheld = next(r for r in caplog.records if "not granted" in r.getMessage())
+    assert withheld.levelno == logging.WARNING
+    assert withheld.withheld_roles == ["admin", "procurement"]
+    assert not any(PROCUREMENT_USER["email"] in r.getMessage() for r in caplog.records)
+
+    # The tenant claim is not read for a supplier's directory, absent or not.
+    async with portal.browser() as web:
+        provider.user = {
+            "sub": "opti-user-8",
+            "tid": SUPPLIER_TENANT,
+            "realm_access": {"roles": ["lg-supplier"]},
+        }
+        assert (await portal.sign_in(web)).status_code == 200
+        page = await web.get("/portal/attestations")
+        assert "(supplier optivision)" in page.text
+        assert mine in page.text
+
+
+@pytest.mark.parametrize(
+    "portal", [{**TWO_DIRECTORIES, "portal_oidc_subject_claim": "oid"}], indirect=True
+)
+async def test_a_multi_tenant_session_names_its_user_by_directory_and_object_id(portal):
+    provider = portal.provider
+    # The plant's directory may still host supplier users: its administrator is the plant's.
+    provider.user = {
+        "sub": "pairwise-sub",
+        "oid": "6a1f-object-id",
+        "tid": TENANT,
+        "realm_access": {"roles": ["lg-supplier"]},
+        "supplier": "acme",
+    }
+    async with portal.browser() as web:
+        assert (await portal.sign_in(web)).status_code == 200
+        page = await web.get("/portal/attestations")
+        assert f"Signed in as <strong>{TENANT}/6a1f-object-id</strong>" in page.text
+        assert "(supplier acme)" in page.text
+        provider.user = {k: v for k, v in provider.user.items() if k != "oid"}
+        refused(await portal.sign_in(web), 401, "no 'oid' claim")
 
 
 def test_an_issuer_template_must_be_the_configured_issuer_with_a_tenant_segment():
@@ -857,7 +984,7 @@ def test_settings_refuse_an_incomplete_or_unsafe_provider():
         AttestationSettings(
             portal_oidc_issuer="https://idp.example",
             portal_oidc_client_id="c",
-            portal_oidc_allowed_tenants=["../other"],
+            portal_oidc_tenants={"../other": {"staff": True}},
         )
     defaults = AttestationSettings(
         attestation_url="https://lg.example",
@@ -868,18 +995,48 @@ def test_settings_refuse_an_incomplete_or_unsafe_provider():
         r"https://lg\.example/portal/login/oidc/callback", defaults.portal_oidc_callback_url
     )
     assert defaults.portal_oidc_post_logout_url == "https://lg.example/portal/login"
-    assert defaults.portal_oidc_allowed_tenants == []
+    assert defaults.portal_oidc_tenants == {}
 
 
-@pytest.mark.parametrize(
-    "value", [f"{TENANT}, contoso", f"{TENANT} contoso", f'["{TENANT}", "contoso"]']
-)
-def test_allowed_tenants_are_read_from_the_environment(monkeypatch, value):
-    monkeypatch.setenv("LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS", value)
+def test_tenants_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv(
+        "LINEGATE_PORTAL_OIDC_TENANTS",
+        f'{{"{TENANT}": {{"staff": true}}, "{SUPPLIER_TENANT}": {{"supplier": "optivision"}}}}',
+    )
     settings = AttestationSettings(
         portal_oidc_issuer="https://idp.example", portal_oidc_client_id="c"
     )
-    assert settings.portal_oidc_allowed_tenants == [TENANT, "contoso"]
+    assert settings.portal_oidc_tenants == {
+        TENANT: PortalOidcTenant(staff=True),
+        SUPPLIER_TENANT: PortalOidcTenant(supplier="optivision"),
+    }
+
+
+def test_settings_refuse_tenants_that_do_not_say_what_their_users_may_be(monkeypatch):
+    def settings(**values: Any) -> AttestationSettings:
+        return AttestationSettings(
+            portal_oidc_issuer="https://idp.example", portal_oidc_client_id="c", **values
+        )
+
+    for policy in ({}, {"staff": False}, {"staff": True, "supplier": "optivision"}):
+        with pytest.raises(ValueError, match='either the directory\'s "supplier" or "staff"'):
+            settings(portal_oidc_tenants={TENANT: policy})
+    with pytest.raises(ValueError, match="supplier"):
+        settings(portal_oidc_tenants={TENANT: {"supplier": "../acme"}})
+    with pytest.raises(ValueError, match="Extra inputs"):
+        settings(portal_oidc_tenants={TENANT: {"supplier": "acme", "roles": ["admin"]}})
+    # What a directory's administrator may set for any of their users never names one.
+    for claim in ("email", "preferred_username", "upn"):
+        with pytest.raises(ValueError, match="SUBJECT_CLAIM must be sub or oid"):
+            settings(portal_oidc_tenants={TENANT: {"staff": True}}, portal_oidc_subject_claim=claim)
+    assert settings(portal_oidc_subject_claim="email").portal_oidc_subject_claim == "email"
+    oid = settings(portal_oidc_tenants={TENANT: {"staff": True}}, portal_oidc_subject_claim="oid")
+    assert oid.portal_oidc_subject_claim == "oid"
+    # The bare allow-list let any listed directory grant any role: refused, with the way on.
+    for value in (TENANT, f'["{TENANT}"]'):
+        monkeypatch.setenv("LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS", value)
+        with pytest.raises(ValueError, match="replaced by LINEGATE_PORTAL_OIDC_TENANTS"):
+            settings()
 
 
 # ------------------------------------------------------------------------- stylesheet

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from attestation.schemas import SUPPLIER_ID
 from linegate.roles import Role
 from linegate.settings import Environment, LinegateSettings
 
@@ -16,6 +17,32 @@ from linegate.settings import Environment, LinegateSettings
 OIDC_GRANTABLE_ROLES = frozenset(Role) - {Role.DEVICE}
 #: A tenant id substituted into an issuer URL: one plain path segment (Entra's are GUIDs).
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+#: Subject claims a multi-tenant session may name its user by: the directory's own ids,
+#: which its administrator cannot hand to another user (an email or username they can).
+TENANT_SUBJECT_CLAIMS = ("sub", "oid")
+
+
+class PortalOidcTenant(BaseModel):
+    """One directory of a multi-tenant provider and what its users may be in Linegate:
+    exactly one of a supplier's (``{"supplier": "optivision"}``) or the plant's own
+    (``{"staff": true}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The supplier whose directory this is: its users can only ever be this supplier's
+    #: ``supplier`` users, whatever their claims say.
+    supplier: str | None = Field(default=None, pattern=SUPPLIER_ID)
+    #: The plant's own (home) directory: the role map and tenant claim apply in full, so
+    #: its users may be procurement, auditors, admins (or suppliers by the tenant claim).
+    staff: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.supplier is None) == (not self.staff):
+            raise ValueError('name either the directory\'s "supplier" or "staff": true')
+        return self
 
 
 class AttestationSettings(LinegateSettings):
@@ -69,23 +96,36 @@ class AttestationSettings(LinegateSettings):
     portal_oidc_roles_claim: str = "roles"
     #: Provider role/group -> Linegate roles, e.g. ``{"lg-procurement": ["procurement"]}``
     #: (JSON in the environment). Only mapped values grant anything: no mapping, no sign-in.
+    #: With :attr:`portal_oidc_tenants` it grants in full only to a ``staff`` directory.
     portal_oidc_role_map: dict[str, list[Role]] = Field(default_factory=dict)
     #: ID-token claim (dotted path allowed) naming the supplier a ``supplier`` user belongs to.
+    #: Not read for a supplier's directory of :attr:`portal_oidc_tenants` (the setting names it).
     portal_oidc_tenant_claim: str = "supplier"
     #: ID-token claim the portal session (and the audit log) names the user by. ``sub`` is the
     #: stable one; ``email`` or ``preferred_username`` read better where the provider keeps
-    #: them unique and unchanging.
+    #: them unique and unchanging. With :attr:`portal_oidc_tenants` only ``sub`` or ``oid``,
+    #: prefixed with the token's ``tid`` (``<tid>/<sub>``).
     portal_oidc_subject_claim: str = "sub"
     #: Where the provider sends the browser after signing out there (RP-initiated logout's
     #: ``post_logout_redirect_uri``); default ``{attestation_url}/portal/login``. Register
     #: exactly this at the provider.
     portal_oidc_post_logout_redirect_url: str | None = None
-    #: Tenants whose users may sign in through a multi-tenant provider (opt-in). Entra ID's
+    #: The directories (tenants) whose users may sign in, for a multi-tenant provider
+    #: (opt-in), each with what its users may be: ``{"<tid>": {"supplier": "optivision"},
+    #: "<home tid>": {"staff": true}}`` (JSON in the environment). Entra ID's
     #: ``https://login.microsoftonline.com/common/v2.0`` publishes the issuer
-    #: ``https://login.microsoftonline.com/{tenantid}/v2.0``: with this list an ID token's
+    #: ``https://login.microsoftonline.com/{tenantid}/v2.0``: with this setting an ID token's
     #: ``iss`` must be that template with the token's own ``tid`` in it, and ``tid`` one of
-    #: these. Empty = the issuer must match exactly (a templated one is refused). Comma- or
-    #: space-separated in the environment, or a JSON list.
+    #: these. Each tenant's administrator controls its users' roles and attributes, so a
+    #: supplier's directory only ever yields the ``supplier`` role for the supplier named here
+    #: (its users' role claim must map to ``supplier``; any other role it names is not
+    #: granted, and the tenant claim is not read). Only a ``staff`` directory (the plant's
+    #: own) goes through the role map and tenant claim as a single-tenant provider does. The
+    #: session names the user ``<tid>/<sub>`` (or ``<tid>/<oid>``). Empty = single-tenant:
+    #: the issuer must match exactly (a templated one is refused).
+    portal_oidc_tenants: dict[str, PortalOidcTenant] = Field(default_factory=dict)
+    #: Replaced by :attr:`portal_oidc_tenants` (a bare list let any allowed directory's
+    #: administrator grant any role and supplier); refused when set, with a pointer.
     portal_oidc_allowed_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: PEM key (ES256) signing the portal's OIDC sessions and sign-in state cookies; default
     #: ``<data_dir>/keys/portal-session.pem``, made on first use. Replicas share one file.
@@ -127,6 +167,29 @@ class AttestationSettings(LinegateSettings):
     def portal_session_key_path(self) -> Path:
         return self.portal_session_key_file or self.keys_dir / "portal-session.pem"
 
+    def _portal_oidc_tenant_problems(self) -> list[str]:
+        problems = []
+        if self.portal_oidc_allowed_tenants:
+            problems.append(
+                "LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS is replaced by LINEGATE_PORTAL_OIDC_TENANTS, "
+                "which says what each directory's users may be: "
+                '{"<tid>": {"supplier": "<supplier id>"}, "<home tid>": {"staff": true}}'
+            )
+        for tenant in self.portal_oidc_tenants:
+            if not TENANT_ID.fullmatch(tenant):
+                problems.append(
+                    f"LINEGATE_PORTAL_OIDC_TENANTS: {tenant!r} is not a tenant id "
+                    "(letters, digits, '.', '_', '-')"
+                )
+        if self.portal_oidc_tenants and self.portal_oidc_subject_claim not in TENANT_SUBJECT_CLAIMS:
+            problems.append(
+                "LINEGATE_PORTAL_OIDC_SUBJECT_CLAIM must be sub or oid with "
+                f"LINEGATE_PORTAL_OIDC_TENANTS, not {self.portal_oidc_subject_claim!r}: each "
+                "directory's administrator sets their users' emails and usernames, so a "
+                "multi-tenant session names its user <tid>/<sub> (or <tid>/<oid>)"
+            )
+        return problems
+
     @model_validator(mode="after")
     def _check_portal_oidc(self) -> Self:
         if self.portal_oidc_issuer is None:
@@ -136,12 +199,7 @@ class AttestationSettings(LinegateSettings):
             problems.append("LINEGATE_PORTAL_OIDC_CLIENT_ID is required with an issuer")
         if "openid" not in self.portal_oidc_scopes.split():
             problems.append("LINEGATE_PORTAL_OIDC_SCOPES must include openid")
-        for tenant in self.portal_oidc_allowed_tenants:
-            if not TENANT_ID.fullmatch(tenant):
-                problems.append(
-                    f"LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS: {tenant!r} is not a tenant id "
-                    "(letters, digits, '.', '_', '-')"
-                )
+        problems.extend(self._portal_oidc_tenant_problems())
         for group, roles in self.portal_oidc_role_map.items():
             if not set(roles) <= OIDC_GRANTABLE_ROLES:
                 problems.append(f"LINEGATE_PORTAL_OIDC_ROLE_MAP[{group!r}]: a person is no device")

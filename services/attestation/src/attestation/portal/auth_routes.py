@@ -233,8 +233,24 @@ async def login_oidc_callback(
             "subject": identity.subject,
             "roles": sorted(identity.roles),
             "tenant": identity.tenant,
+            "directory": identity.directory,
         },
     )
+    if identity.withheld:
+        # A supplier's directory claiming more than it may grant: a mistake or an attempt.
+        log.warning(
+            "portal OIDC: roles %s not granted to %s: directory %s is supplier %s's",
+            ", ".join(sorted(identity.withheld)),
+            identity.subject,
+            identity.directory,
+            identity.tenant,
+            extra={
+                "issuer": provider.issuer,
+                "subject": identity.subject,
+                "directory": identity.directory,
+                "withheld_roles": sorted(identity.withheld),
+            },
+        )
     # A page that moves on by itself, not a 303: the browser arrived here from the provider
     # (cross-site), and the SameSite=Strict session cookie would not come with a redirect
     # that is still part of that navigation; the refresh is a same-site one.

@@ -18,9 +18,13 @@ the session cookie every page receives stays small.
 
 The provider's discovery document and JWKS are fetched from the configured issuer and
 cached. A multi-tenant provider (Entra ID's ``.../common/v2.0``) publishes an issuer template
-(``.../{tenantid}/v2.0``); it is accepted only with ``LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS``,
-and then each ID token's ``iss`` must be the template with the token's own ``tid`` in it and
-``tid`` one of the allowed tenants (:meth:`OidcProvider.expected_issuer`).
+(``.../{tenantid}/v2.0``); it is accepted only with ``LINEGATE_PORTAL_OIDC_TENANTS``, and
+then each ID token's ``iss`` must be the template with the token's own ``tid`` in it and
+``tid`` one of the configured tenants (:meth:`OidcProvider.expected_issuer`). Each tenant is
+configured with what its users may be, because its administrator controls their claims: a
+supplier's directory yields only that supplier's ``supplier`` role (the role claim can only
+withhold it), a ``staff`` directory goes through the role map and tenant claim, and the user
+is named ``<tid>/<sub>`` (:func:`map_identity`).
 
 Claim checks are Authlib's (:class:`authlib.oidc.core.CodeIDToken`), JOSE is ``joserfc`` as
 everywhere in Linegate. Every failure is an :class:`OidcError` with the HTTP status the

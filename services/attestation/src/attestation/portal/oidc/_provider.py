@@ -101,7 +101,7 @@ class OidcProvider:
         self.scopes = settings.portal_oidc_scopes
         self.leeway = settings.auth_leeway_seconds
         self.name = settings.portal_oidc_display_name
-        self.allowed_tenants = frozenset(settings.portal_oidc_allowed_tenants)
+        self.allowed_tenants = frozenset(settings.portal_oidc_tenants)
         self._metadata: ProviderMetadata | None = None
         self._fetched_at = 0.0
         self._jwks: RemoteJWKS | None = None
@@ -139,8 +139,8 @@ class OidcProvider:
             if not self.allowed_tenants:
                 raise ProviderUnavailable(
                     f"the discovery document names the multi-tenant issuer template "
-                    f"{published!r}: set LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS to the tenants "
-                    "whose users may sign in"
+                    f"{published!r}: set LINEGATE_PORTAL_OIDC_TENANTS to the tenants whose "
+                    "users may sign in, each with what its users may be"
                 )
             issuer = str(published)
         endpoints = [doc.get(k) for k in ("authorization_endpoint", "token_endpoint", "jwks_uri")]
@@ -293,7 +293,7 @@ class OidcProvider:
         return dict(claims)
 
     def expected_issuer(self, metadata: ProviderMetadata, claims: dict[str, Any]) -> str:
-        """The ``iss`` this (signature-checked) ID token must carry. With allowed tenants its
+        """The ``iss`` this (signature-checked) ID token must carry. With tenants configured its
         ``tid`` must be one of them, and a templated issuer is filled in with that ``tid``
         (never with anything the allow-list did not name)."""
         if not self.allowed_tenants:
@@ -303,7 +303,7 @@ class OidcProvider:
             shown = repr(tid) if isinstance(tid, str) else "no 'tid' claim"
             raise IdTokenInvalid(
                 f"the ID token was refused: tenant {shown} is not among the tenants allowed "
-                "to sign in here (LINEGATE_PORTAL_OIDC_ALLOWED_TENANTS)"
+                "to sign in here (LINEGATE_PORTAL_OIDC_TENANTS)"
             )
         if metadata.issuer_is_template:
             return metadata.issuer.replace(TENANT_PLACEHOLDER, tid)
