@@ -120,15 +120,21 @@ async def test_the_relay_publishes_a_group_once_each_in_the_order_of_the_audit_c
     )
     assert record_batches == [60]
     ctx = stack.app.state.ctx
-    await ctx.outbox.flush()  # whatever the woken relay has not sent yet
-    async with ctx.db.session() as session:
-        unsent = (
-            await session.exec(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(col(OutboxMessage.sent_at).is_(None))
-            )
-        ).one()
+    # The woken relay may hold the rows (PostgreSQL: FOR UPDATE SKIP LOCKED) while it
+    # publishes them; flush what it has not taken until every row is marked sent.
+    for _ in range(200):
+        await ctx.outbox.flush()
+        async with ctx.db.session() as session:
+            unsent = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(col(OutboxMessage.sent_at).is_(None))
+                )
+            ).one()
+        if unsent == 0:
+            break
+        await asyncio.sleep(0.05)
     assert unsent == 0
     audited = await stack.client.get(
         "/v1/audit/entries?limit=1000", headers=stack.token(Role.AUDITOR)

@@ -181,3 +181,20 @@ async def test_append_many_chains_exactly_like_appends_one_by_one(db, key):
             )
             one_by_one.append(e.hash)
     assert [e.hash for e in many] == one_by_one
+
+
+async def test_append_flushes_the_change_it_records_first(db, key):
+    # Callers read what the flush assigns (ids, defaults) right after appending, as they did
+    # when the entry itself went through the ORM flush.
+    audit = AuditLog("registry", key, checkpoint_every=100)
+    async with db.session() as s:
+        pending = AuditCheckpoint(
+            seq=1000, hash="h", time=datetime.now(UTC), key_id="k", envelope="{}"
+        )
+        s.add(pending)
+        assert pending in s.new
+        await audit.append(s, actor="a", action="x", subject="y")
+        assert not s.new
+        await s.delete(pending)
+    async with db.session() as s:
+        assert [e.seq for e in await AuditLog.entries(s)] == [1]

@@ -239,6 +239,9 @@ class AuditLog:
         all entries and one head update (for group commits)."""
         if not records:
             return []
+        # The change being recorded is flushed first, as the ORM flush of the entries used to
+        # do: callers may read ids it assigns right after appending (a no-op when clean).
+        await session.flush()
         seq, prev = await self._head(session)
         t = (now or datetime.now(UTC)).astimezone(UTC)
         t_iso = _iso(t)
