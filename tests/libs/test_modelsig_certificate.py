@@ -10,9 +10,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from model_signing import signing, verifying
 
+from linegate._modelsig_x509 import (
+    CertificateError,
+    SigningCertificate,
+    check_identity,
+    describe,
+    identity_of,
+)
 from linegate.modelsig import (
     ModelSignatureError,
     SignedFile,
@@ -530,3 +538,37 @@ def test_a_certificate_signature_verifies_without_the_model_files(
     (tmp_path / "k.pem").write_bytes(private_key_pem(ec.generate_private_key(ec.SECP256R1())))
     sign_model(model, tmp_path / "k.pem", key_signed)
     assert "carries no certificate chain" in refused(key_signed.read_bytes())
+
+
+# ------------------------------------------------------------------ the signer's identity
+
+
+def _names(pki: CodeSigningPki, name: str, sans) -> SigningCertificate:
+    return describe(pki.issue_leaf(name, sans=sans).cert)
+
+
+def test_an_identity_matches_only_a_name_of_its_own_kind(pki):
+    registry = _names(pki, "linegate-registry", [])
+    subject = registry.subject  # CN=linegate-registry,O=...
+    assert identity_of(registry) == subject  # no SAN: its RFC 4514 subject
+    check_identity(registry, subject, "pinned")
+    signer = _names(pki, "release-signer", [x509.RFC822Name("release-signer@plant.example")])
+    assert identity_of(signer) == "release-signer@plant.example"
+    check_identity(signer, "release-signer@plant.example", "pinned")
+    check_identity(signer, "email:release-signer@plant.example", "pinned")
+
+    # Another certificate of the same CA, with SANs spelled like the pinned names: a CA that
+    # copies a request's SANs issues these. Neither passes for the registry or the signer.
+    mallory = _names(
+        pki,
+        "mallory",
+        [x509.UniformResourceIdentifier(subject), x509.DNSName("release-signer@plant.example")],
+    )
+    for pinned in (subject, "release-signer@plant.example", "", "subject:"):
+        with pytest.raises(CertificateError, match="not issued to the expected identity"):
+            check_identity(mallory, pinned, "pinned")
+    # Named with their kinds, its own names do match.
+    check_identity(mallory, f"uri:{subject}", "pinned")
+    check_identity(mallory, "dns:release-signer@plant.example", "pinned")
+    # Its published identity says the kind its shape would not.
+    assert identity_of(mallory) == "dns:release-signer@plant.example"

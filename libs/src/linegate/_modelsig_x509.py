@@ -59,18 +59,24 @@ class SigningCertificate:
     not_after: datetime
     key_id: str
     chain: tuple[str, ...] = ()
+    #: Every name the certificate is issued to, with its kind: ``("subject", RFC 4514)`` and
+    #: ``("email" | "dns" | "uri", value)`` per subject alternative name.
+    typed_names: tuple[tuple[str, str], ...] = ()
 
 
 def describe(cert: x509.Certificate, chain: Sequence[x509.Certificate] = ()) -> SigningCertificate:
     """A :class:`SigningCertificate` for ``cert`` (``chain``: its verified issuers)."""
     names: list[str] = []
+    typed: list[tuple[str, str]] = [("subject", cert.subject.rfc4514_string())]
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         pass
     else:
-        for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
-            names.extend(str(v) for v in san.get_values_for_type(kind))
+        for kind, general_name in _SAN_KINDS:
+            values = [str(v) for v in san.get_values_for_type(general_name)]
+            names.extend(values)
+            typed.extend((kind, v) for v in values)
     return SigningCertificate(
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
@@ -81,24 +87,66 @@ def describe(cert: x509.Certificate, chain: Sequence[x509.Certificate] = ()) -> 
         not_after=cert.not_valid_after_utc,
         key_id=key_id(cert.public_key()),  # type: ignore[arg-type]  # checked EC by callers
         chain=tuple(c.subject.rfc4514_string() for c in chain),
+        typed_names=tuple(typed),
     )
+
+
+#: The subject alternative name kinds an identity can be, by the prefix that names them.
+_SAN_KINDS: tuple[
+    tuple[str, type[x509.RFC822Name] | type[x509.DNSName] | type[x509.UniformResourceIdentifier]],
+    ...,
+] = (
+    ("email", x509.RFC822Name),
+    ("dns", x509.DNSName),
+    ("uri", x509.UniformResourceIdentifier),
+)
+IDENTITY_KINDS = ("subject", *(kind for kind, _ in _SAN_KINDS))
+
+
+def typed_identity(identity: str) -> tuple[str, str]:
+    """``(kind, value)`` of a pinned identity: ``email:``, ``dns:``, ``uri:`` or ``subject:``
+    names the kind; a plain value is read by its shape (``://`` a URI, ``@`` an e-mail
+    address, ``=`` an RFC 4514 subject, else a DNS name). A name only ever matches a
+    certificate's name of the same kind, so a SAN spelled like another name's value (a URI
+    SAN ``CN=linegate-registry``, a DNS SAN ``release-signer@plant.example``) matches nothing."""
+    kind, sep, value = identity.partition(":")
+    if sep and kind in IDENTITY_KINDS:
+        return kind, value
+    if "://" in identity:
+        return "uri", identity
+    if "@" in identity:
+        return "email", identity
+    if "=" in identity:
+        return "subject", identity
+    return "dns", identity
 
 
 def identity_of(cert: SigningCertificate) -> str:
     """The one name a verifier pins a signer by: the first subject alternative name (a
-    Sigstore certificate's identity is its SAN), else the RFC 4514 subject."""
-    return cert.subject_alternative_names[0] if cert.subject_alternative_names else cert.subject
+    Sigstore certificate's identity is its SAN), else the RFC 4514 subject; plain when its
+    shape says its kind (:func:`typed_identity`), else with the kind's prefix."""
+    kind, value = next(
+        (name for name in cert.typed_names if name[0] != "subject"),
+        ("subject", cert.subject),
+    )
+    return value if typed_identity(value) == (kind, value) else f"{kind}:{value}"
 
 
 def check_identity(cert: SigningCertificate, identity: str, where: str) -> None:
-    """Refuse ``cert`` unless ``identity`` is one of its subject alternative names or its
-    RFC 4514 subject: the chain proves which CA issued it, this pins whom it was issued to."""
-    if identity in cert.subject_alternative_names or identity == cert.subject:
+    """Refuse ``cert`` unless it is issued to ``identity``: a name of the same kind with the
+    same value (:func:`typed_identity`). The chain proves which CA issued it, this pins whom
+    it was issued to."""
+    kind, value = typed_identity(identity)
+    names = cert.typed_names or (
+        ("subject", cert.subject),
+        *((typed_identity(n)[0], n) for n in cert.subject_alternative_names),
+    )
+    if value and (kind, value) in names:
         return
-    names = ", ".join((cert.subject, *cert.subject_alternative_names))
+    listed = ", ".join(f"{k}:{v}" for k, v in names)
     raise CertificateError(
         f"{where}: signing certificate {cert.subject} (sha256 {cert.sha256_fingerprint[:16]}) "
-        f"is not issued to the expected identity {identity!r}; it names {names}"
+        f"is not issued to the expected identity {identity!r} (a {kind} name); it names {listed}"
     )
 
 

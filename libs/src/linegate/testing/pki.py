@@ -143,12 +143,14 @@ class CodeSigningPki:
         digital_signature: bool = True,
         san_email: str | None = "release-signer@plant.example",
         key: ec.EllipticCurvePrivateKey | None = None,
+        sans: list[x509.GeneralName] | None = None,
     ) -> LeafFiles:
         """A code-signing leaf from the intermediate, its key and certificate written as PEM.
 
         By default valid from a day ago for 30 days, with key usage ``digitalSignature``,
         extended key usage ``codeSigning`` and an e-mail SAN; the keywords take each away.
-        ``key`` certifies an existing key (e.g. a registry's) instead of a fresh one.
+        ``key`` certifies an existing key (e.g. a registry's) instead of a fresh one; ``sans``
+        replaces the e-mail SAN with these names (what a CA copying a request's SANs issues).
         """
         now = datetime.now(UTC)
         key = key or ec.generate_private_key(ec.SECP256R1())
@@ -192,10 +194,9 @@ class CodeSigningPki:
                 critical=False,
             )
         )
-        if san_email:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.RFC822Name(san_email)]), critical=False
-            )
+        names = sans if sans is not None else [x509.RFC822Name(san_email)] if san_email else []
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.intermediate.key, hashes.SHA256())
         key_path, cert_path = self.dir / f"{name}.key.pem", self.dir / f"{name}.pem"
         key_path.write_bytes(

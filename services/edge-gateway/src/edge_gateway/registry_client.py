@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from edge_gateway.settings import GatewaySettings
 from linegate.errors import ServiceUnavailable
 from linegate.roles import Role
 from linegate.service_auth import ServiceTokens
+
+log = logging.getLogger("edge_gateway.registry_client")
 
 
 class RegistryClient:
@@ -84,8 +87,16 @@ class RegistryClient:
         for k in body["keys"]:
             trust.append((str(k["public_key_pem"]), None))
             if k.get("certificate_chain_pem"):
-                identity = k.get("identity") if k.get("verify_method") == "certificate" else None
-                trust.append((str(k["certificate_chain_pem"]), identity and str(identity)))
+                identity = k.get("identity")
+                if not identity:
+                    # Without the signer's identity the chain would let any certificate of
+                    # that CA pass for the registry's: not trusted (fails closed).
+                    log.warning(
+                        "the registry publishes a certificate chain without the signer "
+                        "identity: certificate-signed releases will not verify"
+                    )
+                    continue
+                trust.append((str(k["certificate_chain_pem"]), str(identity)))
         return trust
 
     async def download(self, path: str, dest: Path, *, sha256: str | None = None) -> str:
