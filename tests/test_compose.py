@@ -65,3 +65,45 @@ def test_services_wait_for_postgres_and_nats(compose):
         depends = compose["services"][name]["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
         assert "nats-1" in depends
+
+
+def _mounts(compose, name):
+    """Volume name -> mount options ("rw" or "ro") of service ``name``."""
+    out = {}
+    for spec in compose["services"][name].get("volumes", []):
+        volume, _, rest = spec.partition(":")
+        _, _, mode = rest.partition(":")
+        out[volume] = mode or "rw"
+    return out
+
+
+def test_only_the_incident_service_holds_its_signing_key_and_the_gateway_pins_it_read_only(
+    compose,
+):
+    incident_env = compose["services"]["incident"]["environment"]
+    gateway_env = compose["services"]["edge-gateway"]["environment"]
+    signing = incident_env["LINEGATE_INCIDENT_ACTION_SIGNING_KEY"]
+    public = incident_env["LINEGATE_INCIDENT_ACTION_PUBLIC_KEY"]
+    assert gateway_env["LINEGATE_INCIDENT_ACTION_KEY"] == public
+
+    def volume_of(name, path):
+        targets = {
+            spec.split(":")[1]: spec.split(":")[0]
+            for spec in compose["services"][name].get("volumes", [])
+        }
+        matches = [target for target in targets if path.startswith(target + "/")]
+        assert matches, f"{path} is on no volume of {name}"
+        return targets[max(matches, key=len)]  # the innermost mount
+
+    signing_volume = volume_of("incident", signing)
+    public_volume = volume_of("incident", public)
+    assert signing_volume != "linegate-keys"
+    for name in compose["services"]:
+        if name != "incident":
+            assert signing_volume not in _mounts(compose, name), name
+            if name != "edge-gateway":
+                assert public_volume not in _mounts(compose, name), name
+    assert _mounts(compose, "edge-gateway")[public_volume] == "ro"
+    assert volume_of("edge-gateway", public) == public_volume
+    data_dir = compose["services"]["incident"]["environment"]["LINEGATE_DATA_DIR"]
+    assert not signing.startswith(f"{data_dir}/keys/")  # not on the shared keys volume

@@ -3,19 +3,22 @@ agents (per-device auth): every change reaches the device signed in its desired 
 agent verifies it and its inference API obeys it; a replayed older document cannot undo it.
 Actions arrive signed by the incident service (DSSE, its real key in the shared data dir);
 unsigned, tampered, foreign-key, stale and replayed ones are refused, audited, and change
-nothing."""
+nothing. Evidence freezes travel signed the same way; the pinned key is read once; an action
+id is claimed before the action is carried out, so a racing replay cannot run it twice."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
-from edge_gateway import distribution
+from edge_gateway import distribution, incidents
 from edge_gateway.models import DesiredState, IncidentAction
 from edge_gateway.rollouts import evaluator
 from incident.incidents.actions import ActionSigner
@@ -27,7 +30,7 @@ from linegate.events import (
     IncidentActionV1,
     Subjects,
 )
-from linegate.signing import dsse_sign, generate_private_key
+from linegate.signing import dsse_sign, generate_private_key, public_key_pem
 from linegate.testing.fixtures import bearer
 from tests.edge_gateway.conftest import MODEL, PLANT, Line, wait_for
 
@@ -372,3 +375,230 @@ async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_releas
         ("release.frozen", f"model:{MODEL}@2.0.4", "rita-responder"),
         ("release.unfrozen", f"model:{MODEL}@2.1.0", "rita-responder"),
     ]
+
+
+async def freeze_refusals(t: Line) -> list[dict[str, Any]]:
+    r = await t.client.get(
+        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(t.mint(Role.AUDITOR))
+    )
+    return [e for e in r.json() if e["action"] == "evidence_freeze.refused"]
+
+
+async def frozen_by(t: Line, version: str) -> str | None:
+    async with t.gw.db.session() as session:
+        row = await distribution.frozen(session, MODEL, version)
+    return row.incident_id if row is not None else None
+
+
+async def test_forged_foreign_replayed_and_stale_freeze_releases_are_refused(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1)
+    await line.release("2.1.0", 2)
+    signer = incident_signer(line)
+    subject = Subjects.INCIDENT_FREEZE
+    await freeze(line, "2.1.0", "inc-7")
+
+    async def frozen_by_inc_7() -> bool:
+        return await frozen_by(line, "2.1.0") == "inc-7"
+
+    await wait_for(frozen_by_inc_7, "the genuine freeze")
+
+    def signed(event: EvidenceFreezeV1, key: Any = None, payload_type: str = "") -> bytes:
+        envelope = dsse_sign(
+            event.model_dump_json().encode(),
+            payload_type or EvidenceFreezeV1.PAYLOAD_TYPE,
+            key or signer.key,
+        )
+        return json.dumps(envelope).encode()
+
+    release = freeze_event("2.1.0", "inc-7", frozen=False)
+    forged_under = f"nats:{subject}"
+    cases = [
+        # A forged release would let rollouts of the frozen version reach devices again.
+        (release.model_dump_json().encode(), "unsigned: not a DSSE envelope", forged_under),
+        (signed(release, generate_private_key()), "bad signature", forged_under),
+        # A forged freeze under another incident would take the version over.
+        (freeze_event("2.1.0", "inc-666").model_dump_json().encode(), "unsigned", forged_under),
+        # Genuinely signed, but as an action: one payload type never passes for the other.
+        (signed(release, payload_type=IncidentActionV1.PAYLOAD_TYPE), "payloadType", forged_under),
+        (
+            signed(
+                freeze_event(
+                    "2.1.0",
+                    "inc-7",
+                    frozen=False,
+                    occurred_at=datetime.now(UTC) - timedelta(hours=2),
+                )
+            ),
+            "stale: issued at",
+            "incident:inc-7",
+        ),
+    ]
+    for n, (body, reason, audited_under) in enumerate(cases, 1):
+        await line.service.jetstream().publish(subject, body)
+
+        async def refused(n: int = n) -> list[dict[str, Any]] | None:
+            found = await freeze_refusals(line)
+            return found if len(found) == n else None
+
+        entry = (await wait_for(refused, f"freeze refusal {n}"))[-1]
+        assert entry["reason"].startswith(reason), entry
+        assert (entry["actor"], entry["subject"]) == ("service:edge-gateway", audited_under)
+        assert await frozen_by(line, "2.1.0") == "inc-7"
+    assert (await line.assign("2.1.0", device_ids=["cam-3-1"])).status_code == 409
+
+    # The genuine release, a new freeze by the same incident, then the release replayed.
+    genuine_release = signed(release)
+    await line.service.jetstream().publish(subject, genuine_release)
+
+    async def released() -> bool:
+        return await frozen_by(line, "2.1.0") is None
+
+    await wait_for(released, "the genuine release")
+    await freeze(line, "2.1.0", "inc-7")
+    await wait_for(frozen_by_inc_7, "the second freeze")
+    await line.service.jetstream().publish(subject, genuine_release)
+
+    async def replay_refused() -> list[dict[str, Any]] | None:
+        found = await freeze_refusals(line)
+        return found if len(found) == len(cases) + 1 else None
+
+    entry = (await wait_for(replay_refused, "the replayed release"))[-1]
+    assert entry["reason"].startswith(f"replayed: evidence freeze {release.event_id}")
+    assert entry["subject"] == "incident:inc-7"
+    assert await frozen_by(line, "2.1.0") == "inc-7"
+
+    # A freeze is applied whatever its age: holding a version is the safe direction.
+    old = freeze_event("2.0.4", "inc-9", occurred_at=datetime.now(UTC) - timedelta(hours=2))
+    await line.service.jetstream().publish(subject, signed(old))
+
+    async def old_freeze_held() -> bool:
+        return await frozen_by(line, "2.0.4") == "inc-9"
+
+    await wait_for(old_freeze_held, "the late freeze")
+
+
+async def test_the_key_is_pinned_once_missing_refuses_and_a_replaced_file_is_not_trusted(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1)
+    await line.release("2.1.0", 2)
+    assert (await line.assign("2.1.0", line="line3")).status_code == 200
+    # No incident service has written its key yet: nothing verifies, everything is refused.
+    stranger = generate_private_key()
+    early = approved("manual_inspection", line="line3", version="2.1.0")
+    body = dsse_sign(early.model_dump_json().encode(), IncidentActionV1.PAYLOAD_TYPE, stranger)
+    await line.service.jetstream().publish(
+        Subjects.incident_action("manual_inspection"), json.dumps(body).encode()
+    )
+
+    async def first() -> list[dict[str, Any]] | None:
+        return (await refusals(line)) or None
+
+    [entry] = await wait_for(first, "the refusal without a key")
+    assert entry["reason"].startswith("no incident-service key pinned at"), entry
+
+    # The incident service writes its key; the next action pins it.
+    result = await act(line, "manual_inspection", line="line3", version="2.1.0")
+    assert result.outcome == "done"
+
+    # Whoever replaces the file afterwards (another container on the keys volume) gains
+    # nothing until a restart: an action signed with the new key is refused.
+    path = line.gw.settings.incident_action_key_path
+    path.write_bytes(public_key_pem(stranger.public_key()))
+    forged = approved("resume_automatic", line="line3", version="2.1.0")
+    body = dsse_sign(forged.model_dump_json().encode(), IncidentActionV1.PAYLOAD_TYPE, stranger)
+    await line.service.jetstream().publish(
+        Subjects.incident_action("resume_automatic"), json.dumps(body).encode()
+    )
+
+    async def second() -> list[dict[str, Any]] | None:
+        found = await refusals(line)
+        return found if len(found) == 2 else None
+
+    entry = (await wait_for(second, "the refusal of the replaced key"))[-1]
+    assert entry["reason"].startswith("bad signature"), entry
+    async with line.gw.db.session() as session:
+        assert await session.get(IncidentAction, forged.action_id) is None
+
+
+async def test_an_action_is_claimed_once_and_a_stale_claim_is_reported_failed(
+    line: Line,
+) -> None:
+    await line.release("2.0.4", 1)
+    await line.release("2.1.0", 2)
+    assert (await line.assign("2.1.0", line="line3")).status_code == 200
+    signer = incident_signer(line)
+    pinned = incidents.PinnedKey(line.gw.settings.incident_action_key_path)
+    subject = Subjects.incident_action("rollback")
+    async with line.gw.db.session() as session:
+        before = {d.device_id: d.revision for d in (await session.exec(select(DesiredState)))}
+
+    # The genuine delivery and a replay racing it: exactly one carries the rollback out.
+    rollback = approved("rollback", line="line3", version="2.1.0", target_version="2.0.4")
+    raw = json.dumps(signer.envelope(rollback)).encode()
+    results = await asyncio.gather(
+        incidents.receive(line.gw, pinned, subject, raw),
+        incidents.receive(line.gw, pinned, subject, raw),
+    )
+    assert sorted(r.outcome if r else "none" for r in results) == ["done", "none"]
+    async with line.gw.db.session() as session:
+        after = {d.device_id: d.revision for d in (await session.exec(select(DesiredState)))}
+    assert {d: after[d] - before[d] for d in before} == {"cam-3-1": 1, "cam-3-2": 1}
+    entries = await line.client.get(
+        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
+    )
+    carried = [e for e in entries.json() if e["action"] == "incident_action.rollback"]
+    assert len(carried) == 1
+    [refusal] = await refusals(line)
+    assert refusal["reason"].startswith(f"replayed: action {rollback.action_id}")
+
+    # A claim still held (another replica at work): a redelivery waits, a replay is refused.
+    held = approved("manual_inspection", line="line3", version="2.1.0")
+    stale = approved("manual_inspection", line="line3", version="2.1.0")
+    crashed = approved("raise_threshold", line="line3", threshold=0.9)
+    now = datetime.now(UTC)
+    timeout = timedelta(seconds=line.gw.settings.incident_action_claim_timeout_seconds)
+    async with line.gw.db.session() as session:
+        for event, at in ((held, now), (stale, now - 2 * timeout), (crashed, now - 2 * timeout)):
+            row = incidents._record(event, incidents.IN_PROGRESS, [], "claimed")
+            row.received_at = at
+            session.add(row)
+    held_raw = json.dumps(signer.envelope(held)).encode()
+    held_subject = Subjects.incident_action("manual_inspection")
+    with pytest.raises(incidents.ActionInProgress):
+        await incidents.receive(line.gw, pinned, held_subject, held_raw, redelivered=True)
+    assert await incidents.receive(line.gw, pinned, held_subject, held_raw) is None
+    assert (await refusals(line))[-1][
+        "reason"
+    ] == f"replayed: action {held.action_id} is being carried out"
+
+    # A stale claim (the gateway stopped mid-action) is settled as failed and reported: by
+    # its redelivery, or at the gateway's start for one that is never redelivered.
+    stale_raw = json.dumps(signer.envelope(stale)).encode()
+    result = await incidents.receive(line.gw, pinned, held_subject, stale_raw, redelivered=True)
+    assert result is not None
+    assert result.outcome == "failed"
+    assert (result.detail or "").startswith("interrupted: claimed at")
+    reported = await line.service.subscribe(Subjects.INCIDENT_ACTION_RESULT)
+    try:
+        [recovered] = await incidents.recover_interrupted(line.gw)
+        assert (recovered.action_id, recovered.outcome) == (crashed.action_id, "failed")
+        while True:
+            msg = IncidentActionResultV1.model_validate_json((await reported.next_msg(30)).data)
+            if msg.action_id == crashed.action_id:
+                break
+        assert msg.outcome == "failed"
+        assert "propose it again" in (msg.detail or "")
+    finally:
+        await reported.unsubscribe()
+    async with line.gw.db.session() as session:
+        rows = {r.action_id: r.outcome for r in (await session.exec(select(IncidentAction)))}
+    assert rows == {
+        rollback.action_id: "done",
+        held.action_id: incidents.IN_PROGRESS,
+        stale.action_id: "failed",
+        crashed.action_id: "failed",
+    }
+    assert await incidents.recover_interrupted(line.gw) == []  # the held claim is not stale

@@ -4,6 +4,7 @@ asked as of an instant the test chooses, never the wall clock."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 from incident.incidents.clocks import add_months, deadlines
 from incident.incidents.schemas import TriageDecision
 from linegate.auth import Role
-from linegate.events import Subjects
+from linegate.events import EvidenceFreezeV1, Streams, Subjects
+from linegate.signing import dsse_verify, load_public_key
 from tests.incident.incidents_support import MODEL, Desk
 
 AWARE = datetime(2026, 1, 30, 9, 0, tzinfo=UTC)
@@ -219,6 +221,14 @@ async def test_freeze_by_a_responder_and_release_only_with_a_rationale(desk: Des
     assert event is not None
     assert event["frozen"] is False
     assert event["reason"] == "root cause found in the lighting; 2.1.0 itself is sound"
+    # On the subject: a DSSE envelope signed by the action key, under the freeze's own
+    # payloadType (a forged release must not reach the gateway as genuine).
+    msg = await desk.js.get_last_msg(Streams.INCIDENT.name, Subjects.INCIDENT_FREEZE)
+    pinned = load_public_key(desk.app.state.ctx.settings.action_public_key_path.read_bytes())
+    verified = dsse_verify(json.loads(msg.data), [pinned])
+    assert verified.payload_type == EvidenceFreezeV1.PAYLOAD_TYPE
+    assert EvidenceFreezeV1.model_validate_json(verified.payload).model_dump(mode="json") == event
+    assert verified.signer_key_ids == (desk.runtime.signer.key_id,)
     r = await desk.client.post(
         f"{url}/release", json={"rationale": "releasing once more for luck"}, headers=desk.auth()
     )

@@ -479,14 +479,22 @@ async def refuse(
             result = _result(action.action_id, action.incident_id, "refused", [], detail)
             session.add(_record(action, "refused", [], detail))
             await enqueue(session, Subjects.INCIDENT_ACTION_RESULT, result)
-        await _audit_refusal(gw, session, "incident_action.refused", subject, raw, refusal)
+        await _audit_refusal(
+            gw, session, "incident_action.refused", "action", subject, raw, refusal
+        )
     if result is not None and gw.outbox_wake is not None:
         gw.outbox_wake()
     return result
 
 
 async def _audit_refusal(
-    gw: Gateway, session: Any, audit_action: str, subject: str, raw: bytes, refusal: Refused
+    gw: Gateway,
+    session: Any,
+    audit_action: str,
+    payload_key: str,
+    subject: str,
+    raw: bytes,
+    refusal: Refused,
 ) -> None:
     event = refusal.event
     await gw.audit.append(
@@ -504,9 +512,7 @@ async def _audit_refusal(
             "authentic": refusal.authentic,
             "signature_key_ids": refusal.key_ids,
             # Unless authentic, only what the message claims: nothing of it was acted on.
-            ("action" if isinstance(event, IncidentActionV1) else "freeze"): (
-                event.model_dump(mode="json") if event else None
-            ),
+            payload_key: event.model_dump(mode="json") if event else None,
         },
         reason=refusal.reason,
     )
@@ -687,7 +693,9 @@ async def receive_freeze(
     except Refused as refusal:
         log.warning("evidence freeze on %s refused: %s", subject, refusal.reason)
         async with gw.db.session() as session:
-            await _audit_refusal(gw, session, "evidence_freeze.refused", subject, raw, refusal)
+            await _audit_refusal(
+                gw, session, "evidence_freeze.refused", "freeze", subject, raw, refusal
+            )
         return "refused"
 
 
