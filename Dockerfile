@@ -13,7 +13,11 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 linegate
 COPY --from=build /src/.venv /opt/linegate
 ENV PATH=/opt/linegate/bin:$PATH LINEGATE_DATA_DIR=/var/lib/linegate
-RUN mkdir -p /var/lib/linegate && chown linegate /var/lib/linegate
+# Every path compose mounts a named volume on exists here, owned by linegate: Docker copies a
+# path's owner into a new empty volume, and creates a missing one owned by root.
+RUN mkdir -p /var/lib/linegate/keys /var/lib/linegate/registry \
+        /var/lib/linegate/incident-signing /var/lib/linegate/incident-public \
+    && chown -R linegate /var/lib/linegate && chmod 700 /var/lib/linegate/incident-signing
 USER linegate
 EXPOSE 8000
 CMD ["sh", "-c", "exec uvicorn ${APP_FACTORY} --factory --host 0.0.0.0 --port ${LINEGATE_PORT:-8000}"]

@@ -107,3 +107,15 @@ def test_only_the_incident_service_holds_its_signing_key_and_the_gateway_pins_it
     assert volume_of("edge-gateway", public) == public_volume
     data_dir = compose["services"]["incident"]["environment"]["LINEGATE_DATA_DIR"]
     assert not signing.startswith(f"{data_dir}/keys/")  # not on the shared keys volume
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_named_volume_a_service_mounts_exists_in_the_image(compose, name):
+    # Docker gives a new named volume the owner of the image's path, and creates a missing path
+    # owned by root, which the image's linegate user could not write.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for mount in compose["services"][name].get("volumes", []):
+        source, target = str(mount).split(":")[:2]
+        if source.startswith((".", "/")):
+            continue  # a bind mount: the host's directory
+        assert target in dockerfile, f"{name}: {target} (volume {source}) is not made in the image"
