@@ -178,7 +178,15 @@ class OutboxRelay:
     async def _publish(self, rows: Sequence[Any]) -> list[int]:
         """Publish ``rows`` (id, subject, body, event_id, event_type) in order, without waiting
         for one acknowledgement before sending the next; returns the ids JetStream acknowledged,
-        and raises the first failure once every acknowledgement is in (or has timed out)."""
+        and raises the first failure once every acknowledgement is in (or has timed out).
+
+        Order: JetStream handles one connection's messages in order and acknowledges them in
+        that order, so a lost connection or a timeout fails a row and every row after it (each
+        retried in order; one that was stored after all is dropped as a duplicate by its
+        Nats-Msg-Id). A later row can be stored before an earlier one only when the stream
+        refuses the earlier message alone (its size, a subject no stream takes): a refusal of
+        that message which each retry meets again, logged at every flush, rather than one it
+        outlives to arrive out of order."""
         if not rows:
             return []
         js = self._jetstream()
