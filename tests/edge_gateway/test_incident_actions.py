@@ -268,14 +268,13 @@ async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
 def freeze_event(
     version: str, incident_id: str, frozen: bool = True, **kw: Any
 ) -> EvidenceFreezeV1:
-    return EvidenceFreezeV1(
-        actor="rita-responder",
-        incident_id=incident_id,
-        model=MODEL,
-        version=version,
-        frozen=frozen,
-        reason="evidence for the escape investigation",
+    fields: dict[str, Any] = {
+        "actor": "rita-responder",
+        "reason": "evidence for the escape investigation",
         **kw,
+    }
+    return EvidenceFreezeV1(
+        incident_id=incident_id, model=MODEL, version=version, frozen=frozen, **fields
     )
 
 
@@ -477,6 +476,103 @@ async def test_forged_foreign_replayed_and_stale_freeze_releases_are_refused(
         return await frozen_by(line, "2.0.4") == "inc-9"
 
     await wait_for(old_freeze_held, "the late freeze")
+
+
+async def holders(t: Line, version: str) -> list[str]:
+    async with t.gw.db.session() as session:
+        return [h.incident_id for h in await distribution.freeze_holds(session, MODEL, version)]
+
+
+async def test_a_version_frozen_by_several_incidents_stays_frozen_until_each_released_it(
+    line: Line,
+) -> None:
+    await line.release("2.1.0", 2)
+    signer = incident_signer(line)
+    subject = Subjects.INCIDENT_FREEZE
+
+    def signed(event: EvidenceFreezeV1, key: Any = None) -> bytes:
+        envelope = dsse_sign(
+            event.model_dump_json().encode(), EvidenceFreezeV1.PAYLOAD_TYPE, key or signer.key
+        )
+        return json.dumps(envelope).encode()
+
+    async def held_by(*incident_ids: str) -> None:
+        async def check() -> bool:
+            return await holders(line, "2.1.0") == list(incident_ids)
+
+        await wait_for(check, f"2.1.0 to be held by {incident_ids}")
+
+    a = freeze_event("2.1.0", "inc-a", reason="first escape: seam images")
+    b = freeze_event("2.1.0", "inc-b", reason="second escape: porosity", actor="sam-responder")
+    await line.service.jetstream().publish(subject, signed(a))
+    await held_by("inc-a")
+    await line.service.jetstream().publish(subject, signed(b))
+    await held_by("inc-a", "inc-b")
+
+    listed = await line.client.get("/v1/frozen-versions", headers=bearer(line.mint(Role.AUDITOR)))
+    assert listed.status_code == 200, listed.text
+    [entry] = listed.json()
+    # The existing fields are the oldest hold's; every hold is listed with its own story.
+    assert (entry["model"], entry["version"], entry["incident_id"]) == (MODEL, "2.1.0", "inc-a")
+    assert entry["reason"] == a.reason
+    assert [(h["incident_id"], h["reason"], h["frozen_by"]) for h in entry["holds"]] == [
+        ("inc-a", a.reason, "rita-responder"),
+        ("inc-b", b.reason, "sam-responder"),
+    ]
+    assert entry["frozen_at"] == entry["holds"][0]["frozen_at"]
+
+    # B's release removes only B's hold: A still holds 2.1.0 as evidence.
+    b_release = freeze_event("2.1.0", "inc-b", frozen=False, actor="sam-responder")
+    await line.service.jetstream().publish(subject, signed(b_release))
+    await held_by("inc-a")
+    r = await line.assign("2.1.0", device_ids=["cam-3-1"])
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (r.json()["incident_id"], r.json()["incident_ids"]) == ("inc-a", ["inc-a"])
+    listed = await line.client.get("/v1/frozen-versions", headers=bearer(line.mint(Role.AUDITOR)))
+    assert [[h["incident_id"] for h in f["holds"]] for f in listed.json()] == [["inc-a"]]
+
+    # A forged release of A's hold, and B's release replayed, change nothing.
+    a_release = freeze_event("2.1.0", "inc-a", frozen=False)
+    await line.service.jetstream().publish(subject, signed(a_release, generate_private_key()))
+    await line.service.jetstream().publish(subject, signed(b_release))
+
+    async def two_refusals() -> list[dict[str, Any]] | None:
+        found = await freeze_refusals(line)
+        return found if len(found) == 2 else None
+
+    forged, replayed = await wait_for(two_refusals, "the forged and the replayed release")
+    assert forged["reason"].startswith("bad signature")
+    assert forged["subject"] == f"nats:{subject}"
+    assert replayed["reason"].startswith(f"replayed: evidence freeze {b_release.event_id}")
+    assert replayed["subject"] == "incident:inc-b"
+    assert await holders(line, "2.1.0") == ["inc-a"]
+    assert (await line.assign("2.1.0", device_ids=["cam-3-1"])).status_code == 409
+
+    # A's genuine release lifts the last hold: 2.1.0 may be deployed again.
+    await line.service.jetstream().publish(subject, signed(a_release))
+    await held_by()
+    assert (await line.assign("2.1.0", device_ids=["cam-3-1"])).status_code == 200
+    listed = await line.client.get("/v1/frozen-versions", headers=bearer(line.mint(Role.AUDITOR)))
+    assert listed.json() == []
+
+    audit = await line.client.get(
+        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
+    )
+    freezes = ("release.frozen", "release.hold_released", "release.unfrozen")
+    changes = [
+        (e["action"], e["subject"], e["actor"], e["reason"])
+        for e in audit.json()
+        if e["action"] in freezes
+    ]
+    # Only the release of the last hold is audited as the version's unfreeze.
+    version = f"model:{MODEL}@2.1.0"
+    assert changes == [
+        ("release.frozen", version, "rita-responder", a.reason),
+        ("release.frozen", version, "sam-responder", b.reason),
+        ("release.hold_released", version, "sam-responder", b_release.reason),
+        ("release.unfrozen", version, "rita-responder", a_release.reason),
+    ]
 
 
 async def test_the_key_is_pinned_once_missing_refuses_and_a_replaced_file_is_not_trusted(

@@ -9,13 +9,14 @@ from sqlmodel import col, select
 from edge_gateway import distribution
 from edge_gateway.deps import AdminDep, GatewayDep, OperatorDep, ReaderDep
 from edge_gateway.errors import DeviceExists, DeviceNotFound
-from edge_gateway.models import DesiredState, Device, FrozenVersion, Release
+from edge_gateway.models import DesiredState, Device, FreezeHold, Release
 from edge_gateway.schemas import (
     AssignRequest,
     AssignResult,
     DeviceCreate,
     DeviceCreated,
     DeviceRead,
+    FreezeHoldRead,
     FrozenVersionRead,
     ReleaseRead,
     Selector,
@@ -127,11 +128,19 @@ async def list_releases(_: ReaderDep, session: SessionDep) -> list[ReleaseRead]:
 
 @router.get("/v1/frozen-versions", tags=["releases"])
 async def list_frozen_versions(_: ReaderDep, session: SessionDep) -> list[FrozenVersionRead]:
-    """The versions frozen as evidence now, oldest freeze first."""
-    stmt = select(FrozenVersion).order_by(col(FrozenVersion.frozen_at))
+    """The versions frozen as evidence now, each with every incident's hold on it, oldest
+    freeze first."""
+    by_version: dict[tuple[str, str], list[FreezeHold]] = {}
+    for hold in await distribution.freeze_holds(session):
+        by_version.setdefault((hold.model, hold.version), []).append(hold)
     return [
-        FrozenVersionRead.model_validate(r, from_attributes=True)
-        for r in (await session.exec(stmt)).all()
+        FrozenVersionRead(
+            **FreezeHoldRead.model_validate(holds[0], from_attributes=True).model_dump(),
+            model=model,
+            version=version,
+            holds=[FreezeHoldRead.model_validate(h, from_attributes=True) for h in holds],
+        )
+        for (model, version), holds in by_version.items()
     ]
 
 

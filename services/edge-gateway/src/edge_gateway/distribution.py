@@ -51,7 +51,7 @@ from edge_gateway.errors import (
     ReleaseRevoked,
     VersionFrozen,
 )
-from edge_gateway.models import CompetenceRoster, DesiredState, Device, FrozenVersion, Release
+from edge_gateway.models import CompetenceRoster, DesiredState, Device, FreezeHold, Release
 from edge_gateway.registry_client import RegistryClient
 from edge_gateway.revision_floor import (
     REPORTED_REVISION_MAX,
@@ -85,6 +85,7 @@ __all__ = [
     "desired_bucket",
     "distribute",
     "ensure_revision_floor",
+    "freeze_holds",
     "frozen",
     "publish_desired",
     "published_revisions",
@@ -265,19 +266,45 @@ async def require_release(session: AsyncSession, model: str, version: str) -> Re
 # -------------------------------------------------------------------------------- desired
 
 
-async def frozen(session: AsyncSession, model: str, version: str) -> FrozenVersion | None:
-    """The freeze an incident holds on ``model`` ``version``, if any."""
-    return await session.get(FrozenVersion, (model, version))
+async def freeze_holds(
+    session: AsyncSession,
+    model: str | None = None,
+    version: str | None = None,
+    *,
+    lock: bool = False,
+) -> list[FreezeHold]:
+    """The incidents' holds on ``model`` ``version`` (every version's when not given), oldest
+    first: the version is frozen while it has one. ``lock``: row locks until the transaction
+    ends, so two incidents' releases of the last holds cannot each see the other's."""
+    stmt = select(FreezeHold).with_for_update() if lock else select(FreezeHold)
+    if model is not None:
+        stmt = stmt.where(FreezeHold.model == model)
+    if version is not None:
+        stmt = stmt.where(FreezeHold.version == version)
+    stmt = stmt.order_by(col(FreezeHold.frozen_at), col(FreezeHold.incident_id))
+    return list((await session.exec(stmt)).all())
+
+
+async def frozen(session: AsyncSession, model: str, version: str) -> FreezeHold | None:
+    """The oldest hold an incident has on ``model`` ``version``; ``None`` when not frozen."""
+    holds = await freeze_holds(session, model, version)
+    return holds[0] if holds else None
 
 
 async def refuse_frozen(session: AsyncSession, model: str, version: str, doing: str) -> None:
-    """:class:`VersionFrozen` (409, naming the incident) while ``model`` ``version`` is frozen."""
-    freeze = await frozen(session, model, version)
-    if freeze is not None:
+    """:class:`VersionFrozen` (409) while an incident holds ``model`` ``version``, naming the
+    oldest hold's incident (``incident_id``) and every holding one (``incident_ids``)."""
+    holds = await freeze_holds(session, model, version)
+    if holds:
+        by = ", ".join(f"incident {h.incident_id} ({h.reason})" for h in holds)
         raise VersionFrozen(
-            f"cannot {doing}: {model} {version} is frozen as evidence by incident "
-            f"{freeze.incident_id} ({freeze.reason})",
-            extra={"incident_id": freeze.incident_id, "model": model, "version": version},
+            f"cannot {doing}: {model} {version} is frozen as evidence by {by}",
+            extra={
+                "incident_id": holds[0].incident_id,
+                "incident_ids": [h.incident_id for h in holds],
+                "model": model,
+                "version": version,
+            },
         )
 
 

@@ -23,12 +23,14 @@ failed and reported, at start or by its redelivery, so the responder can propose
   verifies it like any release metadata and its local inference API obeys it. The control
   stays across release changes until another action changes it.
 
-``EvidenceFreezeV1`` on ``linegate.incident.freeze`` freezes a version (``frozen=True``) until
-the same incident releases it: meanwhile nothing assigns it and no rollout of it starts,
-resumes, advances or installs (409 problem+json naming the incident). Freezes are signed and
-verified like actions (payloadType ``application/vnd.linegate.evidence-freeze+json``, the same
-key, :func:`verify_signed`) and applied once by event id; a release issued outside the window
-is refused (the version stays frozen), a freeze is applied whatever its age. Refusals are
+``EvidenceFreezeV1`` on ``linegate.incident.freeze`` puts the incident's hold on a version
+(``frozen=True``, :class:`~edge_gateway.models.FreezeHold`); its release (``frozen=False``)
+removes only that incident's hold. While any incident holds the version nothing assigns it and
+no rollout of it starts, resumes, advances or installs (409 problem+json naming the
+incidents). Freezes are signed and verified like actions (payloadType
+``application/vnd.linegate.evidence-freeze+json``, the same key, :func:`verify_signed`) and
+applied once by event id; a release issued outside the window is refused (the version stays
+frozen), a freeze is applied whatever its age. Refusals are
 logged and audited as ``evidence_freeze.refused``, under ``nats:<subject>`` unless authentic.
 
 Actions are authenticated end to end, not only confined by NATS permissions: the message is a
@@ -72,7 +74,7 @@ from edge_gateway.distribution import Gateway
 from edge_gateway.models import (
     DesiredState,
     Device,
-    FrozenVersion,
+    FreezeHold,
     IncidentAction,
     Release,
     Rollout,
@@ -723,34 +725,39 @@ def _check_release_fresh(gw: Gateway, event: EvidenceFreezeV1) -> None:
 
 
 async def apply_freeze(gw: Gateway, event: EvidenceFreezeV1) -> str:
-    """Freeze or release ``model`` ``version`` (``event`` verified by
-    :func:`receive_freeze`); only the incident that froze it releases it. The event id is
-    recorded in the same transaction, so it is applied once."""
+    """Add or remove the hold of ``event.incident_id`` on ``model`` ``version`` (``event``
+    verified by :func:`receive_freeze`). The version is frozen while any incident holds it:
+    a release removes only its own incident's hold. The event id is recorded in the same
+    transaction, so it is applied once.
+
+    Audited as ``release.frozen`` (a hold added), ``release.unfrozen`` (the last hold
+    removed: the version may be deployed again) or ``release.hold_released`` (a hold removed
+    while other incidents still hold the version), with ``held_by`` after the change."""
     actor = event.actor or f"incident:{event.incident_id}"
     outcome, detail = "applied", "frozen" if event.frozen else "released"
     async with gw.db.session() as session:
-        freeze = await session.get(FrozenVersion, (event.model, event.version))
+        # Locking every hold of the version serialises this with other incidents' releases
+        # of it: whichever removes the last hold sees that it did (``release.unfrozen``).
+        holds = await distribution.freeze_holds(session, event.model, event.version, lock=True)
+        hold = next((h for h in holds if h.incident_id == event.incident_id), None)
         action: str | None = None
         if event.frozen:
-            if freeze is not None and freeze.incident_id == event.incident_id:
+            if hold is not None:
                 outcome, detail = "ignored", "already frozen by this incident"
             else:
-                freeze = freeze or FrozenVersion(
-                    model=event.model,
-                    version=event.version,
-                    incident_id=event.incident_id,
-                    reason=event.reason,
-                    frozen_at=datetime.now(UTC),
-                    frozen_by=actor,
+                session.add(
+                    FreezeHold(
+                        model=event.model,
+                        version=event.version,
+                        incident_id=event.incident_id,
+                        reason=event.reason,
+                        frozen_at=datetime.now(UTC),
+                        frozen_by=actor,
+                    )
                 )
-                freeze.incident_id, freeze.reason, freeze.frozen_by = (
-                    event.incident_id,
-                    event.reason,
-                    actor,
-                )
-                session.add(freeze)
+                await session.flush()
                 action = "release.frozen"
-        elif freeze is None or freeze.incident_id != event.incident_id:
+        elif hold is None:
             log.info(
                 "unfreeze of %s %s by %s ignored: not its freeze",
                 event.model,
@@ -759,8 +766,16 @@ async def apply_freeze(gw: Gateway, event: EvidenceFreezeV1) -> str:
             )
             outcome, detail = "ignored", "not frozen by this incident"
         else:
-            await session.delete(freeze)
-            action = "release.unfrozen"
+            await session.delete(hold)
+            await session.flush()
+        held_by = [
+            h.incident_id
+            for h in await distribution.freeze_holds(session, event.model, event.version)
+        ]
+        if not event.frozen and hold is not None:
+            action = "release.hold_released" if held_by else "release.unfrozen"
+            if held_by:
+                detail = f"released; still frozen by {', '.join(held_by)}"
         session.add(
             IncidentAction(
                 action_id=FREEZE_ROW_PREFIX + event.event_id,
@@ -779,7 +794,7 @@ async def apply_freeze(gw: Gateway, event: EvidenceFreezeV1) -> str:
                 actor=actor,
                 action=action,
                 subject=f"model:{event.model}@{event.version}",
-                payload=event.model_dump(mode="json"),
+                payload={**event.model_dump(mode="json"), "held_by": held_by},
                 reason=event.reason,
             )
     return outcome

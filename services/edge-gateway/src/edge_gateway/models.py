@@ -199,14 +199,19 @@ class MaintenanceCalendar(SQLModel, table=True):
     updated_by: str
 
 
-class FrozenVersion(SQLModel, table=True):
-    """A model version an incident froze as evidence: no rollout or assignment deploys it."""
+class FreezeHold(SQLModel, table=True):
+    """One incident's hold on a model version it froze as evidence (EU AI Act Art. 73).
 
-    __tablename__ = "frozen_version"
+    The version is frozen while at least one incident holds it: no rollout or assignment
+    deploys it. Each incident's release removes only its own hold, so a version implicated in
+    several incidents stays frozen until every one of them released it.
+    """
+
+    __tablename__ = "freeze_hold"
 
     model: str = Field(primary_key=True)
     version: str = Field(primary_key=True)
-    incident_id: str
+    incident_id: str = Field(primary_key=True)
     reason: str = Field(sa_type=sa.Text)
     frozen_at: datetime = Field(sa_type=TZ)
     frozen_by: str

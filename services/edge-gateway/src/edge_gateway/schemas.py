@@ -52,9 +52,19 @@ class DeviceCreated(DeviceRead):
     nats_url: str
 
 
+class FreezeHoldRead(BaseModel):
+    """One incident's hold on a frozen version: why, when and by whom it froze it."""
+
+    incident_id: str
+    reason: str
+    frozen_at: datetime
+    frozen_by: str
+
+
 class FrozenVersionRead(BaseModel):
-    """A model version an incident froze as evidence (``EvidenceFreezeV1``): no assignment or
-    rollout deploys it until the same incident releases it."""
+    """A model version incidents froze as evidence (``EvidenceFreezeV1``): no assignment or
+    rollout deploys it until every incident in ``holds`` released it. ``incident_id``,
+    ``reason``, ``frozen_at`` and ``frozen_by`` are those of the oldest hold."""
 
     model: str
     version: str
@@ -62,6 +72,8 @@ class FrozenVersionRead(BaseModel):
     reason: str
     frozen_at: datetime
     frozen_by: str
+    #: Every incident holding it, oldest first.
+    holds: list[FreezeHoldRead]
 
 
 class ReleaseRead(BaseModel):
