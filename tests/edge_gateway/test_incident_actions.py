@@ -155,12 +155,10 @@ async def test_manual_inspection_thresholds_and_rollback_reach_the_agents_signed
     result = await act(line, "manual_inspection", line="line9")
     assert result.outcome == "failed"
     assert "no device on line line9" in (result.detail or "")
-    entries = await line.client.get(
-        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
-    )
+    entries = await audit_entries(line)
     actions = [
         (e["action"], e["actor"], e["subject"])
-        for e in entries.json()
+        for e in entries
         if e["action"].startswith("incident_action.")
     ]
     assert actions == [
@@ -178,11 +176,27 @@ async def test_manual_inspection_thresholds_and_rollback_reach_the_agents_signed
     assert sorted(r.outcome for r in rows) == ["done"] * 4 + ["failed"]
 
 
-async def refusals(t: Line) -> list[dict[str, Any]]:
+async def audit_entries(t: Line, *actions: str) -> list[dict[str, Any]]:
+    """The gateway's audit entries as the API lists them: those of ``actions`` if any are named."""
     r = await t.client.get(
         "/v1/audit/entries", params={"limit": 1000}, headers=bearer(t.mint(Role.AUDITOR))
     )
-    return [e for e in r.json() if e["action"] == "incident_action.refused"]
+    return [e for e in r.json() if not actions or e["action"] in actions]
+
+
+async def await_audited(t: Line, action: str, count: int) -> list[dict[str, Any]]:
+    """Wait until the audit log holds ``count`` entries of ``action``; returns them."""
+
+    async def enough() -> list[dict[str, Any]] | None:
+        found = await audit_entries(t, action)
+        return found if len(found) == count else None
+
+    found: list[dict[str, Any]] = await wait_for(enough, f"{count} {action} entries")
+    return found
+
+
+async def refusals(t: Line) -> list[dict[str, Any]]:
+    return await audit_entries(t, "incident_action.refused")
 
 
 async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
@@ -232,12 +246,7 @@ async def test_unsigned_tampered_foreign_stale_and_replayed_actions_are_refused(
     ]
     for n, (where, body, reason, audited_under) in enumerate(cases, 1):
         await line.service.jetstream().publish(where, body)
-
-        async def refused(n: int = n) -> list[dict[str, Any]] | None:
-            found = await refusals(line)
-            return found if len(found) == n else None
-
-        entry = (await wait_for(refused, f"refusal {n}"))[-1]
+        entry = (await await_audited(line, "incident_action.refused", n))[-1]
         assert entry["reason"].startswith(reason), entry
         assert (entry["actor"], entry["subject"]) == ("service:edge-gateway", audited_under)
 
@@ -361,12 +370,10 @@ async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_releas
     await wait_for(released, "the release of the freeze")
     listed = await line.client.get("/v1/frozen-versions", headers=bearer(line.mint(Role.AUDITOR)))
     assert [(f["version"], f["incident_id"]) for f in listed.json()] == [("2.0.4", "inc-9")]
-    audit = await line.client.get(
-        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
-    )
+    audit = await audit_entries(line)
     freezes = [
         (e["action"], e["subject"], e["actor"])
-        for e in audit.json()
+        for e in audit
         if e["action"] in ("release.frozen", "release.unfrozen")
     ]
     assert freezes == [
@@ -377,10 +384,7 @@ async def test_a_frozen_version_is_not_assigned_started_or_advanced_until_releas
 
 
 async def freeze_refusals(t: Line) -> list[dict[str, Any]]:
-    r = await t.client.get(
-        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(t.mint(Role.AUDITOR))
-    )
-    return [e for e in r.json() if e["action"] == "evidence_freeze.refused"]
+    return await audit_entries(t, "evidence_freeze.refused")
 
 
 async def frozen_by(t: Line, version: str) -> str | None:
@@ -436,12 +440,7 @@ async def test_forged_foreign_replayed_and_stale_freeze_releases_are_refused(
     ]
     for n, (body, reason, audited_under) in enumerate(cases, 1):
         await line.service.jetstream().publish(subject, body)
-
-        async def refused(n: int = n) -> list[dict[str, Any]] | None:
-            found = await freeze_refusals(line)
-            return found if len(found) == n else None
-
-        entry = (await wait_for(refused, f"freeze refusal {n}"))[-1]
+        entry = (await await_audited(line, "evidence_freeze.refused", n))[-1]
         assert entry["reason"].startswith(reason), entry
         assert (entry["actor"], entry["subject"]) == ("service:edge-gateway", audited_under)
         assert await frozen_by(line, "2.1.0") == "inc-7"
@@ -459,11 +458,7 @@ async def test_forged_foreign_replayed_and_stale_freeze_releases_are_refused(
     await wait_for(frozen_by_inc_7, "the second freeze")
     await line.service.jetstream().publish(subject, genuine_release)
 
-    async def replay_refused() -> list[dict[str, Any]] | None:
-        found = await freeze_refusals(line)
-        return found if len(found) == len(cases) + 1 else None
-
-    entry = (await wait_for(replay_refused, "the replayed release"))[-1]
+    entry = (await await_audited(line, "evidence_freeze.refused", len(cases) + 1))[-1]
     assert entry["reason"].startswith(f"replayed: evidence freeze {release.event_id}")
     assert entry["subject"] == "incident:inc-7"
     assert await frozen_by(line, "2.1.0") == "inc-7"
@@ -537,11 +532,7 @@ async def test_a_version_frozen_by_several_incidents_stays_frozen_until_each_rel
     await line.service.jetstream().publish(subject, signed(a_release, generate_private_key()))
     await line.service.jetstream().publish(subject, signed(b_release))
 
-    async def two_refusals() -> list[dict[str, Any]] | None:
-        found = await freeze_refusals(line)
-        return found if len(found) == 2 else None
-
-    forged, replayed = await wait_for(two_refusals, "the forged and the replayed release")
+    forged, replayed = await await_audited(line, "evidence_freeze.refused", 2)
     assert forged["reason"].startswith("bad signature")
     assert forged["subject"] == f"nats:{subject}"
     assert replayed["reason"].startswith(f"replayed: evidence freeze {b_release.event_id}")
@@ -556,13 +547,11 @@ async def test_a_version_frozen_by_several_incidents_stays_frozen_until_each_rel
     listed = await line.client.get("/v1/frozen-versions", headers=bearer(line.mint(Role.AUDITOR)))
     assert listed.json() == []
 
-    audit = await line.client.get(
-        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
-    )
+    audit = await audit_entries(line)
     freezes = ("release.frozen", "release.hold_released", "release.unfrozen")
     changes = [
         (e["action"], e["subject"], e["actor"], e["reason"])
-        for e in audit.json()
+        for e in audit
         if e["action"] in freezes
     ]
     # Only the release of the last hold is audited as the version's unfreeze.
@@ -609,11 +598,7 @@ async def test_the_key_is_pinned_once_missing_refuses_and_a_replaced_file_is_not
         Subjects.incident_action("resume_automatic"), json.dumps(body).encode()
     )
 
-    async def second() -> list[dict[str, Any]] | None:
-        found = await refusals(line)
-        return found if len(found) == 2 else None
-
-    entry = (await wait_for(second, "the refusal of the replaced key"))[-1]
+    entry = (await await_audited(line, "incident_action.refused", 2))[-1]
     assert entry["reason"].startswith("bad signature"), entry
     async with line.gw.db.session() as session:
         assert await session.get(IncidentAction, forged.action_id) is None
@@ -642,10 +627,8 @@ async def test_an_action_is_claimed_once_and_a_stale_claim_is_reported_failed(
     async with line.gw.db.session() as session:
         after = {d.device_id: d.revision for d in (await session.exec(select(DesiredState)))}
     assert {d: after[d] - before[d] for d in before} == {"cam-3-1": 1, "cam-3-2": 1}
-    entries = await line.client.get(
-        "/v1/audit/entries", params={"limit": 1000}, headers=bearer(line.mint(Role.AUDITOR))
-    )
-    carried = [e for e in entries.json() if e["action"] == "incident_action.rollback"]
+    entries = await audit_entries(line)
+    carried = [e for e in entries if e["action"] == "incident_action.rollback"]
     assert len(carried) == 1
     [refusal] = await refusals(line)
     assert refusal["reason"].startswith(f"replayed: action {rollback.action_id}")
