@@ -130,23 +130,8 @@ class Line:
                 await put_file(self.gw.nats.js, "models", digest, path)
             name = "model.sig" if path == signature else path.name
             files.append({"path": name, "length": path.stat().st_size, "sha256": digest})
-        release = Release(
-            id=uuid.uuid4().hex,
-            model=MODEL,
-            version=version,
-            security_version=security_version,
-            artefact_digest=files[0]["sha256"],
-            manifest_digest=manifest,
-            files=files,
-            metadata_json="",
-            expires_at=datetime.now(UTC),
-            created_at=datetime.now(UTC),
-        )
-        release.metadata_json, release.expires_at = distribution._sign(
-            self.gw, release, metadata_version=1
-        )
         async with self.gw.db.session() as session:
-            session.add(release)
+            session.add(signed_release(self.gw, version, security_version, files, manifest))
 
     async def assign(self, version: str, **selector: Any) -> httpx.Response:
         body = {"model": MODEL, "version": version, "selector": selector, "reason": "test"}
@@ -302,3 +287,28 @@ async def line(
     """Gateway + secured nats-server + two registered devices on line 3 (agents not started)."""
     async with line_of(settings_factory, service_client, mint_token, tmp_path) as t:
         yield t
+
+
+def signed_release(
+    gw: distribution.Gateway,
+    version: str,
+    security_version: int,
+    files: list[dict[str, Any]],
+    manifest: str,
+) -> Release:
+    """The gateway's row for ``version`` of MODEL (the first of ``files`` is the artefact),
+    with its release metadata signed by the gateway, as distribution leaves it."""
+    release = Release(
+        id=uuid.uuid4().hex,
+        model=MODEL,
+        version=version,
+        security_version=security_version,
+        artefact_digest=files[0]["sha256"],
+        manifest_digest=manifest,
+        files=files,
+        metadata_json="",
+        expires_at=datetime.now(UTC),
+        created_at=datetime.now(UTC),
+    )
+    release.metadata_json, release.expires_at = distribution._sign(gw, release, metadata_version=1)
+    return release

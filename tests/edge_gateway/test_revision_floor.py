@@ -7,10 +7,8 @@ database, the revisions real agents report holding do the same."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from linegate.testing.fixtures import bearer
 from linegate.testing.onnx_models import write_model_dir
 from linegate.testing.postgres import drop_schemas
 from linegate_cli.agent import DeviceAgent, status_publisher
-from tests.edge_gateway.conftest import MODEL, wait_for
+from tests.edge_gateway.conftest import MODEL, signed_release, wait_for
 
 DEVICES = ("cam-3-1", "cam-3-2")
 
@@ -78,20 +76,8 @@ async def _loaded(gw: distribution.Gateway) -> bool:
 def _release(gw: distribution.Gateway) -> Release:
     """2.1.0 as the database knows it (its files are not in the object store)."""
     digest = "ab" * 32
-    release = Release(
-        id=uuid.uuid4().hex,
-        model=MODEL,
-        version="2.1.0",
-        security_version=2,
-        artefact_digest=digest,
-        manifest_digest=digest,
-        files=[{"path": "model.onnx", "length": 1, "sha256": digest}],
-        metadata_json="",
-        expires_at=datetime.now(UTC),
-        created_at=datetime.now(UTC),
-    )
-    release.metadata_json, release.expires_at = distribution._sign(gw, release, metadata_version=1)
-    return release
+    files = [{"path": "model.onnx", "length": 1, "sha256": digest}]
+    return signed_release(gw, "2.1.0", 2, files, digest)
 
 
 async def assign(
@@ -235,21 +221,8 @@ async def real_release(gw: distribution.Gateway, tmp: Path, version: str, sv: in
         digest = distribution._sha256(path)
         await put_file(gw.nats.js, Buckets.MODELS, digest, path)
         files.append({"path": path.name, "length": path.stat().st_size, "sha256": digest})
-    release = Release(
-        id=uuid.uuid4().hex,
-        model=MODEL,
-        version=version,
-        security_version=sv,
-        artefact_digest=files[0]["sha256"],
-        manifest_digest=manifest,
-        files=files,
-        metadata_json="",
-        expires_at=datetime.now(UTC),
-        created_at=datetime.now(UTC),
-    )
-    release.metadata_json, release.expires_at = distribution._sign(gw, release, metadata_version=1)
     async with gw.db.session() as session:
-        session.add(release)
+        session.add(signed_release(gw, version, sv, files, manifest))
 
 
 async def test_revisions_stay_above_what_devices_hold_when_the_bucket_is_lost_too(
