@@ -8,6 +8,7 @@ import pytest
 
 from linegate.auth import Role
 from linegate.modelsig import verify_model
+from registry.timing import parse_server_timing
 from tests.registry.conftest import MODEL
 
 
@@ -37,6 +38,12 @@ async def test_push_inspects_signs_and_stores_a_version(
     assert r.status_code == 201, r.text
     v = r.json()
     assert r.headers["location"] == f"/v1/models/{MODEL}/versions/2.1.0"
+    # Where the push's time went, stage by stage, in the order the server did them.
+    stages = parse_server_timing(r.headers["server-timing"])
+    assert list(stages) == [
+        "body", "drain", "check", "inspect", "sign", "store", "record", "read"
+    ]  # fmt: skip
+    assert all(seconds >= 0 for seconds in stages.values())
     assert v["state"] == "draft"
     assert v["uploader"] == "dana-datasci"
     assert v["security_version"] == 3

@@ -16,6 +16,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from linegate.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from registry.storage import HashingWriter, Received, Staging
+from registry.timing import StageTimes
 
 _BATCH_BYTES = 1024 * 1024
 _QUEUE_BATCHES = 16  # at most ~16 MiB waits for the disk
@@ -112,7 +113,9 @@ class _PartCollector:
         writer, self._writer = self._writer, None
         if writer is None or self._name is None:
             return
-        writer.close()
+        # Not synced here: BlobStore.commit fsyncs what it stores, and a part whose bytes the
+        # store already has (or an upload refused later) never needs it.
+        writer.close(sync=False)
         self.received[self._name] = writer.received()
 
     @property
@@ -133,11 +136,15 @@ async def receive_multipart(
     limits: Mapping[str, int],
     *,
     max_total: int,
+    times: StageTimes | None = None,
 ) -> dict[str, Received]:
     """Stream a multipart body into ``staging``; returns the parts by name.
 
     ``limits`` names the parts accepted and the largest size of each. Raises 415 for another
-    content type, 413 past a limit, 422 for a malformed body or an unexpected part.
+    content type, 413 past a limit, 422 for a malformed body or an unexpected part. ``times``,
+    if given, gets ``body`` (until the last byte arrived) and ``drain`` (the worker finishing
+    what was queued after that). The parts are closed unsynced: committing them to a
+    :class:`~registry.storage.BlobStore` makes them durable.
     """
     mime, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
@@ -156,7 +163,7 @@ async def receive_multipart(
             "on_part_end": collector.on_part_end,
         },
     )
-    # Parsing, hashing, writing and the final fsync run in a worker thread fed through a
+    # Parsing, hashing and writing run in a worker thread fed through a
     # bounded queue: the event loop only receives, so network and disk overlap and the service
     # keeps answering other requests during a multi-gigabyte upload.
     feed: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
@@ -178,8 +185,12 @@ async def receive_multipart(
         try:
             await _pump(chunks, feed, failed, max_total)
         finally:
+            if times is not None:
+                times.mark("body")
             await _put(feed, None)
             await worker
+            if times is not None:
+                times.mark("drain")
         if failed:
             error = failed[0]
             if isinstance(error, PayloadTooLarge | Unprocessable):

@@ -83,10 +83,24 @@ class Received:
 
 
 class Staging:
-    """A private directory for one request's uploads; removed with everything in it at exit."""
+    """A private directory for one request's uploads; removed with everything in it at exit,
+    unless :meth:`detach` handed its removal to the caller."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.detached = False
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def detach(self) -> Callable[[], None]:
+        """Leave this directory in place at the end of the ``with`` block and return what
+        removes it, for the caller to run later: deleting a staged gigabyte that turned out
+        to be stored already (the same bytes pushed again) takes the file system a while, and
+        a request should not wait for it. A crash before it runs leaves the directory to
+        :meth:`BlobStore.sweep_staging`."""
+        self.detached = True
+        return self.remove
 
     def _target(self, name: str) -> Path:
         if "/" in name or name in {"", ".", ".."}:
@@ -132,6 +146,8 @@ class HashingWriter:
         self._file: BinaryIO = path.open("wb")
         self._written = 0
         self._synced = 0
+        #: Wall seconds :meth:`close` waited in fsync (the writeback the disk had not done yet).
+        self.fsync_seconds = 0.0
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         n = len(chunk) if not isinstance(chunk, memoryview) else chunk.nbytes
@@ -162,12 +178,17 @@ class HashingWriter:
             _start_writeback(self._file.fileno(), self._synced, self._written - self._synced)
             self._synced = self._written
 
-    def close(self) -> None:
-        """Write what is buffered and fsync: after this the file is durable."""
+    def close(self, *, sync: bool = True) -> None:
+        """Write what is buffered and, with ``sync``, fsync: after that the file is durable.
+        ``sync=False`` leaves the fsync to :meth:`BlobStore.commit` (a staged upload that may
+        turn out to be stored already)."""
         try:
             self._flush()
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if sync:
+                start = time.perf_counter()
+                os.fsync(self._file.fileno())
+                self.fsync_seconds = time.perf_counter() - start
         finally:
             self._file.close()
 
@@ -199,17 +220,22 @@ class BlobStore:
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Staging]:
-        directory = Path(tempfile.mkdtemp(dir=self._staging_root))
+        stage = Staging(Path(tempfile.mkdtemp(dir=self._staging_root)))
         try:
-            yield Staging(directory)
+            yield stage
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            if not stage.detached:
+                stage.remove()
 
     def commit(self, received: Received) -> bool:
-        """Link a staged file into place under its digest; True if the store did not have it."""
+        """Link a staged file into place under its digest, durably; True if the store did not
+        have it. The staged file is fsynced here, before it gets its stored name, so a writer
+        may close it unsynced (:meth:`HashingWriter.close` with ``sync=False``): bytes the
+        store already has are then never synced at all, only removed with the staging."""
         target = self.path(received.sha256)
         if target.exists():
             return False
+        _fsync_file(received.path)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             # A hard link, not a move: the staged name stays usable for the rest of the request.
@@ -239,6 +265,14 @@ class BlobStore:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # Linux flushes a file's dirty pages through any descriptor of it
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

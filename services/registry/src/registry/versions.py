@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +59,7 @@ from registry.repository import RegistryRepository
 from registry.schemas import ModelLineCreate, ModelLineRead, VerifyResult, VersionMetadata
 from registry.settings import RegistrySettings
 from registry.storage import BlobStore, Received
+from registry.timing import StageTimes
 
 #: Multipart part name -> file name in the signed artefact folder.
 ARTEFACT_FILES = {
@@ -229,7 +230,15 @@ async def push_version(
     model_name: str,
     content_type: str | None,
     chunks: AsyncIterator[bytes],
+    times: StageTimes | None = None,
+    defer: Callable[[Callable[[], None]], object] | None = None,
 ) -> ModelVersion:
+    """Receive, check, sign and record a version; ``times`` (if given) gets each stage's
+    wall time: the receive stages of :func:`receive_multipart`, then ``check`` (metadata,
+    declared digest, duplicate version), ``inspect``, ``sign``, ``store`` (the fsyncs and
+    links) and ``record``. With ``defer`` (say, a response's background tasks), removing the
+    staging after a stored push is handed to it instead of done before returning."""
+    times = times if times is not None else StageTimes()
     settings = registry.settings
     sidecar = settings.model_sidecar_max_bytes
     limits = {"metadata": sidecar, "model": settings.model_max_bytes}
@@ -241,6 +250,7 @@ async def push_version(
             stage,
             limits,
             max_total=settings.model_max_bytes + 3 * sidecar + 64 * 1024,
+            times=times,
         )
         for required in ("metadata", "model"):
             if required not in parts:
@@ -255,6 +265,7 @@ async def push_version(
             )
         async with registry.db.session() as session:
             await _check_version_is_new(RegistryRepository(session), model_name, meta)
+        times.mark("check")
         try:
             info = await asyncio.to_thread(
                 inspect_onnx, model.path, ort_max_bytes=settings.onnx_runtime_check_max_bytes
@@ -262,21 +273,28 @@ async def push_version(
         except InvalidOnnx as e:
             raise InvalidArtefact(f"model.onnx is not a valid ONNX model: {e}") from e
         _check_sidecars(parts)
+        times.mark("inspect")
         try:
             signature, manifest, files = await asyncio.to_thread(
                 _sign_folder, stage.directory, model_name, parts, registry.model_signer()
             )
         except ModelSignatureError as e:
             raise InvalidArtefact(f"the registry could not sign the artefact: {e}") from e
+        times.mark("sign")
         stored = [p for n, p in parts.items() if n in ARTEFACT_FILES] + [signature]
         added = [r.sha256 for r in stored if registry.store.commit(r)]
+        times.mark("store")
         try:
-            return await _record(
+            version = await _record(
                 registry, actor, model_name, meta, stored, info.to_dict(), manifest, files
             )
         except BaseException:
             await _remove_unreferenced(registry, added)
             raise
+        times.mark("record")
+        if defer is not None:
+            defer(stage.detach())
+        return version
 
 
 async def _record(

@@ -3,7 +3,7 @@ validation, approvals, release and revocation, and the registry's public signing
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 
 from linegate.auth import Principal, Role
@@ -35,6 +35,7 @@ from registry.schemas import (
     VerifyResult,
     VersionRead,
 )
+from registry.timing import StageTimes
 
 router = APIRouter(tags=["models"])
 SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -129,19 +130,37 @@ async def get_model(name: str, _: ReaderDep, repo: RepositoryDep) -> ModelLineRe
     },
 )
 async def push_version(
-    name: str, request: Request, principal: WriterDep, registry: RegistryDep
+    name: str,
+    request: Request,
+    principal: WriterDep,
+    registry: RegistryDep,
+    background: BackgroundTasks,
 ) -> JSONResponse:
     """Upload a version (streamed): it is inspected with onnxruntime, signed with OpenSSF
-    model-signing and stored content-addressed, as a draft."""
+    model-signing and stored content-addressed, as a draft. The 201 carries a
+    ``Server-Timing`` header with the wall time of each stage (body, drain, check,
+    inspect, sign, store, record, read)."""
+    times = StageTimes()
     version = await versions.push_version(
-        registry, principal, name, request.headers.get("content-type"), request.stream()
+        registry,
+        principal,
+        name,
+        request.headers.get("content-type"),
+        request.stream(),
+        times,
+        # The staging goes after the answer is sent (FastAPI runs these once it is).
+        defer=background.add_task,
     )
     async with registry.db.session() as session:
         body = await _version_read(RegistryRepository(session), version)
+    times.mark("read")
     return JSONResponse(
         body.model_dump(mode="json"),
         status_code=status.HTTP_201_CREATED,
-        headers={"Location": f"/v1/models/{name}/versions/{version.version}"},
+        headers={
+            "Location": f"/v1/models/{name}/versions/{version.version}",
+            "Server-Timing": times.header(),
+        },
     )
 
 
