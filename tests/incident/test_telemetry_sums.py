@@ -43,7 +43,9 @@ def _batch(records: list[InferenceRecordV1]) -> InferenceBatchV1:
 
 def _one_by_one(batch: InferenceBatchV1) -> WindowSums:
     sums = WindowSums(_calendar())
-    sums._add_records(batch)
+    sums._add_one_by_one(
+        batch.line, batch.device_id, batch.records, [r.occurred_at for r in batch.records]
+    )
     return sums
 
 

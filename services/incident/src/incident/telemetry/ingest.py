@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident import postmarket
 from incident._sql import fetch_all
+from incident.telemetry.decode import DecodedBatch, decode_batch
 from incident.telemetry.models import (
     CAMERA_SUMS,
     HIST,
@@ -159,6 +160,35 @@ def parse(msg: Incoming) -> InferenceBatchV1 | OverrideV1 | KpiSampleV1:
     return event
 
 
+class _Stats(Protocol):
+    @property
+    def brightness(self) -> float: ...
+    @property
+    def contrast(self) -> float: ...
+    @property
+    def sharpness(self) -> float: ...
+
+
+class Record(Protocol):
+    """What the sums read of an inference record: ``InferenceRecordV1`` or the fast decoder's
+    :class:`incident.telemetry.decode.InferenceRecord` (its time is passed beside it)."""
+
+    @property
+    def camera(self) -> str: ...
+    @property
+    def decision(self) -> str: ...
+    @property
+    def confidence(self) -> float | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def stats(self) -> _Stats: ...
+
+
 def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
@@ -193,7 +223,13 @@ class WindowSums:
     def add_batch(self, batch: InferenceBatchV1) -> tuple[str | None, str | None] | None:
         """Add ``batch``'s records to their windows; returns the (model, version) that decided
         every record of it, or None when they differ (a batch that straddles a model swap)."""
-        records = batch.records
+        times = [r.occurred_at for r in batch.records]
+        return self.add_records(batch.line, batch.device_id, batch.records, times)
+
+    def add_records(
+        self, line: str, device: str, records: Sequence[Record], times: Sequence[datetime]
+    ) -> tuple[str | None, str | None] | None:
+        """:meth:`add_batch` of a batch's ``records``, which occurred at ``times``."""
         if not records:
             return (None, None)
         # The hot path of the ingest. Nearly every batch is one camera of one model version
@@ -206,46 +242,44 @@ class WindowSums:
         model, version, camera = models[0], versions[0], cameras[0]
         one_version = models.count(model) == n and versions.count(version) == n
         if not one_version or cameras.count(camera) != n:
-            self._add_records(batch)
+            self._add_one_by_one(line, device, records, times)
             return (model, version) if one_version else None
         if model is None or version is None:
             return (model, version)  # no model decided (fail-safe manual inspection)
-        times = [r.occurred_at for r in records]
         try:
             first, last = min(times), max(times)
         except TypeError:  # naive and aware times in one batch
-            self._add_records(batch)
+            self._add_one_by_one(line, device, records, times)
             return (model, version)
         if first.tzinfo is None:
             first, last = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
         shift = self.shifts.shift_of(first)
         if not last < shift.end:
-            self._add_records(batch)
+            self._add_one_by_one(line, device, records, times)
             return (model, version)
         self.meta.setdefault(shift.start, (shift.end, shift.name))
-        key = (model, version, batch.line, shift.start)
+        key = (model, version, line, shift.start)
         w = self.windows.get(key)
         if w is None:
             w = self.windows[key] = [0.0] * len(WINDOW_SUMS)
-        ck = (model, version, batch.line, batch.device_id, camera, shift.start)
+        ck = (model, version, line, device, camera, shift.start)
         cw = self.cameras.get(ck)
         if cw is None:
             cw = self.cameras[ck] = [0.0] * len(CAMERA_SUMS)
         _add_columns(w, cw, records)
         return (model, version)
 
-    def _add_records(self, batch: InferenceBatchV1) -> None:
+    def _add_one_by_one(
+        self, line: str, device: str, records: Sequence[Record], times: Sequence[datetime]
+    ) -> None:
         """The general case, record by record: several cameras, versions or shifts."""
-        line, device = batch.line, batch.device_id
         windows, cameras = self.windows, self.cameras
         start = end = None
-        for r in batch.records:
+        for r, when in zip(records, times, strict=True):
             model, version = r.model, r.version
             if model is None or version is None:
                 continue  # no model decided (fail-safe manual inspection): not a model's KPI
-            t = r.occurred_at
-            if t.tzinfo is None:
-                t = t.replace(tzinfo=UTC)
+            t = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
             if start is None or end is None or not start <= t < end:
                 shift = self.shifts.shift_of(t)
                 self.meta.setdefault(shift.start, (shift.end, shift.name))
@@ -363,7 +397,7 @@ class WindowSums:
         await upsert_add(session, kpi_window, KPI_SUMS, kpis)
 
 
-def _add_columns(w: list[float], cw: list[float], records: Sequence[InferenceRecordV1]) -> None:
+def _add_columns(w: list[float], cw: list[float], records: Sequence[Record]) -> None:
     """Add ``records`` (one camera, one window) to the window's sums ``w`` and the camera's
     ``cw``, a column at a time: a list per field, summed and counted in C."""
     n = len(records)
@@ -440,19 +474,23 @@ class TelemetryIngest:
             if i and not i % _YIELD_EVERY:
                 await asyncio.sleep(0)  # let the previous batch's writes go on meanwhile
             dkey = _dead_key(m)
-            try:
-                event = parse(m)
-            except DeadLetter as dl:
-                # A duplicate is recognised by its event id even when it cannot be used.
-                batch.keys.append((dkey, _peek_id(m)))
-                if i in skip or dkey in ids:
-                    out.duplicates += i not in skip
+            # The fast decoder takes nearly every message; pydantic the rest, and says why a
+            # message is refused.
+            event: TelemetryEvent | DecodedBatch | None = _fast_batch(m)
+            if event is None:
+                try:
+                    event = parse(m)
+                except DeadLetter as dl:
+                    # A duplicate is recognised by its event id even when it cannot be used.
+                    batch.keys.append((dkey, _peek_id(m)))
+                    if i in skip or dkey in ids:
+                        out.duplicates += i not in skip
+                        continue
+                    ids.add(dkey)
+                    batch.fresh.append(dkey)
+                    out.dead_letters.append((dl.category, dl.reason))
+                    batch.dead_rows.append(_dead_row(m, dl.reason, batch.now))
                     continue
-                ids.add(dkey)
-                batch.fresh.append(dkey)
-                out.dead_letters.append((dl.category, dl.reason))
-                batch.dead_rows.append(_dead_row(m, dl.reason, batch.now))
-                continue
             batch.keys.append((dkey, event.event_id))
             if i in skip or event.event_id in ids:
                 out.duplicates += i not in skip  # the same event twice in one fetch
@@ -496,48 +534,21 @@ class TelemetryIngest:
 
     def _add(
         self,
-        event: InferenceBatchV1 | OverrideV1 | KpiSampleV1,
+        event: TelemetryEvent | DecodedBatch,
         raw: bytes,
         sums: WindowSums,
         log_rows: list[dict[str, Any]],
         now: datetime,
         out: Outcome,
     ) -> None:
-        if isinstance(event, InferenceBatchV1):
-            one = sums.add_batch(event)
-            out.records += len(event.records)
+        if isinstance(event, DecodedBatch):
+            self._add_decoded(event, raw, sums, log_rows, now, out)
+        elif isinstance(event, InferenceBatchV1):
+            times = [r.occurred_at for r in event.records]
+            one = sums.add_records(event.line, event.device_id, event.records, times)
+            out.records += len(times)
             out.dropped += event.dropped
-            # The device's event goes to the log as it was published: one row per batch
-            # (per model version in the rare batch that straddles a model swap).
-            if one is not None:
-                parts = [(one[0], one[1], event.records, raw.decode())]
-            else:
-                groups: dict[tuple[str | None, str | None], list[InferenceRecordV1]] = {}
-                for r in event.records:
-                    groups.setdefault((r.model, r.version), []).append(r)
-                parts = [
-                    (m, v, recs, event.model_copy(update={"records": recs}).model_dump_json())
-                    for (m, v), recs in groups.items()
-                ]
-            for model, version, records, payload in parts:
-                log_rows.append(
-                    {
-                        "kind": "inference_batch",
-                        "occurred_at": _utc(
-                            records[0].occurred_at if records else event.occurred_at
-                        ),
-                        "recorded_at": now,
-                        "event_id": event.event_id,
-                        "incident_id": None,
-                        "model": model,
-                        "version": version,
-                        "device_id": event.device_id,
-                        "line": event.line,
-                        "station": None,
-                        "record_id": None,
-                        "payload": payload,
-                    }
-                )
+            _log_batch(event, one, times[0] if times else event.occurred_at, raw, log_rows, now)
         elif isinstance(event, OverrideV1):
             sums.add_override(event)
             out.records += 1
@@ -572,6 +583,41 @@ class TelemetryIngest:
                 )
             )
 
+    def _add_decoded(
+        self,
+        fast: DecodedBatch,
+        raw: bytes,
+        sums: WindowSums,
+        log_rows: list[dict[str, Any]],
+        now: datetime,
+        out: Outcome,
+    ) -> None:
+        """:meth:`_add` of an inference batch the fast decoder took (the same values as
+        pydantic's)."""
+        b, times = fast.batch, fast.times
+        one = sums.add_records(b.line, b.device_id, b.records, times)
+        out.records += len(times)
+        out.dropped += b.dropped
+        if one is None:
+            # A batch that straddles a model swap is logged in parts, re-serialised by the
+            # contract's model (which accepts whatever the fast decoder accepted).
+            event = _adapter().validate_json(raw)
+            if not isinstance(event, InferenceBatchV1):  # never: the same message, the same kind
+                raise TypeError(f"{type(event).__name__} where an inference batch was decoded")
+            _log_batch(event, None, times[0], raw, log_rows, now)
+            return
+        log_rows.append(
+            _batch_row(
+                b.event_id,
+                b.line,
+                b.device_id,
+                one,
+                times[0] if times else fast.occurred_at,
+                raw.decode(),
+                now,
+            )
+        )
+
     async def dead_letter(self, msg: Incoming, reason: str) -> Outcome:
         """Dead-letter ``msg`` on its own (it broke processing), once."""
         out = Outcome()
@@ -594,6 +640,77 @@ class TelemetryIngest:
                 sa.delete(telemetry_seen).where(telemetry_seen.c.seen_at < cutoff)
             )
             return int(result.rowcount or 0)
+
+
+def _fast_batch(m: Incoming) -> DecodedBatch | None:
+    """``m``'s inference batch by the fast decoder, if it takes it and the subject matches
+    the payload's line and device; None: ask :func:`parse` (which says why, if it is wrong)."""
+    fast = decode_batch(m.data)
+    if fast is None:
+        return None
+    tokens = m.subject.split(".")
+    b = fast.batch
+    if len(tokens) != 4 or tokens[2] != b.line or tokens[3] != b.device_id:
+        return None
+    return fast
+
+
+def _log_batch(
+    event: InferenceBatchV1,
+    one: tuple[str | None, str | None] | None,
+    first: datetime,
+    raw: bytes,
+    log_rows: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """The device's event goes to the log as it was published: one row per batch (per model
+    version in the rare batch that straddles a model swap)."""
+    if one is not None:
+        log_rows.append(
+            _batch_row(event.event_id, event.line, event.device_id, one, first, raw.decode(), now)
+        )
+        return
+    groups: dict[tuple[str | None, str | None], list[InferenceRecordV1]] = {}
+    for r in event.records:
+        groups.setdefault((r.model, r.version), []).append(r)
+    for (model, version), recs in groups.items():
+        payload = event.model_copy(update={"records": recs}).model_dump_json()
+        log_rows.append(
+            _batch_row(
+                event.event_id,
+                event.line,
+                event.device_id,
+                (model, version),
+                recs[0].occurred_at,
+                payload,
+                now,
+            )
+        )
+
+
+def _batch_row(
+    event_id: str,
+    line: str,
+    device: str,
+    decided_by: tuple[str | None, str | None],
+    first: datetime,
+    payload: str,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "kind": "inference_batch",
+        "occurred_at": _utc(first),
+        "recorded_at": now,
+        "event_id": event_id,
+        "incident_id": None,
+        "model": decided_by[0],
+        "version": decided_by[1],
+        "device_id": device,
+        "line": line,
+        "station": None,
+        "record_id": None,
+        "payload": payload,
+    }
 
 
 class _EventId(BaseModel):
