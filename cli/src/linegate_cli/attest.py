@@ -19,10 +19,9 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
 
-import httpx
 import typer
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,7 +31,6 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 from typer.core import TyperGroup
 
-from linegate.settings import LinegateSettings
 from linegate.signing import (
     IN_TOTO_PAYLOAD_TYPE,
     SignatureError,
@@ -44,6 +42,10 @@ from linegate.signing import (
     load_public_key,
     public_key_pem,
 )
+
+if TYPE_CHECKING:  # httpx and the settings cost ~1 s to import: only the commands that
+    import httpx  # talk to a service import them, so `linegate --help` stays quick
+
 
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 
@@ -494,6 +496,10 @@ def upload(
             content_type = detect_content_type(file)
         except (AttestError, OSError) as e:
             raise typer.BadParameter(f"{file}: {e}", param_hint="--content-type") from e
+    import httpx
+
+    from linegate.settings import LinegateSettings
+
     try:
         base = (url or LinegateSettings().attestation_url).rstrip("/")
     except ValueError as e:  # the settings refused the environment

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from linegate.roles import Role
-from linegate.settings import LinegateSettings
 from linegate_cli import attest, evidence, inventory, model, techfile
 
 app = typer.Typer(
@@ -33,6 +32,7 @@ def up(
 ) -> None:
     """Start NATS (JetStream) and the four services on their fixed ports, seed the demo
     scenario (once), print URLs and tokens; Ctrl-C stops all."""
+    from linegate.settings import LinegateSettings
     from linegate_cli import stack  # starts services: FastAPI-heavy imports only here
 
     raise typer.Exit(stack.run(LinegateSettings(), wait=not no_wait, seed_demo=not no_demo))
@@ -52,6 +52,7 @@ def token(
 ) -> None:
     """Print a bearer token from the embedded issuer (development only)."""
     from linegate.auth import TokenIssuer
+    from linegate.settings import LinegateSettings
 
     settings = LinegateSettings()
     try:
@@ -122,6 +123,7 @@ def agent(
     """Run the device agent: install verified releases from the desired state, report each step."""
     import asyncio
 
+    from linegate.settings import LinegateSettings
     from linegate_cli import agent as device_agent
 
     settings = LinegateSettings()
