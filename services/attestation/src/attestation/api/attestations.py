@@ -14,12 +14,13 @@ from attestation.deps import (
     tenant_of,
 )
 from attestation.errors import AttestationNotFound
-from attestation.ingest import RecordedAttestation, Upload
+from attestation.ingest import Ingestor, RecordedAttestation, Upload
 from attestation.models import Attestation
 from attestation.schemas import (
     AttestationPage,
     AttestationRead,
 )
+from attestation.settings import AttestationSettings
 from attestation.verification import UnsupportedMedia, media_type
 from linegate.auth import Principal
 from linegate.errors import (
@@ -100,6 +101,16 @@ async def upload_attestation(
     request: Request, principal: SupplierDep, settings: SettingsDep, ingestor: IngestorDep
 ) -> Response:
     """Upload one attestation or SBOM as the exact bytes; it is verified and recorded."""
+    # Served by attestation.api.fastpath in front of the router (same code below); this route
+    # gives the OpenAPI description and serves whatever the fast path hands on.
+    return await record_upload(request, principal, settings, ingestor)
+
+
+async def record_upload(
+    request: Request, principal: Principal, settings: AttestationSettings, ingestor: Ingestor
+) -> Response:
+    """The upload once its caller holds the supplier role: raises a LinegateError for a
+    request refused before anything is recorded, answers the recorded outcome otherwise."""
     content_type = request.headers.get("content-type")
     try:
         normalised = media_type(content_type)
