@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import operator
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -28,7 +29,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident import postmarket
-from incident._sql import fetch_all
 from incident.telemetry.decode import DecodedBatch, decode_batch
 from incident.telemetry.models import (
     CAMERA_SUMS,
@@ -436,13 +436,22 @@ async def upsert_add(
     """Insert ``rows`` or add their ``sums`` to the rows already there (by primary key)."""
     if not rows:
         return
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    stmt = _upsert_statement(_dialect(session), table, tuple(sums))
+    await session.exec(stmt, params=list(rows))
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: sa.Table, sums: tuple[str, ...]) -> sa.Insert:
+    # Built once: constructing the ON CONFLICT clause of ~30 sums costs more than running it.
     ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     keys = [c.name for c in table.primary_key.columns]
     values: dict[str, Any] = {c: table.c[c] + ins.excluded[c] for c in sums}
     values["updated_at"] = ins.excluded.updated_at
-    stmt = ins.on_conflict_do_update(index_elements=keys, set_=values)
-    await session.exec(stmt, params=list(rows))
+    return ins.on_conflict_do_update(index_elements=keys, set_=values)
 
 
 class TelemetryIngest:
@@ -745,12 +754,24 @@ def _dead_row(m: Incoming, reason: str, now: datetime) -> dict[str, Any]:
 
 async def _already_seen(session: AsyncSession, keys: Iterable[str]) -> set[str]:
     keys = list(dict.fromkeys(keys))
-    seen: set[str] = set()
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        rows = await fetch_all(
-            session,
-            sa.select(telemetry_seen.c.event_id).where(telemetry_seen.c.event_id.in_(chunk)),
-        )
-        seen.update(str(r["event_id"]) for r in rows)
-    return seen
+    if not keys:
+        return set()
+    dialect = _dialect(session)
+    # All the ids as one parameter (an array; JSON text on SQLite): one statement text
+    # whatever their number, so neither SQLAlchemy nor the driver renders and parses an
+    # IN list of hundreds of placeholders per fetch.
+    ids: Any = keys if dialect == "postgresql" else json.dumps(keys)
+    result = await session.exec(cast(Any, _seen_statement(dialect)), params={"ids": ids})
+    return {str(r[0]) for r in result.all()}
+
+
+@functools.cache
+def _seen_statement(dialect: str) -> sa.Select[tuple[str]]:
+    event_id = telemetry_seen.c.event_id
+    if dialect == "postgresql":
+        ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
+        return sa.select(event_id).where(event_id == sa.any_(ids))
+    listed = sa.select(sa.column("value", sa.String)).select_from(
+        sa.func.json_each(sa.bindparam("ids", type_=sa.String))
+    )
+    return sa.select(event_id).where(event_id.in_(listed))
