@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.postmarket.models import postmarket_event
@@ -53,10 +55,47 @@ def row(
     }
 
 
+#: From this many rows an append to PostgreSQL is one ``COPY``: the driver's executemany
+#: sends, and the server executes, each row as a statement of its own (the telemetry ingest
+#: appends a row per device batch, a few hundred per fetch).
+COPY_FROM_ROWS = 16
+_COPIED = [c for c in postmarket_event.columns if c.name != "id"]
+_COLUMNS = tuple(c.name for c in _COPIED)
+#: Binary: the payload (tens of kB of JSON) goes as it is, not escaped for the text format.
+_COPY = f"COPY {postmarket_event.name} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+#: What the binary rows carry: every column is a timestamptz or a string.
+_TYPES = ["timestamptz" if isinstance(c.type, sa.DateTime) else "text" for c in _COPIED]
+assert all(isinstance(c.type, sa.DateTime | sa.String) for c in _COPIED)
+
+
 async def record_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Append ``rows`` (built with :func:`row`) in one executemany."""
-    if rows:
-        await session.exec(postmarket_event.insert(), params=list(rows))
+    """Append ``rows`` (built with :func:`row`) in one statement: an executemany, or a
+    ``COPY`` of many rows on PostgreSQL."""
+    if not rows:
+        return
+    bind = session.bind
+    if len(rows) >= COPY_FROM_ROWS and bind is not None and bind.dialect.name == "postgresql":
+        await _copy(session, rows)
+        return
+    await session.exec(postmarket_event.insert(), params=list(rows))
+
+
+async def _copy(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``rows`` by ``COPY`` on the session's connection, inside its transaction."""
+    import psycopg  # the PostgreSQL driver (a dependency of linegate.db), only used here
+
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = cast("psycopg.AsyncConnection[Any]", raw.driver_connection)
+    try:
+        async with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
+            copy.set_types(_TYPES)
+            for r in rows:
+                await copy.write_row([r[c] for c in _COLUMNS])
+    except psycopg.Error as e:
+        # As SQLAlchemy would have raised it: callers tell a database failure (retry the
+        # batch) from a bug by SQLAlchemy's DBAPIError.
+        raise DBAPIError.instance(_COPY, None, e, psycopg.Error) from e
 
 
 async def record(

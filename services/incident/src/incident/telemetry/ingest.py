@@ -533,10 +533,7 @@ class TelemetryIngest:
             if batch.dead_rows:
                 await session.exec(telemetry_dead_letter.insert(), params=batch.dead_rows)
             if batch.fresh:
-                await session.exec(
-                    telemetry_seen.insert(),
-                    params=[{"event_id": k, "seen_at": now} for k in batch.fresh],
-                )
+                await _mark_seen(session, batch.fresh, now)
             out.touched = {(m, v, line) for m, v, line, _ in sums.windows}
             out.kpi_keys = {(line, start) for line, start, _, _ in sums.kpis}
         return out
@@ -760,18 +757,50 @@ async def _already_seen(session: AsyncSession, keys: Iterable[str]) -> set[str]:
     # All the ids as one parameter (an array; JSON text on SQLite): one statement text
     # whatever their number, so neither SQLAlchemy nor the driver renders and parses an
     # IN list of hundreds of placeholders per fetch.
-    ids: Any = keys if dialect == "postgresql" else json.dumps(keys)
-    result = await session.exec(cast(Any, _seen_statement(dialect)), params={"ids": ids})
+    result = await session.exec(
+        cast(Any, _seen_statement(dialect)), params={"ids": _id_list(dialect, keys)}
+    )
     return {str(r[0]) for r in result.all()}
+
+
+async def _mark_seen(session: AsyncSession, ids: list[str], now: datetime) -> None:
+    """Insert ``ids`` into ``telemetry_seen`` in one statement (not a row each)."""
+    dialect = _dialect(session)
+    await session.exec(
+        cast(Any, _mark_seen_statement(dialect)),
+        params={"ids": _id_list(dialect, ids), "now": now},
+    )
+
+
+def _id_list(dialect: str, ids: list[str]) -> Any:
+    return ids if dialect == "postgresql" else json.dumps(ids)
+
+
+def _ids_param(dialect: str) -> sa.BindParameter[Any]:
+    if dialect == "postgresql":
+        return sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
+    return sa.bindparam("ids", type_=sa.String)
+
+
+#: A row of SQLite's ``json_each``: the element is its ``value``.
+_VALUE = sa.column("value", sa.String)
 
 
 @functools.cache
 def _seen_statement(dialect: str) -> sa.Select[tuple[str]]:
     event_id = telemetry_seen.c.event_id
     if dialect == "postgresql":
-        ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
-        return sa.select(event_id).where(event_id == sa.any_(ids))
-    listed = sa.select(sa.column("value", sa.String)).select_from(
-        sa.func.json_each(sa.bindparam("ids", type_=sa.String))
-    )
+        return sa.select(event_id).where(event_id == sa.any_(_ids_param(dialect)))
+    listed = sa.select(_VALUE).select_from(sa.func.json_each(_ids_param(dialect)))
     return sa.select(event_id).where(event_id.in_(listed))
+
+
+@functools.cache
+def _mark_seen_statement(dialect: str) -> sa.Insert:
+    now = sa.bindparam("now", type_=telemetry_seen.c.seen_at.type)
+    rows: sa.Select[Any]
+    if dialect == "postgresql":
+        rows = sa.select(sa.func.unnest(_ids_param(dialect)), now)
+    else:
+        rows = sa.select(_VALUE, now).select_from(sa.func.json_each(_ids_param(dialect)))
+    return telemetry_seen.insert().from_select(["event_id", "seen_at"], rows)
