@@ -131,6 +131,8 @@ class _Pending:
 
 
 _STOP = object()
+#: Most extra loop turns the writer waits while uploads keep arriving (see _write_batches).
+_GATHER_TURNS = 8
 
 
 class Ingestor:
@@ -244,8 +246,18 @@ class Ingestor:
         while not stopping:
             item = await self._queue.get()
             # One turn of the loop (no timer): uploads verified in the same turn as the one
-            # that woke the writer join this batch instead of starting the next.
+            # that woke the writer join this batch instead of starting the next. While each
+            # turn still brings more, a few more turns (still no timer, so a lone upload
+            # waits one turn): uploads whose requests were already being read join too, and
+            # a batch's statements, commit and relay round are shared by more uploads.
             await asyncio.sleep(0)
+            for _ in range(_GATHER_TURNS):
+                waiting = self._queue.qsize()
+                if waiting + 1 >= self.limits.batch_max:
+                    break
+                await asyncio.sleep(0)
+                if self._queue.qsize() == waiting:
+                    break
             batch: list[_Pending] = []
             while True:
                 if item is _STOP:

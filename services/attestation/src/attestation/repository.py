@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,6 +32,32 @@ def _table(model: type[SQLModel]) -> sa.Table:
     table = sa.inspect(model).local_table
     assert isinstance(table, sa.Table)
     return table
+
+
+async def _core(session: AsyncSession) -> AsyncConnection:
+    """The session's connection (its transaction), for the group commit's Core statements.
+
+    A statement through the ORM session's execute costs about 100 us more than the same one
+    on its connection (measured 140-160 us against 40-60 us for the trust version read); the
+    group commit runs five of them per batch. What the session holds pending is flushed
+    first, as its own execute would (autoflush)."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    return await session.connection()
+
+
+# The group commit's fixed statements, built once (building one costs more than running it).
+_TRUST_VERSION = _table(TrustVersion).c
+_VERSION_FOR_UPDATE = (
+    sa.select(_TRUST_VERSION.version).where(_TRUST_VERSION.id == 1).with_for_update()
+)
+_ATTESTATION = _table(Attestation)
+_INSERT_ATTESTATIONS = sa.insert(_ATTESTATION)
+_INSERT_SUBJECTS = sa.insert(_table(AttestationSubject))
+_INSERT_BLOBS = {
+    "postgresql": postgresql.insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"]),
+    "sqlite": sqlite.insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"]),
+}
 
 
 class ClientRepository:
@@ -117,10 +144,12 @@ class TrustRepository:
     async def version(self, *, lock: bool = False) -> int:
         """The current version; ``lock`` holds the row until commit (PostgreSQL ``FOR UPDATE``;
         SQLite transactions already hold the database's write lock)."""
-        stmt = select(TrustVersion.version).where(TrustVersion.id == 1)
+        value: int | None
         if lock:
-            stmt = stmt.with_for_update()
-        value = (await self.session.exec(stmt)).first()
+            value = (await (await _core(self.session)).execute(_VERSION_FOR_UPDATE)).scalar()
+        else:
+            stmt = select(TrustVersion.version).where(TrustVersion.id == 1)
+            value = (await self.session.exec(stmt)).first()
         if value is None:
             raise RuntimeError("attestation_trust_version row is missing: migration 0005 not run")
         return value
@@ -158,13 +187,15 @@ class AttestationRepository:
         wanted = set(keys)
         if not wanted:
             return {}
-        stmt = select(Attestation.id, Attestation.supplier_id, Attestation.raw_digest).where(
-            col(Attestation.supplier_id).in_({s for s, _ in wanted}),
-            col(Attestation.raw_digest).in_({d for _, d in wanted}),
+        c = _ATTESTATION.c
+        stmt = sa.select(c.id, c.supplier_id, c.raw_digest).where(
+            c.supplier_id.in_({s for s, _ in wanted}), c.raw_digest.in_({d for _, d in wanted})
         )
         found = {
             attestation_id: (supplier_id, digest)
-            for attestation_id, supplier_id, digest in (await self.session.exec(stmt)).all()
+            for attestation_id, supplier_id, digest in await (await _core(self.session)).execute(
+                stmt
+            )
             if (supplier_id, digest) in wanted
         }
         if not found:
@@ -182,17 +213,13 @@ class AttestationRepository:
         are shared by digest: one already stored (another supplier's identical bytes) is kept."""
         # Core inserts on the tables: the ORM's bulk path (``insert(Attestation)``) spends
         # more per row mapping attributes than the database spends storing them.
+        conn = await _core(self.session)
         if blobs:
-            dialect = self.session.sync_session.get_bind().dialect.name
-            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            await self.session.exec(
-                insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"]),
-                params=list(blobs),
-            )
+            await conn.execute(_INSERT_BLOBS[conn.dialect.name], list(blobs))
         if attestations:
-            await self.session.exec(sa.insert(_table(Attestation)), params=list(attestations))
+            await conn.execute(_INSERT_ATTESTATIONS, list(attestations))
         if subjects:
-            await self.session.exec(sa.insert(_table(AttestationSubject)), params=list(subjects))
+            await conn.execute(_INSERT_SUBJECTS, list(subjects))
 
     async def get(self, attestation_id: str, *, tenant: str | None) -> Attestation | None:
         """The attestation, or None when absent or (for a supplier) not its own."""
