@@ -116,6 +116,20 @@ class Metrics:
         children[1].observe(seconds)
 
 
+class StatusRecorder:
+    """An ASGI ``send`` that passes every message on and keeps the status of the response it
+    started: 500 until then (an app that raised before answering is counted as a 500)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware feeding :class:`Metrics`.
 
@@ -134,14 +148,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        send_observed = StatusRecorder(send)
         try:
             await self.app(scope, receive, send_observed)
         finally:  # an app that raised before answering is counted as a 500
@@ -151,6 +158,6 @@ class MetricsMiddleware:
             self.metrics.observe(
                 scope["method"],
                 getattr(route, "path", "unmatched"),
-                status,
+                send_observed.status,
                 time.perf_counter() - start,
             )

@@ -31,10 +31,11 @@ from fastapi import FastAPI
 from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from attestation.api.attestations import record_upload
 from linegate.auth import Role, current_principal, require
+from linegate.observability import StatusRecorder
 
 UPLOAD_METHOD = "POST"
 UPLOAD_PATH = "/v1/attestations"
@@ -61,14 +62,9 @@ class UploadFastPath:
             return
         self.served += 1
         start = time.perf_counter()
-        status = 500  # an exception that escapes is answered 500 by ServerErrorMiddleware
+        # An exception that escapes is answered 500 by ServerErrorMiddleware: counted as such.
+        send_observed = StatusRecorder(send)
         service: FastAPI = scope["app"]
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
 
         try:
             request = Request(scope, receive)
@@ -88,7 +84,7 @@ class UploadFastPath:
             await response(scope, receive, send_observed)
         finally:
             service.state.ctx.metrics.observe(
-                UPLOAD_METHOD, UPLOAD_PATH, status, time.perf_counter() - start
+                UPLOAD_METHOD, UPLOAD_PATH, send_observed.status, time.perf_counter() - start
             )
 
 
