@@ -338,3 +338,23 @@ def line_factory(
 
 def shifted(profile: Profile, **changes: Any) -> Profile:
     return replace(profile, **changes)
+
+
+def inference_record(j: int, *, micros: int = 0, **changes: Any) -> InferenceRecordV1:
+    """The ``j``-th record of a plain batch (a minute apart from T0, plus ``j * micros``
+    microseconds; decisions, confidences and input stats varying with ``j``), with
+    ``changes`` applied and validated by the contract's model."""
+    values: dict[str, Any] = {
+        "record_id": f"r-{j}",
+        "occurred_at": T0 + timedelta(minutes=j, microseconds=j * micros),
+        "camera": "cam0",
+        "decision": ("pass", "reject", "manual_inspection")[j % 3],
+        "confidence": (j % 21) / 20,
+        "model": "weld-seam-inspector",
+        "version": "2.1.0",
+        "threshold": 0.5,
+        "stats": InputStatsV1(brightness=0.5 + j / 1000, contrast=0.2, sharpness=0.03 + j / 1e4),
+        "latency_ms": 4.0 + j,
+    }
+    values.update(changes)
+    return InferenceRecordV1.model_validate(values)

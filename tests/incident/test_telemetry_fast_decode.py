@@ -6,6 +6,7 @@ letters of a mixed fetch with it as without it."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 from collections import Counter
@@ -24,13 +25,18 @@ from incident.telemetry.ingest import Incoming, TelemetryIngest, _adapter
 from incident.telemetry.shifts import ShiftCalendar
 from linegate.events import (
     InferenceBatchV1,
-    InferenceRecordV1,
     InputStatsV1,
     OverrideV1,
     ShadowResultV1,
     Subjects,
 )
-from tests.incident.telemetry_support import STABLE, Profile, day, production_run
+from tests.incident.telemetry_support import (
+    STABLE,
+    Profile,
+    day,
+    inference_record,
+    production_run,
+)
 
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 
@@ -95,21 +101,7 @@ class Tally:
 # ------------------------------------------------------------------------------ the corpus
 
 
-def _record(j: int, **changes: Any) -> InferenceRecordV1:
-    values: dict[str, Any] = {
-        "record_id": f"r-{j}",
-        "occurred_at": T0 + timedelta(minutes=j, microseconds=j * 1013),
-        "camera": "cam0",
-        "decision": ("pass", "reject", "manual_inspection")[j % 3],
-        "confidence": (j % 21) / 20,
-        "model": "weld-seam-inspector",
-        "version": "2.1.0",
-        "threshold": 0.5,
-        "stats": InputStatsV1(brightness=0.5 + j / 1000, contrast=0.2, sharpness=0.03 + j / 1e4),
-        "latency_ms": 4.0 + j,
-    }
-    values.update(changes)
-    return InferenceRecordV1.model_validate(values)
+_record = functools.partial(inference_record, micros=1013)
 
 
 SHADOW = ShadowResultV1(

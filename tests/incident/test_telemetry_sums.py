@@ -11,7 +11,8 @@ import pytest
 
 from incident.telemetry.ingest import WindowSums
 from incident.telemetry.shifts import ShiftCalendar
-from linegate.events import InferenceBatchV1, InferenceRecordV1, InputStatsV1
+from linegate.events import InferenceBatchV1, InferenceRecordV1
+from tests.incident.telemetry_support import inference_record
 
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 
@@ -20,21 +21,7 @@ def _calendar() -> ShiftCalendar:
     return ShiftCalendar(("06:00", "14:00", "22:00"), ("early", "late", "night"), "UTC")
 
 
-def _record(j: int, **changes: object) -> InferenceRecordV1:
-    values: dict[str, object] = {
-        "record_id": f"r-{j}",
-        "occurred_at": T0 + timedelta(minutes=j),
-        "camera": "cam0",
-        "decision": ("pass", "reject", "manual_inspection")[j % 3],
-        "confidence": (j % 21) / 20,
-        "model": "weld-seam-inspector",
-        "version": "2.1.0",
-        "threshold": 0.5,
-        "stats": InputStatsV1(brightness=0.5 + j / 1000, contrast=0.2, sharpness=0.03 + j / 1e4),
-        "latency_ms": 4.0 + j,
-    }
-    values.update(changes)
-    return InferenceRecordV1.model_validate(values)
+_record = inference_record
 
 
 def _batch(records: list[InferenceRecordV1]) -> InferenceBatchV1:
