@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,6 +39,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from linegate.settings import LinegateSettings
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+log = logging.getLogger("linegate.db")
 
 
 def _async_url(url: str) -> str:
@@ -72,11 +75,81 @@ def _inline_sqlite_creator(url: str, timeout: float) -> Any:
     async def create() -> aiosqlite.Connection:
         def connector() -> sqlite3.Connection:
             # Opened on aiosqlite's thread, then used from the loop's (see the class above).
-            return sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+            connection = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+            # Checkpoints are run off the loop by _WalCheckpointer instead of by the commit
+            # that crosses SQLite's threshold (see there).
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            return connection
 
         return await _InlineSqliteConnection(connector, iter_chunk_size=64)
 
     return create
+
+
+class _WalCheckpointer:
+    """Checkpoints the WAL of an inline SQLite database in a worker thread.
+
+    SQLite checkpoints from inside the commit that takes the WAL past 1,000 pages: it copies
+    the pages into the database file and fsyncs both files, which with the connection inline
+    blocks the event loop for milliseconds (measured: 0.4 ms of stall per recorded upload,
+    three times the CPU of its commits). Inline connections turn that off; instead every
+    ``every`` commits this runs ``PRAGMA wal_checkpoint(PASSIVE)`` on a connection of its own
+    in a thread, while holding the writer turn: the loop keeps serving requests, no writer
+    appends meanwhile, so the checkpoint completes and the next writer restarts the WAL from
+    its start, exactly as after SQLite's own checkpoint. Durability is unchanged (every commit
+    is in the WAL before it returns; a checkpoint only moves pages).
+    """
+
+    def __init__(self, path: str, timeout: float, lock: asyncio.Lock, *, every: int) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._lock = lock
+        self._every = every
+        self._commits = 0
+        self._task: asyncio.Task[None] | None = None
+        self._connection: sqlite3.Connection | None = None
+        # The thread's connection is used by one checkpoint at a time, even if a cancelled
+        # waiter let the next one start before the thread had finished.
+        self._thread_lock = threading.Lock()
+        #: Checkpoints run (tests check the work moved here).
+        self.checkpoints = 0
+
+    def committed(self) -> None:
+        """Called after each commit; starts a checkpoint every ``every`` commits."""
+        self._commits += 1
+        if self._commits < self._every or (self._task is not None and not self._task.done()):
+            return
+        self._commits = 0
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="sqlite-wal-checkpoint"
+        )
+
+    async def _run(self) -> None:
+        try:
+            # Queued like a writer: commits already waiting go first, later ones wait for it.
+            async with self._lock:
+                await asyncio.to_thread(self._checkpoint)
+        except Exception:
+            # The commits are durable in the WAL; the next checkpoint copies their pages.
+            log.exception("WAL checkpoint failed; will retry after the next commits")
+
+    def _checkpoint(self) -> None:
+        with self._thread_lock:
+            if self._connection is None:
+                self._connection = sqlite3.connect(
+                    self._path, timeout=self._timeout, check_same_thread=False
+                )
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
+
+    async def close(self) -> None:
+        """Wait for a running checkpoint, then close the thread's connection."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        with self._thread_lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
 
 class Database:
@@ -120,6 +193,13 @@ class Database:
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
+        self._wal: _WalCheckpointer | None = None
+        path = make_url(self.url).database
+        if self.is_sqlite and sqlite_inline and path and path != ":memory:":
+            assert self._sqlite_lock is not None
+            self._wal = _WalCheckpointer(
+                path, connect_args["timeout"], self._sqlite_lock, every=_WAL_CHECKPOINT_COMMITS
+            )
 
     @classmethod
     def for_service(cls, settings: LinegateSettings) -> Database:
@@ -147,6 +227,8 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+            if self._wal is not None:
+                self._wal.committed()
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:
@@ -174,7 +256,15 @@ class Database:
             await conn.run_sync(_upgrade, str(script_location))
 
     async def dispose(self) -> None:
+        if self._wal is not None:
+            await self._wal.close()
         await self.engine.dispose()
+
+
+#: Commits between two WAL checkpoints of an inline SQLite database: a group commit of a
+#: few dozen uploads writes a hundred-odd pages, so about SQLite's own threshold of 1,000
+#: pages under load, and fewer (smaller WAL) when commits are small.
+_WAL_CHECKPOINT_COMMITS = 16
 
 
 def _upgrade(connection: Connection, script_location: str) -> None:

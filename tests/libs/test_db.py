@@ -1,0 +1,56 @@
+"""linegate.db on a real SQLite file: inline connections leave WAL checkpoints to a thread."""
+
+import asyncio
+import sqlite3
+
+import sqlalchemy as sa
+
+from linegate.db import Database
+
+ROWS_PER_COMMIT = 8
+PAGE = 4096
+
+
+async def _write(db: Database, commits: int) -> None:
+    for i in range(commits):
+        async with db.session() as session:
+            await session.exec(  # type: ignore[call-overload]
+                sa.text("INSERT INTO blob (n, data) VALUES (:n, :data)"),
+                params=[
+                    {"n": i * ROWS_PER_COMMIT + j, "data": bytes(PAGE)}
+                    for j in range(ROWS_PER_COMMIT)
+                ],
+            )
+        await asyncio.sleep(0)  # a server's loop turns between commits; the checkpoint runs
+
+
+async def test_inline_sqlite_checkpoints_in_a_thread_and_keeps_the_wal_bounded(tmp_path):
+    path = tmp_path / "inline.db"
+    db = Database(f"sqlite:///{path}", sqlite_inline=True)
+    async with db.engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE blob (n INTEGER PRIMARY KEY, data BLOB)"))
+        autocheckpoint = (await conn.execute(sa.text("PRAGMA wal_autocheckpoint"))).scalar()
+    assert autocheckpoint == 0  # the commit that crosses the threshold no longer checkpoints
+
+    commits = 200  # ~1,600 pages: past SQLite's 1,000-page threshold, so checkpoints must run
+    await _write(db, commits)
+    await db.dispose()
+
+    assert db._wal is not None
+    assert db._wal.checkpoints >= commits // 16 - 1
+    # Each checkpoint completed with no writer in between, so the WAL restarted from its
+    # start instead of growing with everything written.
+    wal = path.with_name(path.name + "-wal")
+    written = commits * ROWS_PER_COMMIT * PAGE
+    assert not wal.exists() or wal.stat().st_size < written / 3
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM blob").fetchone() == (commits * ROWS_PER_COMMIT,)
+
+
+async def test_sqlite_through_aiosqlite_threads_keeps_sqlites_own_checkpoints(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'threads.db'}")
+    async with db.engine.begin() as conn:
+        autocheckpoint = (await conn.execute(sa.text("PRAGMA wal_autocheckpoint"))).scalar()
+    await db.dispose()
+    assert db._wal is None
+    assert autocheckpoint == 1000
