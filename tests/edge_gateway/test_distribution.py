@@ -312,3 +312,27 @@ async def test_an_offline_device_converges_when_it_comes_back(chain: Chain) -> N
         DeviceStatusV1(device_id="cam-3-2", state="active", model=MODEL, version="2.1.0")
     )
     await wait_for(reported, "the gateway to record the device's report")
+
+
+@pytest.mark.parametrize(
+    ("model", "version"),
+    [
+        # A query spliced into the registry URL would have fetched the model line instead.
+        (f"{MODEL}%3Fx=", "1.0.0"),
+        ("weld%23seam", "1.0.0"),  # a fragment
+        ("weld%14seam", "1.0.0"),  # a control character httpx refuses in a URL
+        ("%2E%2E", "1.0.0"),  # a dot segment that would climb out of /v1/models
+        (MODEL, "%2E%2E"),
+        (MODEL, "1.0.0%20%E2%9C%93"),
+    ],
+)
+async def test_distributing_a_name_the_registry_does_not_have_is_a_4xx(
+    chain: Chain, model: str, version: str
+) -> None:
+    """Names from the gateway's path reach the registry as one segment each, exactly as given:
+    an unknown one is refused with problem+json, never a 500 or a request for another path."""
+    await chain.release("1.0.0")
+    r = await chain.gateway.post(f"/v1/releases/{model}/{version}/distribute", headers=chain.ops())
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "the registry has no /v1/models/" in r.json()["detail"]

@@ -52,7 +52,7 @@ from edge_gateway.errors import (
     VersionFrozen,
 )
 from edge_gateway.models import CompetenceRoster, DesiredState, Device, FreezeHold, Release
-from edge_gateway.registry_client import RegistryClient
+from edge_gateway.registry_client import RegistryClient, segment
 from edge_gateway.revision_floor import (
     REPORTED_REVISION_MAX,
     RevisionFloor,
@@ -126,7 +126,7 @@ class Gateway:
 async def _fetch_and_verify(
     gw: Gateway, model: str, version: str, info: dict[str, Any], folder: Path
 ) -> Path:
-    base = f"/v1/models/{model}/versions/{version}"
+    base = f"/v1/models/{segment(model)}/versions/{segment(version)}"
     for f in info["files"]:
         await gw.registry.download(
             f"{base}/files/{f['path']}", folder / f["path"], sha256=f["sha256"]

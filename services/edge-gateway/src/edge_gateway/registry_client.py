@@ -6,6 +6,7 @@ import hashlib
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -16,6 +17,19 @@ from linegate.roles import Role
 from linegate.service_auth import ServiceTokens
 
 log = logging.getLogger("edge_gateway.registry_client")
+
+
+def segment(value: str) -> str:
+    """``value`` as one path segment of a registry URL, whatever it holds.
+
+    Model names and versions arrive from the gateway's own API paths: a ``?``, ``#``, ``/``,
+    control character or dot segment spliced in raw would make httpx refuse the URL (a 500) or
+    ask the registry for another path than meant, with the gateway's token. Percent-encoded,
+    the registry sees exactly the name given and answers 404 for one it does not have.
+    """
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
 
 
 class RegistryClient:
@@ -49,17 +63,19 @@ class RegistryClient:
         return response.json()
 
     async def version(self, model: str, version: str) -> dict[str, Any]:
-        body: dict[str, Any] = await self._get_json(f"/v1/models/{model}/versions/{version}")
+        body: dict[str, Any] = await self._get_json(
+            f"/v1/models/{segment(model)}/versions/{segment(version)}"
+        )
         return body
 
     async def model_line(self, model: str) -> dict[str, Any]:
         """The model line (``system_id``: the inventory system it is deployed for)."""
-        body: dict[str, Any] = await self._get_json(f"/v1/models/{model}")
+        body: dict[str, Any] = await self._get_json(f"/v1/models/{segment(model)}")
         return body
 
     async def system(self, system_id: str) -> dict[str, Any]:
         """An inventory system (``nist_tier``)."""
-        body: dict[str, Any] = await self._get_json(f"/v1/inventory/systems/{system_id}")
+        body: dict[str, Any] = await self._get_json(f"/v1/inventory/systems/{segment(system_id)}")
         return body
 
     async def competence(self, system_id: str, role: str) -> list[dict[str, Any]]:
