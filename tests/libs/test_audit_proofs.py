@@ -15,6 +15,7 @@ from linegate.audit import (
     verify_proof,
 )
 from linegate.auth import Role
+from linegate.service import AUDIT_SEQ_MAX
 from linegate.settings import LinegateSettings
 from linegate.signing import generate_private_key, load_public_key
 from linegate.testing.fixtures import bearer
@@ -154,6 +155,19 @@ async def test_the_proof_api_of_a_running_service(settings_factory, service_clie
         )
         retention = (await client.get("/v1/audit/retention")).json()
         assert retention["audit_log_retention_days"] >= AUDIT_LOG_RETENTION_FLOOR_DAYS
+
+        # Numbers past what the database holds are refused by validation, not by the driver.
+        huge = AUDIT_SEQ_MAX + 1
+        for path, params in (
+            (f"/v1/audit/entries/{huge}/proof", {}),
+            (f"/v1/audit/entries/{seq}/proof", {"checkpoint": huge}),
+            ("/v1/audit/entries", {"after": huge}),
+        ):
+            r = await client.get(path, params=params, headers=auditor)
+            assert r.status_code == 422, (path, params, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+        r = await client.get(f"/v1/audit/entries/{huge - 1}/proof", headers=auditor)
+        assert r.status_code == 404, r.text
 
 
 def test_retention_below_the_floors_is_refused_outside_development():

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -39,6 +40,11 @@ from linegate.settings import LinegateSettings
 from linegate.signing import load_or_create_private_key, public_key_pem
 
 log = logging.getLogger("linegate.service")
+
+#: The largest audit sequence number: the audit tables' ``seq`` is an INTEGER column, 32 bits
+#: on PostgreSQL. The audit endpoints' numbers are bounded by it, so a larger one is a 422 from
+#: validation, not an overflow in the driver (a 500).
+AUDIT_SEQ_MAX = 2**31 - 1
 
 Hook = Callable[["ServiceContext"], Awaitable[None]]
 
@@ -130,7 +136,7 @@ def _common_router() -> APIRouter:
     async def list_audit_entries(
         session: SessionDep,
         _: AuditorDep,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=AUDIT_SEQ_MAX)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         return [
@@ -167,8 +173,8 @@ def _common_router() -> APIRouter:
         ctx: ContextDep,
         session: SessionDep,
         _: AuditorDep,
-        seq: int,
-        checkpoint: Annotated[int | None, Query(ge=1)] = None,
+        seq: Annotated[int, PathParam(ge=1, le=AUDIT_SEQ_MAX)],
+        checkpoint: Annotated[int | None, Query(ge=1, le=AUDIT_SEQ_MAX)] = None,
     ) -> dict[str, Any]:
         try:
             return await AuditLog.proof(
