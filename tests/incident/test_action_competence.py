@@ -174,5 +174,9 @@ async def test_a_model_the_inventory_does_not_list_cannot_be_checked_and_is_refu
     r = await approve(desk, incident_id, action_id, "sam-responder")
     assert r.status_code == 503, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    assert "inventory lists no active AI system for unlisted-vendor-model" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert "inventory lists no active AI system for unlisted-vendor-model" in detail
+    # Said once, with what to do (the registry did answer: retrying alone would not help).
+    assert detail.count("could not be checked") == 1, detail
+    assert detail.endswith("list the model in an active inventory entry of the registry first")
     assert await approvals(desk, incident_id) == []

@@ -74,13 +74,21 @@ def judge(person: str, role: str, checks: Iterable[tuple[str, Mapping[str, Any]]
     return Standing(person, role, records, tuple(flags))
 
 
-def unverifiable(person: str, role: str, why: str, policy: Policy, setting: str) -> Standing:
-    """``policy`` ``refuse``: raise :class:`CompetenceUnverifiable`; ``flag``: a standing that
-    says why nothing was checked."""
+def unverifiable(
+    person: str,
+    role: str,
+    why: str,
+    policy: Policy,
+    setting: str,
+    *,
+    remedy: str = "try again once the registry answers",
+) -> Standing:
+    """``policy`` ``refuse``: raise :class:`CompetenceUnverifiable` (its detail ends with
+    ``remedy``); ``flag``: a standing that says why nothing was checked."""
     detail = f"the {role} training of {person} could not be checked: {why}"
     if policy == "refuse":
         raise CompetenceUnverifiable(
-            f"{detail} ({setting}=refuse); try again once the registry answers",
+            f"{detail} ({setting}=refuse); {remedy}",
             extra={"person": person, "role": role},
         )
     return Standing(person, role, {}, (detail + "; accepted and flagged",))

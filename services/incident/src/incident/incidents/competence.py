@@ -33,8 +33,8 @@ class RegistryCompetence:
         self.client = client
         self.unverifiable = unverifiable
 
-    def _cannot_check(self, person: str, why: str) -> Standing:
-        return unverifiable(person, ROLE, why, self.unverifiable, SETTING)
+    def _cannot_check(self, person: str, why: str, **remedy: str) -> Standing:
+        return unverifiable(person, ROLE, why, self.unverifiable, SETTING, **remedy)
 
     async def approver(self, person: str, model: str | None, line: str | None) -> Standing:
         """The approver's standing; raises :class:`~linegate.competence.Untrained` where a tier
@@ -43,11 +43,18 @@ class RegistryCompetence:
         if not model:
             return self._cannot_check(person, "the action names no model")
         try:
-            systems = systems_listing(await self.client.inventory(), model, line)
-            if not systems:
-                return self._cannot_check(
-                    person, f"the registry's inventory lists no active AI system for {model}"
-                )
+            inventory = await self.client.inventory()
+        except ServiceUnavailable as e:
+            return self._cannot_check(person, e.detail)
+        systems = systems_listing(inventory, model, line)
+        if not systems:
+            # The registry answered: asking again changes nothing until the inventory does.
+            return self._cannot_check(
+                person,
+                f"the registry's inventory lists no active AI system for {model}",
+                remedy="list the model in an active inventory entry of the registry first",
+            )
+        try:
             checks = [
                 (str(s["id"]), await self.client.competence_check(person, str(s["id"]), ROLE))
                 for s in systems
