@@ -84,11 +84,22 @@ async def test_query_by_model_equipment_line_time_and_incident(line_factory: Any
         [kpi] = await query(kind="kpi_sample", line=LINE)
         assert kpi["payload"]["produced"] == 40
 
-        bad = await line.client.get(
-            "/v1/postmarket/events", params={"cursor": "abc"}, headers=auditor
+        # Not a cursor this API returned: not a number, negative, or past a 64-bit id.
+        for cursor in ("abc", "-1", str(2**63), "1" * 40):
+            bad = await line.client.get(
+                "/v1/postmarket/events", params={"cursor": cursor}, headers=auditor
+            )
+            assert bad.status_code == 422, (cursor, bad.text)
+            assert bad.headers["content-type"] == "application/problem+json"
+        assert (
+            await line.client.get(
+                "/v1/postmarket/events", params={"cursor": str(2**63 - 1)}, headers=auditor
+            )
+        ).json()["items"] == []
+        huge = await line.client.get(
+            "/v1/telemetry/dead-letters", params={"cursor": 2**63}, headers=auditor
         )
-        assert bad.status_code == 422
-        assert bad.headers["content-type"] == "application/problem+json"
+        assert huge.status_code == 422, huge.text
         backwards = await line.client.get(
             "/v1/postmarket/events",
             params={"since": T0.isoformat(), "until": (T0 - timedelta(hours=1)).isoformat()},

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from incident._sql import UtcDateTime, fetch_all
+from incident._sql import ID_MAX, UtcDateTime, fetch_all
 from incident.postmarket.models import postmarket_event
 from incident.telemetry.deps import ReaderDep
 from linegate.errors import Unprocessable
@@ -102,9 +102,12 @@ def _cursor(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
+        cursor = int(value)
     except ValueError:
-        raise Unprocessable(f"cursor {value!r} is not one this API returned") from None
+        cursor = -1
+    if not 0 <= cursor <= ID_MAX:
+        raise Unprocessable(f"cursor {value!r} is not one this API returned")
+    return cursor
 
 
 async def _page(session: Any, where: list[Any], after: int | None, limit: int) -> list[Any]:

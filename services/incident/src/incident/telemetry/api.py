@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from incident._sql import UtcDateTime, fetch_all
+from incident._sql import ID_MAX, UtcDateTime, fetch_all
 from incident.telemetry.deps import ReaderDep
 from incident.telemetry.models import HIST, telemetry_dead_letter, telemetry_window
 from linegate.service import SessionDep
@@ -36,7 +36,9 @@ class DeadLetterPage(BaseModel):
 async def list_dead_letters(
     session: SessionDep,
     _: ReaderDep,
-    cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the last page")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=ID_MAX, description="next_cursor of the last page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeadLetterPage:
     dl = telemetry_dead_letter.c
