@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any
+from typing import Any, cast
 
-from incident.telemetry.consumer import TelemetryConsumer
+import pytest
+from nats.aio.msg import Msg
+
+from incident.telemetry.consumer import TelemetryConsumer, _stream_seq
 from incident.telemetry.ingest import Incoming, TelemetryIngest
 from linegate.auth import Role
 from linegate.events import OverrideV1, Subjects
@@ -308,3 +311,25 @@ async def test_a_batch_written_while_the_next_is_parsed_is_never_counted_twice(
         finally:
             await consumer.stop()
         assert await line.totals() == (1200, 0, 2, 0)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.TELEMETRY.incident-telemetry.1.4711.12.1764690000000000000.42",
+        "$JS.ACK.plant3.ACCHASH.TELEMETRY.incident-telemetry.2.4711.12.1764690000000000000.0",
+        "$JS.ACK.plant3.ACCHASH.TELEMETRY.incident-telemetry.2.4711.12.1764690000000000000.0.r4nd",
+        "$JS.ACK._.ACCHASH.TELEMETRY.incident-telemetry.1.9.9.1764690000000000000.3.x",
+        "_INBOX.abc.def",
+        "$JS.ACK.TELEMETRY.short",
+        "$JS.ACK.TELEMETRY.incident-telemetry.1.notanumber.12.1764690000000000000.42",
+        "",
+    ],
+)
+def test_the_stream_sequence_is_the_one_nats_py_reads_from_the_ack_subject(reply: str) -> None:
+    msg = Msg(cast(Any, None), subject="linegate.telemetry.l.d", reply=reply, data=b"{}")
+    try:
+        expected: int | None = msg.metadata.sequence.stream
+    except Exception:  # noqa: BLE001 - not a JetStream message (nats-py's errors vary)
+        expected = None
+    assert _stream_seq(msg) == expected

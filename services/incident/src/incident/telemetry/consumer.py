@@ -180,8 +180,29 @@ class TelemetryConsumer:
                 await result
 
 
+#: Tokens of a JetStream ack subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>
+#: .<consumer seq>.<timestamp>.<pending>`` (v1), or from server 2.9 with ``<domain>.<account
+#: hash>`` after ``ACK`` and a random token at the end (v2, 12 tokens; 11 without the last).
+_V1_TOKENS = 9
+_V1_STREAM_SEQ = 5
+_V2_MIN_TOKENS = 11
+_V2_STREAM_SEQ = 7
+
+
 def _stream_seq(m: Any) -> int | None:
-    try:
-        return int(m.metadata.sequence.stream)
-    except Exception:  # noqa: BLE001 - a message without JetStream metadata
+    """The message's stream sequence, read from its ack subject as ``m.metadata`` does (which
+    also parses the delivery time and builds three objects, for every message of a fetch)."""
+    reply = getattr(m, "reply", None)
+    if not reply:
+        return None  # a message without JetStream metadata
+    tokens = reply.split(".")
+    if tokens[0] != "$JS" or tokens[1:2] != ["ACK"]:
         return None
+    try:
+        if len(tokens) == _V1_TOKENS:
+            return int(tokens[_V1_STREAM_SEQ])
+        if len(tokens) >= _V2_MIN_TOKENS:
+            return int(tokens[_V2_STREAM_SEQ])
+    except ValueError:
+        return None
+    return None
