@@ -11,10 +11,12 @@ from linegate.signing import (
     SignatureError,
     dsse_sign,
     dsse_verify,
+    dsse_verify_parsed,
     generate_private_key,
     key_id,
     load_public_key,
     pae,
+    parse_envelope,
     public_key_pem,
 )
 
@@ -88,6 +90,20 @@ def test_signature_by_an_untrusted_key_is_refused_even_with_a_matching_keyid():
     envelope["signatures"][0]["keyid"] = key_id(trusted.public_key())
     with pytest.raises(SignatureError):
         dsse_verify(envelope, [trusted.public_key()])
+
+
+def test_keys_given_by_key_id_verify_as_a_list_of_them_does():
+    trusted, attacker = generate_private_key(), generate_private_key()
+    by_id = {key_id(trusted.public_key()): trusted.public_key()}
+    envelope = dsse_sign(STATEMENT, IN_TOTO_PAYLOAD_TYPE, trusted)
+    assert dsse_verify(envelope, by_id).signer_key_ids == tuple(by_id)
+    assert dsse_verify_parsed(*parse_envelope(envelope), by_id).payload == STATEMENT
+    forged = dsse_sign(STATEMENT, IN_TOTO_PAYLOAD_TYPE, attacker)
+    forged["signatures"][0]["keyid"] = key_id(trusted.public_key())
+    with pytest.raises(SignatureError):
+        dsse_verify(forged, by_id)
+    with pytest.raises(SignatureError):
+        dsse_verify_parsed(*parse_envelope(forged), by_id)
 
 
 def test_threshold_counts_distinct_keys():

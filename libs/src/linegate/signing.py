@@ -240,16 +240,33 @@ def parse_envelope(
 
 
 def dsse_verify(
-    envelope: Mapping[str, Any], keys: Sequence[PublicKey], *, threshold: int = 1
+    envelope: Mapping[str, Any],
+    keys: Sequence[PublicKey] | Mapping[str, PublicKey],
+    *,
+    threshold: int = 1,
 ) -> VerifiedEnvelope:
     """Verify ``envelope`` against ``keys``; at least ``threshold`` distinct keys must sign.
 
     A signature's ``keyid``, when present, only narrows which keys are tried; it is never
-    trusted on its own.
+    trusted on its own. ``keys`` may be given by their :func:`key_id` (a mapping, as a caller
+    verifying many envelopes with the same keys keeps it), which saves hashing each key's DER
+    on every call.
     """
-    payload_type, payload, sigs = parse_envelope(envelope)
+    return dsse_verify_parsed(*parse_envelope(envelope), keys, threshold=threshold)
+
+
+def dsse_verify_parsed(
+    payload_type: str,
+    payload: bytes,
+    sigs: Sequence[tuple[str | None, bytes]],
+    keys: Sequence[PublicKey] | Mapping[str, PublicKey],
+    *,
+    threshold: int = 1,
+) -> VerifiedEnvelope:
+    """:func:`dsse_verify` of an envelope already checked by :func:`parse_envelope` (its
+    three results), for callers that read the payload before checking the signature."""
     message = pae(payload_type, payload)
-    by_id = {key_id(k): k for k in keys}
+    by_id = dict(keys) if isinstance(keys, Mapping) else {key_id(k): k for k in keys}
     verified: set[str] = set()
     for keyid, sig in sigs:
         candidates = [(keyid, by_id[keyid])] if keyid in by_id else list(by_id.items())

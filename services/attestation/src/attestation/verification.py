@@ -23,7 +23,8 @@ from linegate.signing import (
     IN_TOTO_PAYLOAD_TYPE,
     PublicKey,
     SignatureError,
-    dsse_verify,
+    dsse_verify_parsed,
+    key_id,
     load_public_key,
     parse_envelope,
 )
@@ -135,8 +136,15 @@ def parse_json(data: bytes, max_depth: int) -> Any:
 
 
 @lru_cache(maxsize=4096)
-def _public_key(pem: str) -> PublicKey:
-    return load_public_key(pem)
+def _public_key(pem: str) -> tuple[str, PublicKey]:
+    """A registered key, parsed, with its :func:`key_id` (computed here, not read from the
+    row): both cost more than the signature check, and keys are few."""
+    key = load_public_key(pem)
+    return key_id(key), key
+
+
+#: ``parse_envelope``'s results: (payloadType, payload, [(keyid, sig)]).
+_Parsed = tuple[str, bytes, list[tuple[str | None, bytes]]]
 
 
 def aware_utc(t: datetime) -> datetime:
@@ -152,19 +160,21 @@ def _key_active(key: SupplierKey, now: datetime) -> bool:
     return key.not_after is None or now < aware_utc(key.not_after)
 
 
-def _signs(envelope: dict[str, Any], key: SupplierKey) -> bool:
+def _signs(envelope: _Parsed, key: SupplierKey) -> bool:
     try:
-        dsse_verify(envelope, [_public_key(key.public_key_pem)])
+        dsse_verify_parsed(*envelope, dict([_public_key(key.public_key_pem)]))
     except SignatureError:
         return False
     return True
 
 
-def _check_dsse_signature(envelope: dict[str, Any], trust: TrustContext, out: Outcome) -> bool:
+def _check_dsse_signature(envelope: _Parsed, trust: TrustContext, out: Outcome) -> bool:
     active = [k for k in trust.keys if _key_active(k, trust.now)]
     if active:
         try:
-            verified = dsse_verify(envelope, [_public_key(k.public_key_pem) for k in active])
+            verified = dsse_verify_parsed(
+                *envelope, dict(_public_key(k.public_key_pem) for k in active)
+            )
         except SignatureError:
             pass
         else:
@@ -334,14 +344,15 @@ def verify_upload(
 
 def _verify_dsse(doc: Any, trust: TrustContext, out: Outcome) -> None:
     try:
-        payload_type, payload, _ = parse_envelope(doc)
+        parsed = parse_envelope(doc)
     except SignatureError as e:
         out.reject(f"malformed DSSE envelope: {e}", malformed=True)
         return
+    payload_type, payload, _ = parsed
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         out.reject(f"payloadType must be {IN_TOTO_PAYLOAD_TYPE}, got {payload_type!r}")
         return
-    if not _check_dsse_signature(doc, trust, out):
+    if not _check_dsse_signature(parsed, trust, out):
         return
     statement = _check_statement(payload, out)
     if statement is None or out.predicate_type is None:
