@@ -158,6 +158,17 @@ def _table(model: type[SQLModel]) -> sa.Table:
     return table
 
 
+_HEAD = _table(AuditHead)
+_HEAD_FOR_UPDATE = sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_UPDATE_HEAD = (
+    sa.update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
+)
+_INSERT_ENTRIES = sa.insert(_table(AuditEntry))
+_INSERT_CHECKPOINTS = sa.insert(_table(AuditCheckpoint))
+
+
 def _iso(t: datetime) -> str:
     # SQLite hands datetimes back naive; all Linegate times are UTC.
     if t.tzinfo is None:
@@ -206,8 +217,7 @@ class AuditLog:
 
     async def _head(self, session: AsyncSession) -> tuple[int, str]:
         """``(seq, hash)`` of the head, locked until the transaction ends."""
-        stmt = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
-        row = (await session.exec(stmt)).first()
+        row = (await (await session.connection()).execute(_HEAD_FOR_UPDATE)).first()
         if row is None:
             # Seeded by create_audit_tables; creating it lazily would race between writers.
             raise RuntimeError("audit_head row is missing: the audit migration has not run")
@@ -268,13 +278,16 @@ class AuditLog:
             if seq % self.checkpoint_every == 0:
                 checkpoints.append(self._checkpoint_row(seq, h, t))
             prev = h
-        # Core statements on the tables: building an ORM object per entry and flushing them
-        # through the unit of work cost more than hashing and storing the entries.
-        await session.exec(sa.insert(_table(AuditEntry)), params=rows)
-        head = _table(AuditHead)
-        await session.exec(sa.update(head).where(head.c.id == 1).values(seq=seq, hash=prev))
+        # Core statements, built once, on the session's connection (its transaction; the
+        # session was flushed above): building an ORM object per entry and flushing them
+        # through the unit of work cost more than hashing and storing the entries, and a
+        # statement through the session's own execute costs about 100 us more than on its
+        # connection.
+        conn = await session.connection()
+        await conn.execute(_INSERT_ENTRIES, rows)
+        await conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": prev})
         if checkpoints:
-            await session.exec(sa.insert(_table(AuditCheckpoint)), params=checkpoints)
+            await conn.execute(_INSERT_CHECKPOINTS, checkpoints)
         return entries
 
     async def checkpoint(self, session: AsyncSession) -> AuditCheckpoint | None:

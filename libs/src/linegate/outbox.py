@@ -78,7 +78,12 @@ async def enqueue_many(session: AsyncSession, events: Iterable[tuple[str, EventV
         for subject, event in events
     ]
     if rows:
-        await session.exec(sa.insert(OutboxMessage), params=rows)
+        # On the session's connection (its transaction), as a Core statement built once: the
+        # session's own execute costs about 100 us more per statement. Pending ORM changes
+        # are flushed first, as that execute would (autoflush).
+        if session.new or session.dirty or session.deleted:
+            await session.flush()
+        await (await session.connection()).execute(_INSERT_MESSAGES, rows)
     return len(rows)
 
 
@@ -145,9 +150,8 @@ class OutboxRelay:
         sent = 0
         while True:
             async with self.db.session() as session:
-                rows = (
-                    await session.exec(_pending(self.batch).with_for_update(skip_locked=True))
-                ).all()
+                conn = await session.connection()
+                rows = (await conn.execute(_PENDING_LOCKED, {"limit": self.batch})).all()
                 published = await self._publish(rows)
                 await _mark_sent(session, published)
                 sent += len(published)
@@ -163,7 +167,8 @@ class OutboxRelay:
         sent = 0
         while True:
             async with self.db.session() as session:
-                rows = (await session.exec(_pending(self.batch))).all()
+                conn = await session.connection()
+                rows = (await conn.execute(_PENDING, {"limit": self.batch})).all()
             published: list[int] = []
             try:
                 published = await self._publish(rows)
@@ -236,28 +241,36 @@ class OutboxRelay:
         return self._js
 
 
-def _pending(limit: int) -> Any:
-    table = _table()
-    return (
-        sa.select(table.c.id, table.c.subject, table.c.body, table.c.event_id, table.c.event_type)
-        .where(table.c.sent_at.is_(None))
-        .order_by(table.c.id)
-        .limit(limit)
-    )
-
-
 async def _mark_sent(session: AsyncSession, ids: list[int]) -> None:
     if ids:
-        table = _table()
-        await session.exec(
-            sa.update(table).where(table.c.id.in_(ids)).values(sent_at=datetime.now(UTC))
-        )
+        conn = await session.connection()
+        await conn.execute(_MARK_SENT, {"ids": ids, "now": datetime.now(UTC)})
 
 
 def _table() -> sa.Table:
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
     assert isinstance(table, sa.Table)
     return table
+
+
+# The relay's statements, built once (building one costs more than running it) and run on
+# the session's connection (the session's own execute costs about 100 us more each).
+_OUTBOX = _table()
+_PENDING = (
+    sa.select(
+        _OUTBOX.c.id, _OUTBOX.c.subject, _OUTBOX.c.body, _OUTBOX.c.event_id, _OUTBOX.c.event_type
+    )
+    .where(_OUTBOX.c.sent_at.is_(None))
+    .order_by(_OUTBOX.c.id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+_PENDING_LOCKED = _PENDING.with_for_update(skip_locked=True)
+_INSERT_MESSAGES = sa.insert(_OUTBOX)
+_MARK_SENT = (
+    sa.update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(sent_at=sa.bindparam("now"))
+)
 
 
 def create_outbox_table(op: Any) -> None:
