@@ -52,6 +52,11 @@ _VERSION_FOR_UPDATE = (
     sa.select(_TRUST_VERSION.version).where(_TRUST_VERSION.id == 1).with_for_update()
 )
 _ATTESTATION = _table(Attestation)
+_EARLIER = (
+    sa.select(_ATTESTATION.c.id, _ATTESTATION.c.supplier_id, _ATTESTATION.c.raw_digest)
+    .where(_ATTESTATION.c.supplier_id.in_(sa.bindparam("suppliers", expanding=True)))
+    .where(_ATTESTATION.c.raw_digest.in_(sa.bindparam("digests", expanding=True)))
+)
 _INSERT_ATTESTATIONS = sa.insert(_ATTESTATION)
 _INSERT_SUBJECTS = sa.insert(_table(AttestationSubject))
 _INSERT_BLOBS = {
@@ -183,19 +188,19 @@ class AttestationRepository:
         self, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], Attestation]:
         """Earlier records of these (supplier, raw digest) pairs. Nearly every upload is new,
-        so the lookup is a Core query of the keys; records are loaded only for those found."""
+        so the lookup is a Core query of the keys (built once, its lists bound as expanding
+        parameters); records are loaded only for those found."""
         wanted = set(keys)
         if not wanted:
             return {}
-        c = _ATTESTATION.c
-        stmt = sa.select(c.id, c.supplier_id, c.raw_digest).where(
-            c.supplier_id.in_({s for s, _ in wanted}), c.raw_digest.in_({d for _, d in wanted})
-        )
+        params = {
+            "suppliers": sorted({s for s, _ in wanted}),
+            "digests": sorted({d for _, d in wanted}),
+        }
+        conn = await _core(self.session)
         found = {
             attestation_id: (supplier_id, digest)
-            for attestation_id, supplier_id, digest in await (await _core(self.session)).execute(
-                stmt
-            )
+            for attestation_id, supplier_id, digest in await conn.execute(_EARLIER, params)
             if (supplier_id, digest) in wanted
         }
         if not found:
