@@ -87,13 +87,15 @@ class Attestation(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True)
-    supplier_id: str = Field(foreign_key="supplier.id", index=True)
+    #: Looked up through uq_attestation_supplier_raw, whose leading column it is (no index of
+    #: its own: migration 0006).
+    supplier_id: str = Field(foreign_key="supplier.id")
     #: verified | unsigned (SBOM stored as evidence-to-be, not signed) | rejected
     status: str = Field(index=True)
     verified: bool
     content_type: str
     envelope: str  # dsse | sigstore-bundle | cyclonedx | spdx
-    raw_digest: str = Field(index=True)
+    raw_digest: str  # always looked up with its supplier: uq_attestation_supplier_raw
     raw_size: int
     predicate_type: str | None = Field(default=None, index=True)
     predicate_kind: str | None = None
