@@ -5,12 +5,13 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import uuid
 
 import pytest
 from sqlmodel import col, func, select
 
 from attestation.app import create_app
-from attestation.ingest import Ingestor, Upload
+from attestation.ingest import Ingestor, Upload, time_ordered_id
 from attestation.models import Attestation, AttestationSubject
 from attestation.settings import AttestationSettings
 from linegate.audit import verify_log
@@ -329,3 +330,16 @@ async def test_large_uploads_are_verified_off_the_loop_and_found_before_verifica
         bad = await stack.upload("optivision", json.dumps(tampered).encode())
         assert bad.status_code in (400, 422)
         assert bad.json()["id"]
+
+
+def test_record_ids_are_uuid7_hex_in_creation_order():
+    ids = [time_ordered_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value  # the same 32-hex-digit form as uuid4().hex
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+    # Ids of different milliseconds sort as created (within one, they are random).
+    millis = [int(value[:12], 16) for value in ids]
+    assert millis == sorted(millis)
