@@ -183,6 +183,61 @@ def _wrk_rate(
     return created / (duration / 1e6), created
 
 
+#: The HTTP floor: an ASGI app that reads the upload's body and answers 201 with a small JSON
+#: body, doing nothing else, on the same uvicorn (httptools, one process, no access log).
+FLOOR_APP = """
+BODY = b'{"id":"0","status":"verified"}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 201, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+"""
+
+
+def _http_floor(token: str, envelopes: list[bytes], tmp: Path, seconds: int) -> tuple[float, float]:
+    """The same wrk load of uploads against :data:`FLOOR_APP`: (responses per second, server
+    CPU ms per response), the most any service behind this HTTP server could answer."""
+    (tmp / "floor").mkdir(exist_ok=True)
+    (tmp / "floor" / "linegate_bench_floor.py").write_text(FLOOR_APP)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "linegate_bench_floor:app",
+        "--app-dir",
+        str(tmp / "floor"),
+    ]
+    cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(url, content=b"{}", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        cpu_before = _cpu_seconds(proc.pid)
+        rate, answered = _wrk_rate(url, token, envelopes, tmp, seconds)
+        cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu_before) / max(answered, 1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return rate, cpu_ms
+
+
 def _stream_messages(nats_url: str) -> int:
     """Events in the attestation stream: what the service's outbox relay has published."""
 
@@ -305,6 +360,7 @@ def main() -> None:
             cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu_before) / max(created, 1)
             if client == "wrk":
                 healthz = _wrk_healthz(url, tmp, seconds=5)
+            floor = _http_floor(token, envelopes, tmp, seconds) if client == "wrk" else None
             raw = _raw_rate(envelopes, key.public_key())
             auditor = {"Authorization": "Bearer " + issuer.issue("bench", [Role.AUDITOR])[0]}
             chain = httpx.get(url + "/v1/audit/verify", headers=auditor, timeout=120).json()
@@ -338,6 +394,11 @@ def main() -> None:
     print(f"{'':14}events published to NATS for the {created:,} uploads: {published:,}")
     if healthz is not None:
         print(f"{'':14}same server, GET /healthz under the same wrk load: {healthz:,.0f} /s")
+    if floor is not None:
+        print(
+            f"{'':14}HTTP floor (bare ASGI app on the same uvicorn: reads the body, answers 201), "
+            f"same wrk load: {floor[0]:,.0f} /s, {floor[1]:.2f} ms server CPU per request"
+        )
 
 
 if __name__ == "__main__":
