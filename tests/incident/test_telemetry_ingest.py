@@ -333,3 +333,16 @@ def test_the_stream_sequence_is_the_one_nats_py_reads_from_the_ack_subject(reply
     except Exception:  # noqa: BLE001 - not a JetStream message (nats-py's errors vary)
         expected = None
     assert _stream_seq(msg) == expected
+
+
+async def test_small_messages_are_fetched_more_at_once_and_counted_once(line_factory: Any) -> None:
+    """Messages of 5 records (the agent's default is 100): the consumer asks for more of them
+    per fetch, at most four times ``batch``, and every record still counts once."""
+    run = production_run([STABLE], batch=5)
+    async with line_factory(telemetry_fetch_batch=8) as line:
+        consumer = line.telemetry.consumer
+        assert consumer.fetch_size == 8
+        await line.publish_run(run)
+        await line.wait_ingested(run)
+        assert consumer.fetch_size == 32
+        assert await line.totals() == (600, 0, 1, 0)

@@ -17,7 +17,9 @@ class IncidentSettings(LinegateSettings):
     #: Durable pull consumer on the telemetry stream; every replica fetches from it, so they
     #: share the messages (JetStream's queue group for pull consumers).
     telemetry_consumer: str = "incident-telemetry"
-    #: Messages fetched, processed in one transaction and acked together.
+    #: Messages fetched, processed in one transaction and acked together, when they hold the
+    #: device agent's default of 100 records; smaller messages are fetched up to four times as
+    #: many at once (see ``incident.telemetry.consumer``).
     telemetry_fetch_batch: int = Field(default=256, ge=1, le=10_000)
     #: Redelivery after this long without an ack (a replica died mid-batch).
     telemetry_ack_wait_seconds: float = Field(default=30.0, gt=0)

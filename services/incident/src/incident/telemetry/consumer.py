@@ -3,10 +3,13 @@
 Every replica fetches from the same durable consumer (``telemetry_consumer``), so JetStream
 hands each message to one of them: the queue group of pull consumers. A fetched batch is
 processed in one transaction and acked after the commit; if the commit fails nothing is acked
-and the batch comes back after ``ack_wait``. The next batch is fetched and parsed while one is
-being written, and written only after that one committed. A message that breaks processing on
-its own (a bug, not the database) is found by retrying the batch one message at a time and is
-dead-lettered, so one bad message never blocks the stream.
+and the batch comes back after ``ack_wait``. ``batch`` messages are fetched at once when they
+hold the device agent's default of 100 records each; smaller messages are fetched up to
+:data:`MAX_FETCH_FACTOR` times as many, so a transaction holds about as many records (its
+statements and commit cost nearly the same whatever it holds). The next batch is fetched and
+parsed while one is being written, and written only after that one committed. A message that
+breaks processing on its own (a bug, not the database) is found by retrying the batch one
+message at a time and is dead-lettered, so one bad message never blocks the stream.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from linegate.events import NatsClient, Streams, Subjects
 log = logging.getLogger("incident.telemetry.consumer")
 
 OnOutcome = Callable[[Outcome], Awaitable[None] | None]
+#: Records per message of the device agent's default batch: ``batch`` is meant for them.
+AGENT_BATCH_RECORDS = 100
+#: Most messages fetched at once, as a multiple of ``batch``. Two fetches are in flight at
+#: most, and the durable consumer allows ``8 * batch`` unacked messages.
+MAX_FETCH_FACTOR = 4
 
 
 class TelemetryConsumer:
@@ -46,6 +54,8 @@ class TelemetryConsumer:
         self.batch = batch
         self.ack_wait = ack_wait
         self.on_outcome = on_outcome
+        #: Messages the next fetch asks for (see :meth:`_resize`).
+        self.fetch_size = batch
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._sub: Any = None
@@ -99,10 +109,11 @@ class TelemetryConsumer:
                     if self._sub is None:
                         self._sub = await self._subscribe()
                     try:
-                        msgs = await self._sub.fetch(self.batch, timeout=1.0)
+                        msgs = await self._sub.fetch(self.fetch_size, timeout=1.0)
                     except (TimeoutError, NatsTimeoutError):
                         continue
                     incoming, prepared = await self._prepare(msgs)
+                    self._resize(prepared)
                     if writing is not None:
                         # (Cancelling this await cancels the write too.) If it failed, the
                         # batch in hand is left unacked as well and comes again.
@@ -123,6 +134,16 @@ class TelemetryConsumer:
                 writing.cancel()  # killed mid-write: nothing of it is acked
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
+
+    def _resize(self, prepared: Prepared | None) -> None:
+        """Size the next fetch so that it holds about ``batch`` agent-sized messages' worth
+        of records, judged by the records per event of the fetch just parsed."""
+        if prepared is None or not prepared.out.events:
+            return  # nothing to judge by (a failed parse, only duplicates or dead letters)
+        out = prepared.out
+        per_message = max(out.records / out.events, 1.0)
+        wanted = round(self.batch * AGENT_BATCH_RECORDS / per_message)
+        self.fetch_size = min(max(wanted, self.batch), self.batch * MAX_FETCH_FACTOR)
 
     async def handle(self, msgs: list[Any]) -> None:
         """Process and ack one fetched batch (or leave it unacked for redelivery)."""
