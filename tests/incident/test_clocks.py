@@ -169,6 +169,13 @@ async def test_triage_sets_clocks_overdue_list_submission_and_freeze(desk: Desk)
         headers=desk.auth(),
     )
     assert r.status_code == 404
+    # An id past the column's 32 bits is refused by validation, not by the database (a 500).
+    r = await desk.client.post(
+        f"/v1/incidents/{incident_id}/clocks/{2**31}/submission",
+        json={"reference": "nothing"},
+        headers=desk.auth(),
+    )
+    assert r.status_code == 422, r.text
     clocks = (
         await desk.client.get(f"/v1/incidents/{incident_id}/clocks", headers=desk.auth())
     ).json()

@@ -38,6 +38,7 @@ from linegate.observability import Metrics, configure_logging
 from linegate.outbox import OutboxRelay
 from linegate.settings import LinegateSettings
 from linegate.signing import load_or_create_private_key, public_key_pem
+from linegate.storable import StorableTextMiddleware
 
 log = logging.getLogger("linegate.service")
 
@@ -276,6 +277,8 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)
+    # Inside the metrics middleware, so its 422s are counted like every other answer.
+    app.add_middleware(StorableTextMiddleware)
     metrics.install(app)
     app.include_router(_common_router())
     for router in routers:

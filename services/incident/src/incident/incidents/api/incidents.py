@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict
 
 from incident.incidents import actions, clocks, reports, workflow
@@ -249,7 +249,8 @@ async def list_clocks(
 @router.post("/{incident_id}/clocks/{clock_id}/submission", summary="Record a submitted report")
 async def submit_report(
     incident_id: str,
-    clock_id: int,
+    # The clock table's id is an INTEGER column: 32 bits on PostgreSQL.
+    clock_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     body: ClockSubmission,
     session: SessionDep,
     principal: ResponderDep,
