@@ -172,7 +172,8 @@ async def test_a_model_the_inventory_does_not_list_cannot_be_checked_and_is_refu
     desk = plant.desk
     incident_id, action_id = await proposed(desk, "unlisted-vendor-model")
     r = await approve(desk, incident_id, action_id, "sam-responder")
-    assert r.status_code == 503, r.text
+    # The registry answered: 409 (the inventory must change), not 503 (retry later).
+    assert r.status_code == 409, r.text
     assert r.headers["content-type"] == "application/problem+json"
     detail = r.json()["detail"]
     assert "inventory lists no active AI system for unlisted-vendor-model" in detail

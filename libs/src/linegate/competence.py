@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from linegate.errors import Forbidden, ServiceUnavailable
+from linegate.errors import Conflict, Forbidden, LinegateError, ServiceUnavailable
 
 Policy = Literal["refuse", "flag"]
 
@@ -30,6 +30,15 @@ class Untrained(Forbidden):
 
 
 class CompetenceUnverifiable(ServiceUnavailable):
+    """The register could not be asked (503: asking again later may answer)."""
+
+    title = "Training could not be checked"
+
+
+class CompetenceUnlisted(Conflict):
+    """The register answered, but lists no system to check the training against (409: asking
+    again changes nothing until the inventory does)."""
+
     title = "Training could not be checked"
 
 
@@ -82,13 +91,14 @@ def unverifiable(
     setting: str,
     *,
     remedy: str = "try again once the registry answers",
+    error: type[LinegateError] = CompetenceUnverifiable,
 ) -> Standing:
-    """``policy`` ``refuse``: raise :class:`CompetenceUnverifiable` (its detail ends with
-    ``remedy``); ``flag``: a standing that says why nothing was checked."""
+    """``policy`` ``refuse``: raise ``error`` (:class:`CompetenceUnverifiable`, or
+    :class:`CompetenceUnlisted` where the register answered), its detail ending with
+    ``remedy``; ``flag``: a standing that says why nothing was checked."""
     detail = f"the {role} training of {person} could not be checked: {why}"
     if policy == "refuse":
-        raise CompetenceUnverifiable(
-            f"{detail} ({setting}=refuse); {remedy}",
-            extra={"person": person, "role": role},
+        raise error(
+            f"{detail} ({setting}=refuse); {remedy}", extra={"person": person, "role": role}
         )
     return Standing(person, role, {}, (detail + "; accepted and flagged",))

@@ -11,15 +11,16 @@ Without current training the system's tier decides, as for release approvals in 
 tier 1 (or no tier) refuses with 403, tiers 2-3 accept and flag the approval, and the flag stays
 on the approval, its timeline note and its audit entry. When the registry cannot answer, or no
 inventory entry lists the model, the setting ``competence_unverifiable`` decides: ``refuse``
-(the default: 503, nothing recorded) or ``flag``.
+(the default, nothing recorded: 503 when the registry cannot be asked, 409 when its inventory
+lists no system for the model) or ``flag``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from incident.registry_client import RegistryClient, systems_listing
-from linegate.competence import Standing, judge, unverifiable
+from linegate.competence import CompetenceUnlisted, Standing, judge, unverifiable
 from linegate.errors import ServiceUnavailable
 
 ROLE = "responder"
@@ -33,8 +34,8 @@ class RegistryCompetence:
         self.client = client
         self.unverifiable = unverifiable
 
-    def _cannot_check(self, person: str, why: str, **remedy: str) -> Standing:
-        return unverifiable(person, ROLE, why, self.unverifiable, SETTING, **remedy)
+    def _cannot_check(self, person: str, why: str, **how: Any) -> Standing:
+        return unverifiable(person, ROLE, why, self.unverifiable, SETTING, **how)
 
     async def approver(self, person: str, model: str | None, line: str | None) -> Standing:
         """The approver's standing; raises :class:`~linegate.competence.Untrained` where a tier
@@ -53,6 +54,7 @@ class RegistryCompetence:
                 person,
                 f"the registry's inventory lists no active AI system for {model}",
                 remedy="list the model in an active inventory entry of the registry first",
+                error=CompetenceUnlisted,
             )
         try:
             checks = [
