@@ -10,7 +10,10 @@ Issue target: >= 2,000 envelopes/s and >= 40% of the raw rate.
 SQLite with ``LINEGATE_DATABASE_SQLITE_INLINE=false``, as several processes on one file need);
 ``LINEGATE_BENCH_DATABASE_URL=postgresql+psycopg://...`` runs on PostgreSQL (a schema of its
 own, dropped afterwards) instead of SQLite. After the load the audit chain is verified and the
-records counted, so every 201 counted is a durable, chained record.
+records counted, so every 201 counted is a durable, chained record. Beside the service, the
+same wrk load is sent to a bare ASGI app on the same uvicorn that reads each body and answers
+201 (the HTTP floor: what no service behind this server can beat), and GET /healthz is timed
+on the service itself.
 """
 
 from __future__ import annotations
