@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from linegate.auth import Role
+from linegate.storable import may_hold_unstorable, unstorable_location
 from linegate.testing.fixtures import bearer
 from registry.app import create_app
 from registry.settings import RegistrySettings
@@ -87,3 +88,17 @@ async def test_nul_in_an_urlencoded_form_is_a_422(
         r = await client.post("/v1/inventory/systems", content=b"id=a%00b", headers=form)
         assert r.status_code == 422, r.text
         assert r.json()["reasons"][0]["location"] == "body"
+
+
+def test_locations_name_the_text_and_never_hold_it() -> None:
+    assert unstorable_location({"a": [1, "ok", {"b": "x\x00"}]}) == "body.a.2.b"
+    assert unstorable_location({"k\x00ey": 1}, root="statement") == "statement.k\\u0000ey (a key)"
+    assert unstorable_location({"a": "\ud83d\ude00", "b": ["fine"]}) is None
+    # The byte test lets through only what cannot decode to such text.
+    for text in (b'{"a": "\\u0000"}', b'{"a": "\\uD800"}', b'{"a": "\\udfff"}'):
+        assert may_hold_unstorable(text)
+        assert unstorable_location(json.loads(text)) == "body.a"
+    assert may_hold_unstorable(b'{"a": "\\\\u0000"}')  # an escaped backslash: text, stored
+    assert unstorable_location(json.loads(b'{"a": "\\\\u0000"}')) is None
+    for text in (b'{"a": "\\u00e9"}', b'{"a": "plain"}', '{"a": "\U0001f600"}'.encode()):
+        assert not may_hold_unstorable(text)

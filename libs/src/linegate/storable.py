@@ -26,15 +26,28 @@ from linegate.errors import PROBLEM_BASE, problem_response
 
 #: A character no database column here can store.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: The JSON escapes that decode to one (raw NUL bytes and surrogates are not valid JSON text).
+_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF][0-9a-fA-F]{2})")
 #: Bodies above this are not buffered to be checked (the endpoint's own limit answers them).
 MAX_CHECKED_BYTES = 8 * 1024 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def unstorable_location(document: Any) -> str | None:
+def may_hold_unstorable(json_text: bytes) -> bool:
+    """Whether JSON text can decode to a string :func:`unstorable_location` finds: a cheap
+    test of the bytes (a match may still be an escaped backslash, which decodes to text)."""
+    return _ESCAPE.search(json_text) is not None
+
+
+def _printable(text: str) -> str:
+    return UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def unstorable_location(document: Any, root: str = "body") -> str | None:
     """The location (``body.a.0.b``) of the first key or string in ``document`` that holds a
-    character no database can store, or None."""
-    stack: list[tuple[str, Any]] = [("body", document)]
+    character no database can store, or None. The location itself holds none: such a character
+    in a key is written as its ``\\uXXXX`` escape."""
+    stack: list[tuple[str, Any]] = [(root, document)]
     while stack:
         where, value = stack.pop()
         if isinstance(value, str):
@@ -43,7 +56,7 @@ def unstorable_location(document: Any) -> str | None:
         elif isinstance(value, dict):
             for key, item in value.items():
                 if UNSTORABLE.search(key):
-                    return f"{where} (a key)"
+                    return f"{where}.{_printable(key)} (a key)"
                 stack.append((f"{where}.{key}", item))
         elif isinstance(value, list):
             stack.extend((f"{where}.{i}", item) for i, item in enumerate(value))
@@ -96,9 +109,9 @@ class StorableTextMiddleware:
             if b"\x00" in unquote_to_bytes(b"".join(chunks)):
                 await self._refuse(scope, receive, send, "body")
                 return
-        elif not more:
+        elif not more and _worth_parsing(body := b"".join(chunks)):
             try:
-                where = unstorable_location(json.loads(b"".join(chunks)))
+                where = unstorable_location(json.loads(body))
             except ValueError:
                 where = None  # malformed: the endpoint's own parser answers it
             except RecursionError:  # json.loads gives up; past the endpoint it would be a 500
@@ -129,6 +142,16 @@ class StorableTextMiddleware:
             extra={"reasons": [{"location": where, "message": message, "type": kind}]},
         )
         await response(scope, receive, send)
+
+
+#: Fewer opening brackets than this cannot nest deep enough to exhaust json.loads' recursion.
+_SAFE_BRACKETS = 500
+
+
+def _worth_parsing(body: bytes) -> bool:
+    """Whether a JSON body needs parsing here: it may hold an escape of unstorable text, or
+    enough brackets to nest past what json.loads can parse. Most bodies need neither."""
+    return may_hold_unstorable(body) or body.count(b"[") + body.count(b"{") >= _SAFE_BRACKETS
 
 
 def _replay(chunks: list[bytes], receive: Receive, *, more: bool) -> Receive:
