@@ -28,6 +28,7 @@ from linegate.signing import (
     load_public_key,
     parse_envelope,
 )
+from linegate.storable import may_hold_unstorable, unstorable_location
 
 MEDIA_DSSE = "application/vnd.dsse.envelope.v1+json"
 MEDIA_SIGSTORE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -117,12 +118,27 @@ def media_type(content_type: str | None) -> str:
     )
 
 
+def _unstorable(text: bytes, doc: Any, root: str) -> str | None:
+    """Why ``doc`` (parsed from ``text``) cannot be recorded, or None: a string in it holds
+    U+0000 or an unpaired surrogate, which no database column can store (on PostgreSQL the
+    insert fails). The byte test keeps the walk off the path of every ordinary upload."""
+    if not may_hold_unstorable(text):
+        return None
+    where = unstorable_location(doc, root)
+    if where is None:
+        return None
+    return f"{where} holds U+0000 or an unpaired surrogate, which cannot be stored"
+
+
 def parse_json(data: bytes, max_depth: int) -> Any:
-    """``json.loads`` bounded in depth (a bracket bomb is refused, not a RecursionError)."""
+    """``json.loads`` bounded in depth (a bracket bomb is refused, not a RecursionError), of
+    text that can be stored (see :func:`_unstorable`)."""
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as e:
         raise ValueError(f"not valid JSON: {str(e)[:200]}") from e
+    if (why := _unstorable(data, doc, "document")) is not None:
+        raise ValueError(why)
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
@@ -203,6 +219,9 @@ def _check_statement(payload: bytes, out: Outcome) -> dict[str, Any] | None:
         statement = json.loads(payload)
     except (ValueError, RecursionError):
         out.reject("payload is not a JSON in-toto Statement")
+        return None
+    if (why := _unstorable(payload, statement, "statement")) is not None:
+        out.reject(why)  # before any of it is read into the record
         return None
     if not isinstance(statement, dict):
         out.reject("payload is not a JSON object")
