@@ -5,7 +5,7 @@ import sqlite3
 
 import sqlalchemy as sa
 
-from linegate.db import Database
+from linegate.db import _WAL_CHECKPOINT_BYTES, Database
 
 ROWS_PER_COMMIT = 8
 PAGE = 4096
@@ -54,3 +54,31 @@ async def test_sqlite_through_aiosqlite_threads_keeps_sqlites_own_checkpoints(tm
     await db.dispose()
     assert db._wal is None
     assert autocheckpoint == 1000
+
+
+async def test_large_commits_checkpoint_by_the_wal_size_and_the_file_shrinks_back(tmp_path):
+    """A few large commits (a telemetry fetch's log rows) checkpoint before the 16th commit,
+    once the WAL passes its size, and after the restart the WAL file is cut back to that size."""
+    path = tmp_path / "large.db"
+    db = Database(f"sqlite:///{path}", sqlite_inline=True)
+    async with db.engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE blob (n INTEGER PRIMARY KEY, data BLOB)"))
+        limit = (await conn.execute(sa.text("PRAGMA journal_size_limit"))).scalar()
+    assert limit == _WAL_CHECKPOINT_BYTES
+    wal = path.with_name(path.name + "-wal")
+    sizes = []
+    for i in range(6):  # 6 commits of ~8 MiB: far fewer than 16
+        async with db.session() as session:
+            await session.exec(  # type: ignore[call-overload]
+                sa.text("INSERT INTO blob (n, data) VALUES (:n, :data)"),
+                params=[{"n": i * 64 + j, "data": bytes(128 * 1024)} for j in range(64)],
+            )
+        await asyncio.sleep(0.05)  # let a checkpoint started by this commit run
+        sizes.append(wal.stat().st_size)
+    assert db._wal is not None
+    assert db._wal.checkpoints >= 2, sizes
+    # Without the size trigger the WAL would hold all 48 MiB; it stays near one commit or two.
+    assert max(sizes) < 3 * _WAL_CHECKPOINT_BYTES, sizes
+    await db.dispose()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM blob").fetchone() == (6 * 64,)

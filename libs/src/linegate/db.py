@@ -79,6 +79,9 @@ def _inline_sqlite_creator(url: str, timeout: float) -> Any:
             # Checkpoints are run off the loop by _WalCheckpointer instead of by the commit
             # that crosses SQLite's threshold (see there).
             connection.execute("PRAGMA wal_autocheckpoint=0")
+            # After a checkpoint restarts the WAL, its file is cut back to this size instead
+            # of keeping the largest it ever grew to on disk.
+            connection.execute(f"PRAGMA journal_size_limit={_WAL_CHECKPOINT_BYTES}")
             return connection
 
         return await _InlineSqliteConnection(connector, iter_chunk_size=64)
@@ -93,15 +96,20 @@ class _WalCheckpointer:
     the pages into the database file and fsyncs both files, which with the connection inline
     blocks the event loop for milliseconds (measured: 0.4 ms of stall per recorded upload,
     three times the CPU of its commits). Inline connections turn that off; instead every
-    ``every`` commits this runs ``PRAGMA wal_checkpoint(PASSIVE)`` on a connection of its own
-    in a thread, while holding the writer turn: the loop keeps serving requests, no writer
-    appends meanwhile, so the checkpoint completes and the next writer restarts the WAL from
-    its start, exactly as after SQLite's own checkpoint. Durability is unchanged (every commit
-    is in the WAL before it returns; a checkpoint only moves pages).
+    ``every`` commits, or once the WAL file passes ``max_bytes`` (a few large commits, such as
+    a telemetry fetch's log rows), this runs ``PRAGMA wal_checkpoint(PASSIVE)`` on a
+    connection of its own in a thread, while holding the writer turn: the loop keeps serving
+    requests, no writer appends meanwhile, so the checkpoint completes and the next writer
+    restarts the WAL from its start, exactly as after SQLite's own checkpoint. Durability is
+    unchanged (every commit is in the WAL before it returns; a checkpoint only moves pages).
     """
 
-    def __init__(self, path: str, timeout: float, lock: asyncio.Lock, *, every: int) -> None:
+    def __init__(
+        self, path: str, timeout: float, lock: asyncio.Lock, *, every: int, max_bytes: int
+    ) -> None:
         self._path = path
+        self._wal_path = Path(path + "-wal")
+        self._max_bytes = max_bytes
         self._timeout = timeout
         self._lock = lock
         self._every = every
@@ -115,14 +123,23 @@ class _WalCheckpointer:
         self.checkpoints = 0
 
     def committed(self) -> None:
-        """Called after each commit; starts a checkpoint every ``every`` commits."""
+        """Called after each commit; starts a checkpoint every ``every`` commits, or sooner
+        once the WAL has grown past ``max_bytes``."""
         self._commits += 1
-        if self._commits < self._every or (self._task is not None and not self._task.done()):
+        if self._task is not None and not self._task.done():
+            return
+        if self._commits < self._every and self._wal_bytes() < self._max_bytes:
             return
         self._commits = 0
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name="sqlite-wal-checkpoint"
         )
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal_path.stat().st_size
+        except OSError:
+            return 0
 
     async def _run(self) -> None:
         try:
@@ -198,7 +215,11 @@ class Database:
         if self.is_sqlite and sqlite_inline and path and path != ":memory:":
             assert self._sqlite_lock is not None
             self._wal = _WalCheckpointer(
-                path, connect_args["timeout"], self._sqlite_lock, every=_WAL_CHECKPOINT_COMMITS
+                path,
+                connect_args["timeout"],
+                self._sqlite_lock,
+                every=_WAL_CHECKPOINT_COMMITS,
+                max_bytes=_WAL_CHECKPOINT_BYTES,
             )
 
     @classmethod
@@ -265,6 +286,10 @@ class Database:
 #: few dozen uploads writes a hundred-odd pages, so about SQLite's own threshold of 1,000
 #: pages under load, and fewer (smaller WAL) when commits are small.
 _WAL_CHECKPOINT_COMMITS = 16
+#: ... or once the WAL file is this large: a telemetry fetch of 256 messages writes about 9 MB of
+#: log rows in one commit, and sixteen of those would grow the WAL (and the checkpoint that
+#: copies it, with writers waiting) to about 150 MB.
+_WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
 
 
 def _upgrade(connection: Connection, script_location: str) -> None:
