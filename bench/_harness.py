@@ -5,12 +5,27 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 SCALE = float(os.environ.get("LINEGATE_BENCH_SCALE", "1"))
 
 
 def scaled(n: int) -> int:
     return max(1, int(n * SCALE))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) and its direct children
+    (uvicorn's workers), from /proc: steadier than wall times on a shared machine."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(c) for c in children.read_text().split()]
+    ticks = 0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rate(fn: Callable[[], object], n: int) -> float:

@@ -36,7 +36,7 @@ import nats
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from _harness import SCALE, report, scaled
+from _harness import SCALE, cpu_seconds, report, scaled
 from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer, free_port
 from linegate.events import Streams
@@ -232,9 +232,9 @@ def _http_floor(token: str, envelopes: list[bytes], tmp: Path, seconds: int) -> 
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        cpu_before = _cpu_seconds(proc.pid)
+        cpu_before = cpu_seconds(proc.pid)
         rate, answered = _wrk_rate(url, token, envelopes, tmp, seconds)
-        cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu_before) / max(answered, 1)
+        cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu_before) / max(answered, 1)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -262,19 +262,6 @@ def _wait_published(nats_url: str, expected: int, timeout: float = 60) -> int:
     while (published := _stream_messages(nats_url)) < expected and time.monotonic() < deadline:
         time.sleep(0.05)
     return published
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its direct children (uvicorn's workers), from /proc."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
-    ticks = 0
-    for p in pids:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _start_service(
@@ -350,7 +337,7 @@ def main() -> None:
             # Server CPU per upload: what the load on this shared machine does not change much.
             # Measured over the uploads alone (not the /healthz run after them).
             events_before = _wait_published(nats.url, 0)
-            cpu_before = _cpu_seconds(proc.pid)
+            cpu_before = cpu_seconds(proc.pid)
             if shutil.which("wrk"):
                 client = "wrk"
                 seconds = max(2, int(10 * SCALE))
@@ -360,7 +347,7 @@ def main() -> None:
                 ours = asyncio.run(_upload_all(url, token, envelopes))
                 created = len(envelopes)
             published = _wait_published(nats.url, events_before + created) - events_before
-            cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu_before) / max(created, 1)
+            cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu_before) / max(created, 1)
             if client == "wrk":
                 healthz = _wrk_healthz(url, tmp, seconds=5)
             floor = _http_floor(token, envelopes, tmp, seconds) if client == "wrk" else None

@@ -56,7 +56,7 @@ from typing import Any, Literal
 
 import httpx
 
-from _harness import report, scaled
+from _harness import cpu_seconds, report, scaled
 from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer, free_port
 from linegate.modelsig import KnownDigest, sign_model
@@ -212,8 +212,7 @@ class _Server:
 
     def cpu(self) -> float:
         """User + system CPU seconds of the server process so far (all its threads)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
 
 @contextlib.contextmanager
