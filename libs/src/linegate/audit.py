@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from linegate.db import core_connection
 from linegate.signing import (
     PrivateKey,
     PublicKey,
@@ -217,7 +218,7 @@ class AuditLog:
 
     async def _head(self, session: AsyncSession) -> tuple[int, str]:
         """``(seq, hash)`` of the head, locked until the transaction ends."""
-        row = (await (await session.connection()).execute(_HEAD_FOR_UPDATE)).first()
+        row = (await (await core_connection(session)).execute(_HEAD_FOR_UPDATE)).first()
         if row is None:
             # Seeded by create_audit_tables; creating it lazily would race between writers.
             raise RuntimeError("audit_head row is missing: the audit migration has not run")
@@ -278,12 +279,9 @@ class AuditLog:
             if seq % self.checkpoint_every == 0:
                 checkpoints.append(self._checkpoint_row(seq, h, t))
             prev = h
-        # Core statements, built once, on the session's connection (its transaction; the
-        # session was flushed above): building an ORM object per entry and flushing them
-        # through the unit of work cost more than hashing and storing the entries, and a
-        # statement through the session's own execute costs about 100 us more than on its
-        # connection.
-        conn = await session.connection()
+        # Core statements built once: building an ORM object per entry and flushing them
+        # through the unit of work cost more than hashing and storing the entries.
+        conn = await core_connection(session)
         await conn.execute(_INSERT_ENTRIES, rows)
         await conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": prev})
         if checkpoints:

@@ -33,7 +33,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from linegate.settings import LinegateSettings
@@ -167,6 +172,18 @@ class _WalCheckpointer:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+
+async def core_connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection (its transaction), for Core statements built once.
+
+    A statement through the ORM session's execute costs about 100 us more than the same one
+    on its connection (measured 140-160 us against 40-60 us), which hot writers (group
+    commits, the audit append, the outbox) run several of per transaction. What the session
+    holds pending is flushed first, as its own execute would (autoflush)."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    return await session.connection()
 
 
 class Database:
