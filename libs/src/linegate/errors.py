@@ -133,6 +133,19 @@ def problem_response(
     )
 
 
+def validation_problem(reasons: list[dict[str, Any]], *, instance: str | None) -> JSONResponse:
+    """The 422 of a request that does not match the schema, each reason a ``location``,
+    ``message`` and ``type`` (what FastAPI's validation and the text checks before it find)."""
+    return problem_response(
+        422,
+        "Request validation failed",
+        "The request does not match the schema; see reasons.",
+        type_=PROBLEM_BASE + "validation",
+        instance=instance,
+        extra={"reasons": reasons},
+    )
+
+
 def _validation_reasons(errors: Sequence[Any]) -> list[dict[str, Any]]:
     reasons = []
     for err in errors:
@@ -172,14 +185,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return problem_response(
-            422,
-            "Request validation failed",
-            "The request does not match the schema; see reasons.",
-            type_=PROBLEM_BASE + "validation",
-            instance=request.url.path,
-            extra={"reasons": _validation_reasons(exc.errors())},
-        )
+        return validation_problem(_validation_reasons(exc.errors()), instance=request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         trace_id = uuid.uuid4().hex

@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from linegate.errors import PROBLEM_BASE, problem_response
+from linegate.errors import validation_problem
 
 #: A character no database column here can store.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -88,12 +88,13 @@ class StorableTextMiddleware:
             if b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
                 await self._refuse(scope, receive, send, "query")
                 return
-            if scope["method"] in _BODY_METHODS and _media_type(scope) in (_JSON, _FORM):
-                await self._checked_body(scope, receive, send)
+            media = _media_type(scope) if scope["method"] in _BODY_METHODS else b""
+            if media in (_JSON, _FORM):
+                await self._checked_body(scope, receive, send, media)
                 return
         await self.app(scope, receive, send)
 
-    async def _checked_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _checked_body(self, scope: Scope, receive: Receive, send: Send, media: bytes) -> None:
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -105,11 +106,12 @@ class StorableTextMiddleware:
             chunks.append(chunk)
             size += len(chunk)
             more = message.get("more_body", False)
-        if not more and _media_type(scope) == _FORM:
-            if b"\x00" in unquote_to_bytes(b"".join(chunks)):
+        body = b"".join(chunks)
+        if not more and media == _FORM:
+            if b"\x00" in unquote_to_bytes(body):
                 await self._refuse(scope, receive, send, "body")
                 return
-        elif not more and _worth_parsing(body := b"".join(chunks)):
+        elif not more and _worth_parsing(body):
             try:
                 where = unstorable_location(json.loads(body))
             except ValueError:
@@ -122,7 +124,7 @@ class StorableTextMiddleware:
             if where is not None:
                 await self._refuse(scope, receive, send, where)
                 return
-        await self.app(scope, _replay(chunks, receive, more=more), send)
+        await self.app(scope, _replay(body, receive, more=more), send)
 
     @staticmethod
     async def _refuse(
@@ -133,13 +135,9 @@ class StorableTextMiddleware:
         message: str = "text must not contain U+0000 or unpaired surrogates",
         kind: str = "unstorable_text",
     ) -> None:
-        response = problem_response(
-            422,
-            "Request validation failed",
-            "The request does not match the schema; see reasons.",
-            type_=PROBLEM_BASE + "validation",
+        response = validation_problem(
+            [{"location": where, "message": message, "type": kind}],
             instance=scope["path"] if where != "path" else None,
-            extra={"reasons": [{"location": where, "message": message, "type": kind}]},
         )
         await response(scope, receive, send)
 
@@ -154,9 +152,9 @@ def _worth_parsing(body: bytes) -> bool:
     return may_hold_unstorable(body) or body.count(b"[") + body.count(b"{") >= _SAFE_BRACKETS
 
 
-def _replay(chunks: list[bytes], receive: Receive, *, more: bool) -> Receive:
+def _replay(body: bytes, receive: Receive, *, more: bool) -> Receive:
     """``receive`` that hands out the buffered body again, then the original's messages."""
-    pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": more}]
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
 
     async def replay() -> Message:
         if pending:
