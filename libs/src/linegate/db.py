@@ -174,6 +174,13 @@ class _WalCheckpointer:
                 self._connection = None
 
 
+#: The largest value an INTEGER column holds on every backend (32 bits on PostgreSQL), and a
+#: BIGINT one: API numbers that reach a query on such a column are bounded by it, so a larger
+#: one is a 422 from validation, not an overflow in the driver (a 500).
+INTEGER_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+
+
 async def core_connection(session: AsyncSession) -> AsyncConnection:
     """The session's connection (its transaction), for Core statements built once.
 

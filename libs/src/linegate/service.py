@@ -31,7 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from linegate.audit import AuditLog, ProofUnavailable, checkpoint_to_dict, verify_log
 from linegate.auth import Principal, PrincipalDep, Role, TokenValidator, require
-from linegate.db import Database
+from linegate.db import INTEGER_MAX, Database
 from linegate.errors import NotFound, install_problem_handlers
 from linegate.events import NatsClient, StreamSpec
 from linegate.observability import Metrics, configure_logging
@@ -42,10 +42,8 @@ from linegate.storable import StorableTextMiddleware
 
 log = logging.getLogger("linegate.service")
 
-#: The largest audit sequence number: the audit tables' ``seq`` is an INTEGER column, 32 bits
-#: on PostgreSQL. The audit endpoints' numbers are bounded by it, so a larger one is a 422 from
-#: validation, not an overflow in the driver (a 500).
-AUDIT_SEQ_MAX = 2**31 - 1
+#: The largest audit sequence number: the audit tables' ``seq`` is an INTEGER column.
+AUDIT_SEQ_MAX = INTEGER_MAX
 
 Hook = Callable[["ServiceContext"], Awaitable[None]]
 

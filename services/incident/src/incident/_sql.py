@@ -15,9 +15,11 @@ import sqlalchemy as sa
 from pydantic import AfterValidator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from linegate.db import BIGINT_MAX
+
 #: The largest row id of the service's BIGINT (PostgreSQL) / INTEGER (SQLite) id columns, both
 #: 64-bit: paging cursors above it are refused as 422 instead of overflowing in the driver.
-ID_MAX = 2**63 - 1
+ID_MAX = BIGINT_MAX
 
 
 async def fetch_all(session: AsyncSession, stmt: sa.Select[Any]) -> list[sa.RowMapping]:

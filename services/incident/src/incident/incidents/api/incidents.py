@@ -31,6 +31,7 @@ from incident.incidents.schemas import (
     TimelineEntry,
     TriageDecision,
 )
+from linegate.db import INTEGER_MAX
 from linegate.service import ContextDep, SessionDep
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -249,8 +250,7 @@ async def list_clocks(
 @router.post("/{incident_id}/clocks/{clock_id}/submission", summary="Record a submitted report")
 async def submit_report(
     incident_id: str,
-    # The clock table's id is an INTEGER column: 32 bits on PostgreSQL.
-    clock_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    clock_id: Annotated[int, Path(ge=1, le=INTEGER_MAX)],  # an INTEGER column
     body: ClockSubmission,
     session: SessionDep,
     principal: ResponderDep,
