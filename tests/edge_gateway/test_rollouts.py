@@ -575,6 +575,41 @@ async def test_a_next_stage_needs_an_approver_trained_on_the_system(
         assert approvals == [("alex-approver", "canary reviewed")]
 
 
+async def test_a_next_stage_of_a_model_the_registry_does_not_know_is_a_conflict(
+    settings_factory: Any,
+    service_client: Any,
+    serve_http: Any,
+    mint_token: Any,
+    nats_server: Any,
+) -> None:
+    # The registry answers, but has no model line for the rollout's model (404): retrying
+    # changes nothing until the registry's records do, so it is a 409 and not a 503.
+    url = serve_http(create_registry(settings_factory(RegistrySettings)))
+    settings = settings_factory(GatewaySettings, registry_url=url)
+    async with open_plant(settings, service_client, mint_token, nats_server) as plant:
+        rollout = await plant.create(
+            [
+                stage(count=1, soak_seconds=0, min_inferences=0),
+                stage(
+                    "percent", percent=100, soak_seconds=0, min_inferences=0, require_approval=True
+                ),
+            ]
+        )
+        await plant.ok(rollout, "start")
+        await plant.tick(T0)
+        await plant.active(rollout, "cam-3-1")
+        assert await plant.tick(T0 + timedelta(seconds=1)) == {rollout: "awaiting_approval"}
+
+        r = await plant.cmd(rollout, "approve-next-stage", "canary reviewed with QA")
+        assert r.status_code == 409, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        detail = r.json()["detail"]
+        assert f"the registry has no /v1/models/{MODEL}" in detail
+        assert detail.endswith(f"register the model line {MODEL} in the registry first")
+        assert detail.count("could not be checked") == 1
+        assert (await plant.status(rollout))["state"] == "awaiting_approval"
+
+
 async def test_a_device_that_never_reports_is_late_and_blocks_nothing(plant: Plant) -> None:
     rollout = await plant.create(
         [

@@ -32,7 +32,7 @@ from edge_gateway import distribution
 from edge_gateway.distribution import Gateway
 from edge_gateway.errors import DistributionRefused
 from edge_gateway.models import CompetenceRoster, DesiredState, Release
-from linegate.competence import Standing, judge, unverifiable
+from linegate.competence import CompetenceUnlisted, Standing, judge, unverifiable
 from linegate.errors import ServiceUnavailable
 
 log = logging.getLogger("edge_gateway.competence")
@@ -176,15 +176,21 @@ async def approver_standing(gw: Gateway, model: str, person: str) -> Standing:
     """Whether ``person`` may approve the next stage of a rollout of ``model``: current
     ``approver`` training on the model line's AI system (refused on tier 1 or no tier, flagged
     on tiers 2-3); when the registry cannot say, ``competence_unverifiable`` decides."""
+    policy, setting = gw.settings.competence_unverifiable, "LINEGATE_COMPETENCE_UNVERIFIABLE"
     try:
         system_id = str((await gw.registry.model_line(model))["system_id"])
         check = await gw.registry.competence_check(person, system_id, APPROVER)
-    except (ServiceUnavailable, DistributionRefused) as e:
+    except ServiceUnavailable as e:
+        return unverifiable(person, APPROVER, e.detail, policy, setting)
+    except DistributionRefused as e:
+        # The registry answered (404): asking again changes nothing until its records do.
         return unverifiable(
             person,
             APPROVER,
             e.detail,
-            gw.settings.competence_unverifiable,
-            "LINEGATE_COMPETENCE_UNVERIFIABLE",
+            policy,
+            setting,
+            remedy=f"register the model line {model} in the registry first",
+            error=CompetenceUnlisted,
         )
     return judge(person, APPROVER, [(system_id, check)])
