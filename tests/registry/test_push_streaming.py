@@ -20,12 +20,17 @@ MiB = 1024 * 1024
 # ------------------------------------------------------------------------ staging writes
 
 
-def test_hashing_writer_stores_and_hashes_exactly_the_bytes_given(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hash_thread", [False, True])
+def test_hashing_writer_stores_and_hashes_exactly_the_bytes_given(
+    tmp_path: Path, hash_thread: bool
+) -> None:
     data = os.urandom(3 * MiB + 12345)
     # Small pieces (buffered), views, and pieces over the write chunk (written directly).
     pieces: list[bytes | memoryview] = [data[:10], memoryview(data)[10 : 2 * MiB + 7]]
     pieces += [data[2 * MiB + 7 : 2 * MiB + 100], memoryview(data)[2 * MiB + 100 :]]
-    writer = HashingWriter(tmp_path / "part", limit=len(data), name="model")
+    writer = HashingWriter(
+        tmp_path / "part", limit=len(data), name="model", hash_thread=hash_thread
+    )
     for piece in pieces:
         writer.write(piece)
     writer.close()
@@ -35,10 +40,44 @@ def test_hashing_writer_stores_and_hashes_exactly_the_bytes_given(tmp_path: Path
     assert received.size == len(data)
 
 
-def test_hashing_writer_refuses_a_byte_past_its_limit_and_abort_closes(tmp_path: Path) -> None:
+def test_a_hash_thread_hashes_the_bytes_as_written_when_the_caller_reuses_its_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from registry import storage
+
+    # The multipart parser hands over views of its own buffers, which it rewrites next: the
+    # thread that hashes later must see the bytes as they were when written. Here it hashes
+    # nothing until the buffer has been rewritten twice.
+    go = threading.Event()
+    run = storage._HashThread._run
+
+    def late(self: storage._HashThread) -> None:
+        go.wait(30)
+        run(self)
+
+    monkeypatch.setattr(storage._HashThread, "_run", late)
+    first, second = os.urandom(MiB), os.urandom(MiB)
+    buffer = bytearray(first)
+    writer = HashingWriter(tmp_path / "part", limit=4 * MiB, name="model", hash_thread=True)
+    writer.write(memoryview(buffer))
+    buffer[:] = second
+    writer.write(memoryview(buffer))
+    buffer[:] = bytes(MiB)
+    go.set()
+    writer.close()
+    assert writer.received().sha256 == hashlib.sha256(first + second).hexdigest()
+    assert (tmp_path / "part").read_bytes() == first + second
+
+
+@pytest.mark.parametrize("hash_thread", [False, True])
+def test_hashing_writer_refuses_a_byte_past_its_limit_and_abort_closes(
+    tmp_path: Path, hash_thread: bool
+) -> None:
     from linegate.errors import PayloadTooLarge
 
-    writer = HashingWriter(tmp_path / "part", limit=2 * MiB, name="model")
+    writer = HashingWriter(tmp_path / "part", limit=2 * MiB, name="model", hash_thread=hash_thread)
     writer.write(memoryview(os.urandom(2 * MiB)))
     with pytest.raises(PayloadTooLarge, match="model exceeds the 2097152-byte limit"):
         writer.write(b"x")

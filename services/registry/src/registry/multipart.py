@@ -104,7 +104,10 @@ class _PartCollector:
             raise Unprocessable(f"multipart part {name!r} appears twice")
         self._name = name
         self._writer = HashingWriter(
-            self.staging.directory / f"part-{name}", limit=self.limits[name], name=name
+            self.staging.directory / f"part-{name}",
+            limit=self.limits[name],
+            name=name,
+            hash_thread=True,
         )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

@@ -21,10 +21,12 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import queue
 import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -128,20 +130,65 @@ class Staging:
         return writer.received()
 
 
+#: Pieces an upload's hashing thread may lag behind its writes (each one a received chunk,
+#: about 256 KiB): memory stays bounded when hashing is the slower of the two.
+_HASH_QUEUE = 16
+
+
+class _HashThread:
+    """SHA-256 in a thread of its own, fed in order through a bounded queue, so that a
+    writer's ``write`` and the hashing of the same bytes overlap (both release the GIL).
+    Only immutable buffers are queued: what is hashed is exactly what was written."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(_HASH_QUEUE)
+        self._thread = threading.Thread(target=self._run, name="linegate-upload-hash", daemon=True)
+        self._thread.start()
+        self._digest: str | None = None
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        if self._digest is None:
+            self._queue.put(None)
+            self._thread.join()
+            self._digest = self._hash.hexdigest()
+        return self._digest
+
+
+def _immutable(data: bytes | bytearray | memoryview) -> bytes | memoryview:
+    """``data`` itself when nothing can change it before a thread reads it, else a copy."""
+    if isinstance(data, bytes) or (isinstance(data, memoryview) and isinstance(data.obj, bytes)):
+        return data
+    return bytes(data)
+
+
 class HashingWriter:
     """Writes a file while hashing exactly the bytes written; :class:`PayloadTooLarge` past
     ``limit``. Memory stays at one write chunk. Writeback starts every few tens of MiB and
     :meth:`close` fsyncs; :meth:`abort` closes without syncing, for a file about to be removed.
 
+    With ``hash_thread`` the bytes are hashed in a thread of their own while this one writes
+    them (a multi-gigabyte upload: hashing is most of the CPU, and a worker that hashed and wrote
+    in turn was the longest stage of a push).
+
     Not thread-safe: one thread writes (the event loop or a worker, never both at once).
     """
 
-    def __init__(self, path: Path, *, limit: int, name: str) -> None:
+    def __init__(self, path: Path, *, limit: int, name: str, hash_thread: bool = False) -> None:
         self.path = path
         self.name = name
         self.limit = limit
         self.size = 0
         self._hash = hashlib.sha256()
+        self._hash_thread = hash_thread
+        self._hasher: _HashThread | None = None
         self._buffer = bytearray()
         self._file: BinaryIO = path.open("wb")
         self._written = 0
@@ -170,7 +217,13 @@ class HashingWriter:
 
     def _put(self, data: bytes | bytearray | memoryview) -> None:
         # The same buffer is hashed and written, so the digest is of exactly the bytes stored.
-        self._hash.update(data)
+        if self._hash_thread:
+            if self._hasher is None:
+                self._hasher = _HashThread()
+            data = _immutable(data)
+            self._hasher.update(data)
+        else:
+            self._hash.update(data)
         self._file.write(data)
         self._written += len(data) if not isinstance(data, memoryview) else data.nbytes
         if _start_writeback is not None and self._written - self._synced >= _WRITEBACK_BYTES:
@@ -195,11 +248,14 @@ class HashingWriter:
     def abort(self) -> None:
         """Close without writing the buffer or syncing (the upload failed; the file goes)."""
         self._buffer.clear()
+        if self._hasher is not None:
+            self._hasher.hexdigest()  # ends the thread (what it still has to hash is bounded)
         with contextlib.suppress(OSError):
             self._file.close()
 
     def received(self) -> Received:
-        return Received(self.name, self.path, self._hash.hexdigest(), self.size)
+        digest = self._hash.hexdigest() if self._hasher is None else self._hasher.hexdigest()
+        return Received(self.name, self.path, digest, self.size)
 
 
 class BlobStore:
