@@ -9,4 +9,4 @@ import sys
 # None entry makes that import fail, which httpx handles (its ``httpx.main`` then only says
 # the CLI's dependencies are missing); nothing here uses httpx's CLI.
 if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
-    sys.modules["httpx._main"] = None  # type: ignore[assignment]  (None: "not importable")
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
