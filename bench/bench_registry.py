@@ -32,7 +32,10 @@ first did. Every time is the best of three, in MB/s of the folder:
   pre-hash, the upload until the last byte left the client, the server's work after that,
   and each server stage timed alone in this process;
   and the longest ``/healthz`` answer during a push, asked from another process (work done on
-  the server's event loop would hold it up).
+  the server's event loop would hold it up);
+- the HTTP floor: the push's exact client work sent to a bare ASGI app on the same uvicorn that
+  discards the body, and one that only hashes it: what moving the bytes costs before any of
+  the registry's parsing, writing and storing.
 
 Issue targets: time <= 1.2x sha256sum, never above the model-signing CLI, RSS flat.
 """
@@ -466,6 +469,89 @@ class _HealthProbe:
         self.longest = float(lines[-1])
 
 
+#: The floor of a push over HTTP: a bare ASGI app on the same uvicorn that receives the body
+#: and answers 201, doing nothing else with it (``LINEGATE_BENCH_FLOOR_HASH=1``: it also
+#: SHA-256s the body in a thread, as the registry does, but parses and writes nothing).
+_FLOOR_APP = """
+import hashlib, queue, threading
+
+HASH = __import__("os").environ.get("LINEGATE_BENCH_FLOOR_HASH") == "1"
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    feed, h = queue.Queue(16), hashlib.sha256()
+
+    def run():
+        while (data := feed.get()) is not None:
+            h.update(data)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+        if HASH:
+            feed.put(message.get("body", b""))
+    feed.put(None)
+    worker.join()
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": h.hexdigest().encode()})
+"""
+
+
+@dataclass(frozen=True)
+class _Floor:
+    wall: float
+    client_cpu: float
+    server_cpu: float
+
+
+def _floor_pushes(root: Path, folder: Path, *, hashed: bool) -> _Floor:
+    """The push's exact client work (``upload_parts``, hashing as it sends) against the bare
+    app above: what moving the bytes through HTTP costs on this machine before any of the
+    registry's work. Best of REPEATS."""
+    (root / "floorapp.py").write_text(_FLOOR_APP)
+    port = free_port()
+    env = dict(os.environ, LINEGATE_BENCH_FLOOR_HASH="1" if hashed else "0")
+    cmd = [sys.executable, "-m", "uvicorn", "floorapp:app", "--app-dir", str(root)]
+    cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    runs = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the floor app did not start") from None
+                time.sleep(0.1)
+        for _ in range(REPEATS):
+            cpu_client, cpu_server = time.process_time(), cpu_seconds(proc.pid)
+            start = time.perf_counter()
+            with contextlib.ExitStack() as stack:
+                paths = {part: folder / name for part, name in PARTS.items()}
+                files = upload_parts(stack, paths, {"version": "0"}, lambda _: None)
+                with httpx.Client(timeout=3600.0) as client:
+                    client.post(url, files=files).raise_for_status()
+            runs.append(
+                _Floor(
+                    time.perf_counter() - start,
+                    time.process_time() - cpu_client,
+                    cpu_seconds(proc.pid) - cpu_server,
+                )
+            )
+    finally:
+        proc.terminate()
+        proc.wait()
+    return min(runs, key=lambda r: r.wall)
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -525,6 +611,8 @@ class _Figures:
     inspect: float
     sign: float
     sign_known: float
+    floor: _Floor  # the same upload to a bare app that discards it
+    floor_hashed: _Floor  # ... that SHA-256s it as it arrives
 
 
 def _best_push(pushes: list[_Push]) -> _Push:
@@ -619,6 +707,8 @@ def _measure(size: int) -> _Figures:
                     lambda: sign_model(model, key, root / "stage.sig", known_digests=known)
                 )
             ),
+            floor=_floor_pushes(root, model, hashed=False),
+            floor_hashed=_floor_pushes(root, model, hashed=True),
         )
 
 
@@ -728,6 +818,14 @@ def main() -> None:
         f"{fig.write:.2f}, its close (fsync) {fig.fsync:.2f}; receive_multipart of the whole "
         f"body {fig.receive:.2f}; inspect_onnx {fig.inspect:.2f}; sign_model with the known "
         f"digests (as a push signs) {fig.sign_known:.2f}, hashing the folder {fig.sign:.2f}"
+    )
+    fl, fh = fig.floor, fig.floor_hashed
+    print(
+        f"{pad}HTTP floor, the same upload (client hashing as it sends) to a bare ASGI app on the "
+        f"same uvicorn: discarding the body {fl.wall:.2f} s (CPU client {fl.client_cpu:.2f} + "
+        f"server {fl.server_cpu:.2f}); also hashing it {fh.wall:.2f} s ({fh.client_cpu:.2f} + "
+        f"{fh.server_cpu:.2f}); the push above {b.total:.2f} s ({b.client_cpu:.2f} + "
+        f"{b.server_cpu:.2f})"
     )
     print(
         f"{pad}longest /healthz answer during a push (another process): {r.healthz_longest:.2f} s"
