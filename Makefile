@@ -10,9 +10,14 @@ PYTEST_WORKERS ?= auto
 
 .PHONY: install run test lint fmt typecheck bench clean
 
+# Bytecode is compiled at install: uv does not by default, and where PYTHONDONTWRITEBYTECODE is
+# set (as on this machine) every process would compile each module it imports from source
+# again (`linegate model push` spent 0.9 of its 1.4 s start-up in compile()). Stale .pyc files
+# of edited sources are ignored by Python, never used.
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --frozen --all-packages
+	$(UV) sync --frozen --all-packages --compile-bytecode
+	$(BIN)/python -m compileall -q -j0 libs/src services/*/src cli/src
 
 run: install
 	$(BIN)/linegate up

@@ -25,10 +25,6 @@ from urllib.parse import urlparse
 import typer
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
-from securesystemslib.dsse import Envelope
-
-# securesystemslib re-exports its signer API without ``as``, which mypy does not count as explicit.
-from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 from typer.core import TyperGroup
 
 from linegate.signing import (
@@ -118,6 +114,13 @@ def sign_statement(statement: dict[str, Any], key_pem: bytes) -> dict[str, Any]:
     The signature's ``keyid`` is Linegate's key id (SHA-256 of the public key's DER), the one the
     attestation service reports when a supplier registers the key.
     """
+    # Imported here: securesystemslib costs every other verb ~0.1 s of start-up.
+    from securesystemslib.dsse import Envelope
+
+    # securesystemslib re-exports its signer API without ``as``, which mypy does not count as
+    # explicit.
+    from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
+
     try:
         private = load_private_key(key_pem)
         # load_public_key applies the verifier's rules (curves, RSA >= 2048 bits) up front.

@@ -55,21 +55,14 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
-from linegate.modelsig import (
-    ModelSignatureError,
-    VerifiedModel,
-    sign_model,
-    sign_model_certificate,
-    sign_model_sigstore,
-    signed_digests,
-    verify_model,
-    verify_model_certificate,
-    verify_model_sigstore,
-)
 from linegate.signing import SignatureError, key_id, load_private_key
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    # model-signing and the x509 code cost the verbs that talk to the registry ~0.1 s of
+    # start-up: only sign and verify import them.
+    from linegate.modelsig import VerifiedModel
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -161,6 +154,13 @@ def verify(
         )
     if public_key is not None and identity is not None:
         raise _usage("--identity pins a certificate or Sigstore signer, not a --public-key")
+    from linegate.modelsig import (
+        ModelSignatureError,
+        verify_model,
+        verify_model_certificate,
+        verify_model_sigstore,
+    )
+
     ignored = _absolute(ignore_path)
     try:
         if public_key is not None:
@@ -252,6 +252,14 @@ def sign(
         raise _usage("give --key PEM, or --identity-token FILE for Sigstore keyless")
     if certificate_chain and certificate is None:
         raise _usage("--certificate-chain needs --certificate")
+    from linegate.modelsig import (
+        ModelSignatureError,
+        sign_model,
+        sign_model_certificate,
+        sign_model_sigstore,
+        signed_digests,
+    )
+
     ignored = _absolute(ignore_path)
     try:
         if identity_token is not None:
