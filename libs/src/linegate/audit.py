@@ -42,12 +42,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -153,6 +156,138 @@ def _entry_hash(
     return hashlib.sha256(canonical_json(material)).hexdigest()
 
 
+# ----------------------------------------------------------------- statements on the driver
+#
+# A Core statement run through SQLAlchemy costs ~50-100 us of execution-context plumbing
+# before the driver sees it, plus the compiler's parameter processing per row of an
+# executemany: in a group commit of a dozen uploads that was more than SQLite spent storing
+# them. The hot writers (the audit append, the outbox, the attestation group commit) instead
+# compile their fixed statements once per dialect and run them on the session connection's
+# own driver connection (aiosqlite or psycopg), in its transaction, with the values made
+# ready by the same bind processors SQLAlchemy would use (so a datetime is stored exactly as
+# SQLAlchemy stores it on SQLite, and JSON is serialised the same way). Driver errors are
+# raised as SQLAlchemy's exception classes (an IntegrityError stays an IntegrityError).
+
+
+def _driver(conn: AsyncConnection) -> Any:
+    """The driver connection (aiosqlite / psycopg AsyncConnection) under ``conn``."""
+    sync = conn.sync_connection
+    if sync is None or sync.closed or sync.invalidated:
+        raise sa.exc.ResourceClosedError("this connection is closed")
+    return sync.connection.driver_connection
+
+
+def _wrap(dialect: Dialect, sql: str, params: Any, error: Exception) -> Exception:
+    base = dialect.loaded_dbapi.Error
+    if not isinstance(error, base):
+        return error
+    return sa.exc.DBAPIError.instance(sql, params, error, base, dialect=dialect)
+
+
+async def driver_execute(conn: AsyncConnection, sql: str, params: Any = ()) -> list[Any]:
+    """Run ``sql`` (in the driver's paramstyle) on ``conn``'s driver connection, in its
+    transaction; the rows it returns, if any."""
+    driver = _driver(conn)
+    try:
+        if conn.dialect.name == "sqlite":
+            async with driver.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        async with driver.cursor() as cursor:
+            await cursor.execute(sql, params)
+            return list(await cursor.fetchall()) if cursor.description is not None else []
+    except Exception as e:
+        raise _wrap(conn.dialect, sql, params, e) from e
+
+
+async def driver_executemany(conn: AsyncConnection, sql: str, rows: Sequence[Any]) -> None:
+    """``executemany`` of ``sql`` on ``conn``'s driver connection, in its transaction."""
+    if not rows:
+        return
+    driver = _driver(conn)
+    try:
+        if conn.dialect.name == "sqlite":
+            cursor = await driver.executemany(sql, rows)
+            await cursor.close()
+        else:
+            async with driver.cursor() as cursor:
+                await cursor.executemany(sql, rows)
+    except Exception as e:
+        raise _wrap(conn.dialect, sql, rows, e) from e
+
+
+class DriverStatement:
+    """A Core statement compiled once per dialect (and, for an INSERT, per set of columns)
+    and run on the driver (see above).
+
+    Every parameter must be given in each call (or be a value fixed in the statement): a
+    column default SQLAlchemy would fill in is refused at compile time rather than skipped.
+    Expanding parameters (``IN`` lists) are not supported."""
+
+    def __init__(self, statement: sa.ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, tuple[str, ...] | None], _Compiled] = {}
+
+    def _for(self, dialect: Dialect, keys: tuple[str, ...] | None) -> _Compiled:
+        compiled = self._compiled.get((dialect.name, keys))
+        if compiled is None:
+            compiled = self._compiled[(dialect.name, keys)] = _Compiled(
+                self.statement, dialect, keys
+            )
+        return compiled
+
+    async def execute(
+        self, conn: AsyncConnection, params: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        params = params or {}
+        keys = tuple(params) if isinstance(self.statement, sa.Insert) else None
+        compiled = self._for(conn.dialect, keys)
+        return await driver_execute(conn, compiled.sql, compiled.bind(params))
+
+    async def executemany(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per row (every row with the same keys)."""
+        if not rows:
+            return
+        compiled = self._for(conn.dialect, tuple(rows[0]))
+        await driver_executemany(conn, compiled.sql, [compiled.bind(r) for r in rows])
+
+
+class _Compiled:
+    def __init__(
+        self, statement: sa.ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None
+    ) -> None:
+        compiled = statement.compile(
+            dialect=dialect, column_keys=list(keys) if keys is not None else None
+        )
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.escaped_bind_names or "POSTCOMPILE" in compiled.string:
+            raise ValueError("DriverStatement takes plain bind names, no expanding parameters")
+        self.sql = compiled.string
+        fixed = {k: v for k, v in compiled.params.items() if v is not None}
+        given = set(keys or ())
+        names = list(compiled.positiontup or compiled.binds)
+        for name in names:
+            if name not in given and name not in fixed and keys is not None:
+                raise ValueError(f"{name!r} would be filled in by SQLAlchemy: pass it")
+        self.fixed = fixed
+        processors: list[tuple[str, Any]] = []
+        for name in names:
+            processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            processors.append((name, processor))
+        self.processors = processors
+        self.positional = compiled.positional
+
+    def bind(self, params: Mapping[str, Any]) -> Any:
+        fixed = self.fixed
+        values = [
+            (p(v) if p is not None else v)
+            for name, p in self.processors
+            for v in (params[name] if name in params else fixed.get(name),)
+        ]
+        if self.positional:
+            return tuple(values)
+        return dict(zip((name for name, _ in self.processors), values, strict=True))
+
+
 def _table(model: type[SQLModel]) -> sa.Table:
     table = model.__table__  # type: ignore[attr-defined]
     assert isinstance(table, sa.Table)
@@ -160,14 +295,16 @@ def _table(model: type[SQLModel]) -> sa.Table:
 
 
 _HEAD = _table(AuditHead)
-_HEAD_FOR_UPDATE = sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-_UPDATE_HEAD = (
+_HEAD_FOR_UPDATE = DriverStatement(
+    sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+)
+_UPDATE_HEAD = DriverStatement(
     sa.update(_HEAD)
     .where(_HEAD.c.id == 1)
     .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
 )
-_INSERT_ENTRIES = sa.insert(_table(AuditEntry))
-_INSERT_CHECKPOINTS = sa.insert(_table(AuditCheckpoint))
+_INSERT_ENTRIES = DriverStatement(sa.insert(_table(AuditEntry)))
+_INSERT_CHECKPOINTS = DriverStatement(sa.insert(_table(AuditCheckpoint)))
 
 
 def _iso(t: datetime) -> str:
@@ -218,7 +355,8 @@ class AuditLog:
 
     async def _head(self, session: AsyncSession) -> tuple[int, str]:
         """``(seq, hash)`` of the head, locked until the transaction ends."""
-        row = (await (await core_connection(session)).execute(_HEAD_FOR_UPDATE)).first()
+        rows = await _HEAD_FOR_UPDATE.execute(await core_connection(session))
+        row = rows[0] if rows else None
         if row is None:
             # Seeded by create_audit_tables; creating it lazily would race between writers.
             raise RuntimeError("audit_head row is missing: the audit migration has not run")
@@ -279,13 +417,13 @@ class AuditLog:
             if seq % self.checkpoint_every == 0:
                 checkpoints.append(self._checkpoint_row(seq, h, t))
             prev = h
-        # Core statements built once: building an ORM object per entry and flushing them
-        # through the unit of work cost more than hashing and storing the entries.
+        # Statements compiled once and run on the driver (see DriverStatement): an ORM object
+        # per entry, or Core's per-row parameter processing, cost more than storing them.
         conn = await core_connection(session)
-        await conn.execute(_INSERT_ENTRIES, rows)
-        await conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": prev})
+        await _INSERT_ENTRIES.executemany(conn, rows)
+        await _UPDATE_HEAD.execute(conn, {"new_seq": seq, "new_hash": prev})
         if checkpoints:
-            await conn.execute(_INSERT_CHECKPOINTS, checkpoints)
+            await _INSERT_CHECKPOINTS.executemany(conn, checkpoints)
         return entries
 
     async def checkpoint(self, session: AsyncSession) -> AuditCheckpoint | None:

@@ -24,6 +24,7 @@ from attestation.models import (
     SupplierSla,
     TrustVersion,
 )
+from linegate.audit import DriverStatement, driver_execute
 from linegate.auth import ClientRecord, parse_roles
 from linegate.db import core_connection
 
@@ -34,23 +35,36 @@ def _table(model: type[SQLModel]) -> sa.Table:
     return table
 
 
-# The group commit's fixed statements, built once (building one costs more than running it).
+# The group commit's fixed statements, compiled once per dialect and run on the session
+# connection's driver (linegate.audit.DriverStatement: SQLAlchemy's execution plumbing and
+# per-row parameter processing cost more than the database spends on the statements).
 _TRUST_VERSION = _table(TrustVersion).c
-_VERSION_FOR_UPDATE = (
+_VERSION_FOR_UPDATE = DriverStatement(
     sa.select(_TRUST_VERSION.version).where(_TRUST_VERSION.id == 1).with_for_update()
 )
 _ATTESTATION = _table(Attestation)
-_EARLIER = (
-    sa.select(_ATTESTATION.c.id, _ATTESTATION.c.supplier_id, _ATTESTATION.c.raw_digest)
-    .where(_ATTESTATION.c.supplier_id.in_(sa.bindparam("suppliers", expanding=True)))
-    .where(_ATTESTATION.c.raw_digest.in_(sa.bindparam("digests", expanding=True)))
-)
-_INSERT_ATTESTATIONS = sa.insert(_ATTESTATION)
-_INSERT_SUBJECTS = sa.insert(_table(AttestationSubject))
+_INSERT_ATTESTATIONS = DriverStatement(sa.insert(_ATTESTATION))
+_INSERT_SUBJECTS = DriverStatement(sa.insert(_table(AttestationSubject)))
 _INSERT_BLOBS = {
-    "postgresql": postgresql.insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"]),
-    "sqlite": sqlite.insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"]),
+    "postgresql": DriverStatement(
+        postgresql.insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"])
+    ),
+    "sqlite": DriverStatement(
+        sqlite.insert(_table(Blob)).on_conflict_do_nothing(index_elements=["digest"])
+    ),
 }
+#: The duplicate lookup, by the number of suppliers and digests it lists (driver SQL: the
+#: driver takes no expanding parameters). Through uq_attestation_supplier_raw.
+_EARLIER = (
+    "SELECT id, supplier_id, raw_digest FROM attestation"
+    " WHERE supplier_id IN ({}) AND raw_digest IN ({})"
+)
+_PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
+
+
+def _earlier_sql(dialect: str, suppliers: int, digests: int) -> str:
+    mark = _PLACEHOLDER[dialect]
+    return _EARLIER.format(", ".join([mark] * suppliers), ", ".join([mark] * digests))
 
 
 class ClientRepository:
@@ -139,8 +153,8 @@ class TrustRepository:
         SQLite transactions already hold the database's write lock)."""
         value: int | None
         if lock:
-            conn = await core_connection(self.session)
-            value = (await conn.execute(_VERSION_FOR_UPDATE)).scalar()
+            rows = await _VERSION_FOR_UPDATE.execute(await core_connection(self.session))
+            value = rows[0][0] if rows else None
         else:
             stmt = select(TrustVersion.version).where(TrustVersion.id == 1)
             value = (await self.session.exec(stmt)).first()
@@ -177,19 +191,20 @@ class AttestationRepository:
         self, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], Attestation]:
         """Earlier records of these (supplier, raw digest) pairs. Nearly every upload is new,
-        so the lookup is a Core query of the keys (built once, its lists bound as expanding
-        parameters); records are loaded only for those found."""
+        so the lookup is one driver query of the keys; records are loaded only for those
+        found."""
         wanted = set(keys)
         if not wanted:
             return {}
-        params = {
-            "suppliers": sorted({s for s, _ in wanted}),
-            "digests": sorted({d for _, d in wanted}),
-        }
+        suppliers = sorted({s for s, _ in wanted})
+        digests = sorted({d for _, d in wanted})
         conn = await core_connection(self.session)
+        sql = _earlier_sql(conn.dialect.name, len(suppliers), len(digests))
         found = {
             attestation_id: (supplier_id, digest)
-            for attestation_id, supplier_id, digest in await conn.execute(_EARLIER, params)
+            for attestation_id, supplier_id, digest in await driver_execute(
+                conn, sql, (*suppliers, *digests)
+            )
             if (supplier_id, digest) in wanted
         }
         if not found:
@@ -205,15 +220,10 @@ class AttestationRepository:
     ) -> None:
         """Insert many records with one multi-row statement per table (group commit). Blobs
         are shared by digest: one already stored (another supplier's identical bytes) is kept."""
-        # Core inserts on the tables: the ORM's bulk path (``insert(Attestation)``) spends
-        # more per row mapping attributes than the database spends storing them.
         conn = await core_connection(self.session)
-        if blobs:
-            await conn.execute(_INSERT_BLOBS[conn.dialect.name], list(blobs))
-        if attestations:
-            await conn.execute(_INSERT_ATTESTATIONS, list(attestations))
-        if subjects:
-            await conn.execute(_INSERT_SUBJECTS, list(subjects))
+        await _INSERT_BLOBS[conn.dialect.name].executemany(conn, blobs)
+        await _INSERT_ATTESTATIONS.executemany(conn, attestations)
+        await _INSERT_SUBJECTS.executemany(conn, subjects)
 
     async def get(self, attestation_id: str, *, tenant: str | None) -> Attestation | None:
         """The attestation, or None when absent or (for a supplier) not its own."""
