@@ -195,6 +195,8 @@ def _utc(t: datetime) -> datetime:
 _I_CONF = WINDOW_SUMS.index("conf_n")
 _I_HIST = WINDOW_SUMS.index(HIST[0])
 _I_LAT = WINDOW_SUMS.index("latency_sum")
+#: From this many records a batch's sums are taken a column at a time (fewer: one by one).
+_COLUMNS_FROM = 8
 
 
 class WindowSums:
@@ -229,15 +231,15 @@ class WindowSums:
         self, line: str, device: str, records: Sequence[Record], times: Sequence[datetime]
     ) -> tuple[str | None, str | None] | None:
         """:meth:`add_batch` of a batch's ``records``, which occurred at ``times``."""
-        if not records:
-            return (None, None)
+        n = len(records)
+        if n < _COLUMNS_FROM:
+            return self._add_few(line, device, records, times)
         # The hot path of the ingest. Nearly every batch is one camera of one model version
         # within one shift: its sums are taken column by column (a list per field, summed
         # and counted in C), not record by record. Anything else takes the general loop.
         models = [r.model for r in records]
         versions = [r.version for r in records]
         cameras = [r.camera for r in records]
-        n = len(records)
         model, version, camera = models[0], versions[0], cameras[0]
         one_version = models.count(model) == n and versions.count(version) == n
         if not one_version or cameras.count(camera) != n:
@@ -267,6 +269,18 @@ class WindowSums:
             cw = self.cameras[ck] = [0.0] * len(CAMERA_SUMS)
         _add_columns(w, cw, records)
         return (model, version)
+
+    def _add_few(
+        self, line: str, device: str, records: Sequence[Record], times: Sequence[datetime]
+    ) -> tuple[str | None, str | None] | None:
+        """:meth:`add_records` of fewer than :data:`_COLUMNS_FROM` records: one by one costs
+        less than a list per field."""
+        if not records:
+            return (None, None)
+        model, version = records[0].model, records[0].version
+        one = all(r.model == model and r.version == version for r in records)
+        self._add_one_by_one(line, device, records, times)
+        return (model, version) if one else None
 
     def _add_one_by_one(
         self, line: str, device: str, records: Sequence[Record], times: Sequence[datetime]
