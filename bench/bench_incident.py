@@ -65,6 +65,10 @@ MODEL = "weld-seam-inspector"
 VERSION = "2.1.0"
 #: Records per message: the device agent's default batch unless ``LINEGATE_BENCH_BATCH``.
 RECORDS = int(os.environ.get("LINEGATE_BENCH_BATCH", "100"))
+#: After the crossing, the ingest alone at these records per message (``LINEGATE_BENCH_SWEEP``,
+#: comma-separated; empty: none), each over about :data:`SWEEP_RECORDS` records at scale 1.
+SWEEP = [int(b) for b in os.environ.get("LINEGATE_BENCH_SWEEP", "1,3,5,10,100").split(",") if b]
+SWEEP_RECORDS = {1: 20_000, 3: 45_000, 5: 60_000, 10: 100_000}
 #: The crossing's two messages always hold 100 records each (the monitors' min_samples).
 CROSSING_RECORDS = 100
 #: Messages per transaction in the SQLite floor (the consumer's default fetch).
@@ -143,7 +147,7 @@ async def _until(predicate: Callable[[], Awaitable[bool]], every: float = 0.01) 
         await asyncio.sleep(every)
 
 
-async def _raw_rate(url: str, expected: int) -> tuple[float, float]:
+async def _raw_rate(url: str, expected: int, records: int = RECORDS) -> tuple[float, float]:
     """Records/s of a bare nats-py fetch + ack, and this process's CPU seconds per record."""
     nc = await nats.connect(url)
     try:
@@ -160,7 +164,7 @@ async def _raw_rate(url: str, expected: int) -> tuple[float, float]:
             got += len(msgs)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         await sub.unsubscribe()
-        return got * RECORDS / elapsed, cpu / (got * RECORDS)
+        return got * records / elapsed, cpu / (got * records)
     finally:
         await nc.close()
 
@@ -176,16 +180,25 @@ async def _counted(app: Any) -> int:
 
 
 async def _throughput(
-    app: Any, js: Any, url: str, lines: list[str], per_line: int
+    app: Any, js: Any, url: str, lines: list[str], per_line: int, records: int = RECORDS
 ) -> dict[str, Any]:
     telemetry = app.state.telemetry
     await telemetry.consumer.stop()  # the stream fills first; then both sides drain it
     messages: list[tuple[str, bytes, str]] = []
     for k, line in enumerate(lines):
-        messages += batches(line, per_line, start=T0, span=timedelta(hours=23), conf=0.95, seed=k)
+        messages += batches(
+            line,
+            per_line,
+            start=T0,
+            span=timedelta(hours=23),
+            conf=0.95,
+            seed=k + 1000 * records,
+            records_per=records,
+        )
     await _publish(js, messages)
-    raw, raw_cpu = await _raw_rate(url, len(messages))
-    total = len(messages) * RECORDS
+    raw, raw_cpu = await _raw_rate(url, len(messages), records)
+    before = await _counted(app)
+    total = len(messages) * records
     # The end is told by the consumer's outcome callback, which runs after each commit (and
     # its acks): polling the windows' sums every 20 ms, as before, cost ~10 us of CPU per
     # message at 1 record each, counted as ingest. The windows are checked once after.
@@ -205,12 +218,13 @@ async def _throughput(
     await done.wait()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     consumer.on_outcome = inner
-    if await _counted(app) < total:
+    if await _counted(app) - before < total:
         raise AssertionError("the consumer reported records the windows do not hold")
     return {
         "raw": raw,
         "ours": total / elapsed,
         "events": total,
+        "messages": len(messages),
         # The whole process: ingest, monitors and the database thread.
         "cpu": cpu / total,
         "raw_cpu": raw_cpu,
@@ -288,6 +302,12 @@ async def _run(
                     await _crossing(app, js, settings, sink, line, 100 + k)
                     for k, line in enumerate(lines)
                 ]
+                out["sweep"] = {}
+                for records in SWEEP:
+                    n = scaled(SWEEP_RECORDS.get(records, 200_000)) // (records * len(lines))
+                    out["sweep"][records] = await _throughput(
+                        app, js, server.url, lines, max(n, 1), records
+                    )
             finally:
                 await nc.close()
         out["to_signal"] = [t for t, _ in times]
@@ -443,6 +463,16 @@ def main() -> None:
     if pg is not None:
         r["to_signal"] += pg["to_signal"]
         r["to_incident"] += pg["to_incident"]
+    for name, result in (("SQLite", r), ("PostgreSQL", pg)):
+        for records, s in (result or {}).get("sweep", {}).items():
+            met = s["ours"] >= 20_000 and s["ours"] >= 0.5 * s["raw"]
+            print(
+                f"[incident] sweep ({name}), {records} records/message, {s['messages']:,} "
+                f"messages: ours {s['ours']:,.0f} /s, raw {s['raw']:,.0f} /s, ratio "
+                f"{s['ours'] / s['raw']:.2f}; CPU per message {s['cpu'] * records * 1e6:.0f} us "
+                f"ours, {s['raw_cpu'] * records * 1e6:.0f} us raw   "
+                f"{'both targets met' if met else 'targets not both met'}"
+            )
     sig = r["to_signal"]
     print(
         f"[incident] threshold crossing -> signal raised: median {statistics.median(sig) * 1e3:.0f}"
