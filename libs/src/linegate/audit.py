@@ -247,7 +247,8 @@ class DriverStatement:
         """Run the statement once per row (every row with the same keys)."""
         if not rows:
             return
-        compiled = self._for(conn.dialect, tuple(rows[0]))
+        keys = tuple(rows[0]) if isinstance(self.statement, sa.Insert) else None
+        compiled = self._for(conn.dialect, keys)
         await driver_executemany(conn, compiled.sql, [compiled.bind(r) for r in rows])
 
 
@@ -264,28 +265,32 @@ class _Compiled:
         self.sql = compiled.string
         fixed = {k: v for k, v in compiled.params.items() if v is not None}
         given = set(keys or ())
-        names = list(compiled.positiontup or compiled.binds)
+        # bind_names maps each parameter to the name the SQL uses (anonymous ones resolved).
+        types = {name: bind.type for bind, name in compiled.bind_names.items()}
+        names = list(compiled.positiontup) if compiled.positiontup is not None else list(types)
         for name in names:
             if name not in given and name not in fixed and keys is not None:
                 raise ValueError(f"{name!r} would be filled in by SQLAlchemy: pass it")
         self.fixed = fixed
-        processors: list[tuple[str, Any]] = []
-        for name in names:
-            processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            processors.append((name, processor))
+        processors = [
+            (name, types[name].dialect_impl(dialect).bind_processor(dialect)) for name in names
+        ]
         self.processors = processors
+        self.names = tuple(name for name, _ in processors)
+        self.procs = tuple(p for _, p in processors)
         self.positional = compiled.positional
 
     def bind(self, params: Mapping[str, Any]) -> Any:
-        fixed = self.fixed
-        values = [
-            (p(v) if p is not None else v)
-            for name, p in self.processors
-            for v in (params[name] if name in params else fixed.get(name),)
-        ]
+        if self.fixed:
+            params = {**self.fixed, **params}
         if self.positional:
-            return tuple(values)
-        return dict(zip((name for name, _ in self.processors), values, strict=True))
+            return tuple(
+                [
+                    v if p is None else p(v)
+                    for p, v in zip(self.procs, map(params.__getitem__, self.names), strict=True)
+                ]
+            )
+        return {n: params[n] if p is None else p(params[n]) for n, p in self.processors}
 
 
 def _table(model: type[SQLModel]) -> sa.Table:
