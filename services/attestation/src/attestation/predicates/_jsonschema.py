@@ -13,8 +13,6 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 
-from attestation.predicates._schemacheck import Check, compile_check
-
 # Every schema file in `schemas/`, by file name; they refer to each other by `$id`.
 SCHEMA_FILES = (
     "in-toto-common-v1.json",
@@ -53,19 +51,8 @@ def validator(file_name: str) -> Any:
     )
 
 
-@cache
-def valid_check(file_name: str) -> Check | None:
-    """The yes-or-no check compiled from one of our schemas (see `_schemacheck`), or None
-    when the schema uses something it does not implement."""
-    documents = {s["$id"]: s for s in (load_schema(name) for name in SCHEMA_FILES)}
-    return compile_check(load_schema(file_name), documents, Draft202012Validator.FORMAT_CHECKER)
-
-
 def schema_errors(file_name: str, instance: Any) -> list[str]:
     """Every way `instance` breaks the schema, one line each, ordered by JSON path."""
-    check = valid_check(file_name)
-    if check is not None and check(instance):
-        return []  # valid: nothing for jsonschema to find and describe
     return describe_all(validator(file_name).iter_errors(instance))
 
 
