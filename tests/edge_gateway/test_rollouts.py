@@ -277,6 +277,21 @@ def stage(kind: str = "canary", **kw: Any) -> dict[str, Any]:
     return {"kind": kind, "soak_seconds": 600, "min_inferences": 100, **kw}
 
 
+async def awaiting_approval(plant: Plant) -> str:
+    """A rollout whose canary on cam-3-1 is done and whose next stage waits for approval."""
+    rollout = await plant.create(
+        [
+            stage(count=1, soak_seconds=0, min_inferences=0),
+            stage("percent", percent=100, soak_seconds=0, min_inferences=0, require_approval=True),
+        ]
+    )
+    await plant.ok(rollout, "start")
+    await plant.tick(T0)
+    await plant.active(rollout, "cam-3-1")
+    assert await plant.tick(T0 + timedelta(seconds=1)) == {rollout: "awaiting_approval"}
+    return rollout
+
+
 # --------------------------------------------------------------------------------- tests
 
 
@@ -543,18 +558,7 @@ async def test_a_next_stage_needs_an_approver_trained_on_the_system(
         await registry.create_model()
     settings = settings_factory(GatewaySettings, registry_url=url)
     async with open_plant(settings, service_client, mint_token, nats_server) as plant:
-        rollout = await plant.create(
-            [
-                stage(count=1, soak_seconds=0, min_inferences=0),
-                stage(
-                    "percent", percent=100, soak_seconds=0, min_inferences=0, require_approval=True
-                ),
-            ]
-        )
-        await plant.ok(rollout, "start")
-        await plant.tick(T0)
-        await plant.active(rollout, "cam-3-1")
-        assert await plant.tick(T0 + timedelta(seconds=1)) == {rollout: "awaiting_approval"}
+        rollout = await awaiting_approval(plant)
 
         r = await plant.cmd(rollout, "approve-next-stage", "canary reviewed with QA")
         assert r.status_code == 403, r.text
@@ -587,18 +591,7 @@ async def test_a_next_stage_of_a_model_the_registry_does_not_know_is_a_conflict(
     url = serve_http(create_registry(settings_factory(RegistrySettings)))
     settings = settings_factory(GatewaySettings, registry_url=url)
     async with open_plant(settings, service_client, mint_token, nats_server) as plant:
-        rollout = await plant.create(
-            [
-                stage(count=1, soak_seconds=0, min_inferences=0),
-                stage(
-                    "percent", percent=100, soak_seconds=0, min_inferences=0, require_approval=True
-                ),
-            ]
-        )
-        await plant.ok(rollout, "start")
-        await plant.tick(T0)
-        await plant.active(rollout, "cam-3-1")
-        assert await plant.tick(T0 + timedelta(seconds=1)) == {rollout: "awaiting_approval"}
+        rollout = await awaiting_approval(plant)
 
         r = await plant.cmd(rollout, "approve-next-stage", "canary reviewed with QA")
         assert r.status_code == 409, r.text
