@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SCALE = float(os.environ.get("LINEGATE_BENCH_SCALE", "1"))
@@ -51,3 +56,27 @@ def report(
     suffix = f"   target {target}" if target else ""
     pad = " " * (len(bench) + 3)
     print(f"{pad}reference: {ref_label:<41} {ref_value:>12,.0f} {unit}   ratio {ratio:.2f}{suffix}")
+
+
+@contextlib.contextmanager
+def profiled(pid: int, name: str) -> Iterator[None]:
+    """``with profiled(pid, "name"):`` samples process ``pid`` (and its children) with py-spy
+    while the block runs, when ``LINEGATE_BENCH_PROFILE`` names a directory and py-spy is
+    installed: collapsed stacks in ``name.folded`` there, for a flame graph or a self-time
+    table. Off by default; sampling costs the profiled process some CPU, so the figures of a
+    profiled run are not the ones to report."""
+    where = os.environ.get("LINEGATE_BENCH_PROFILE")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not where or not Path(spy).exists():
+        yield
+        return
+    Path(where).mkdir(parents=True, exist_ok=True)
+    cmd = [spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--subprocesses"]
+    cmd += ["--format", "raw", "-o", str(Path(where) / f"{name}.folded")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # py-spy attaches
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        proc.wait(30)
