@@ -71,8 +71,12 @@ def profiled(pid: int, name: str) -> Iterator[None]:
         yield
         return
     Path(where).mkdir(parents=True, exist_ok=True)
+    out, k = Path(where) / f"{name}.folded", 1
+    while out.exists():  # the same load profiled again (another database): a file of its own
+        k += 1
+        out = Path(where) / f"{name}-{k}.folded"
     cmd = [spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--subprocesses"]
-    cmd += ["--format", "raw", "-o", str(Path(where) / f"{name}.folded")]
+    cmd += ["--format", "raw", "-o", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # py-spy attaches
     try:
