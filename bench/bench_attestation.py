@@ -252,6 +252,13 @@ def _http_floor(
     return rate, cpu_ms
 
 
+def _mean_batch(metrics: str) -> float:
+    """Mean uploads per group commit, from the service's Prometheus text."""
+    name = "linegate_attestation_ingest_batch_uploads"
+    found = dict(re.findall(rf"^{name}_(sum|count) (\S+)$", metrics, re.MULTILINE))
+    return float(found.get("sum", 0)) / max(float(found.get("count", 0)), 1.0)
+
+
 def _stream_messages(nats_url: str) -> int:
     """Events in the attestation stream: what the service's outbox relay has published."""
 
@@ -341,6 +348,8 @@ class _Run:
     published: int
     cpu_ms: float
     chain: dict[str, Any]
+    #: Mean uploads per group commit (the service's batch-size histogram).
+    batch: float
     healthz: float | None
     floor: tuple[float, float] | None
     raw: float
@@ -374,6 +383,7 @@ def _measure(clients: int, n: int) -> _Run:
                 ours = asyncio.run(_upload_all(url, token, envelopes, clients))
                 created = len(envelopes)
             published = _wait_published(nats.url, events_before + created) - events_before
+            batch = _mean_batch(httpx.get(url + "/metrics", timeout=30).text)
             cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu_before) / max(created, 1)
             if client == "wrk":
                 healthz = _wrk_healthz(url, tmp, 5, clients)
@@ -391,7 +401,9 @@ def _measure(clients: int, n: int) -> _Run:
                 from linegate.testing.postgres import drop_schemas
 
                 drop_schemas(DATABASE_URL, [schema_prefix + "attestation"])
-    return _Run(clients, client, ours, created, published, cpu_ms, chain, healthz, floor, raw)
+    return _Run(
+        clients, client, ours, created, published, cpu_ms, chain, batch, healthz, floor, raw
+    )
 
 
 def _print(run: _Run) -> None:
@@ -419,6 +431,7 @@ def _print(run: _Run) -> None:
         f"(2 onboarding + one per recorded upload)"
     )
     print(f"{'':14}events published to NATS for the {run.created:,} uploads: {run.published:,}")
+    print(f"{'':14}uploads per group commit (mean): {run.batch:.1f}")
     if run.healthz is not None:
         print(f"{'':14}same server, GET /healthz under the same wrk load: {run.healthz:,.0f} /s")
     if run.floor is not None:

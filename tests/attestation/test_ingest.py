@@ -69,6 +69,13 @@ async def test_concurrent_uploads_share_one_commit_and_each_is_durable_and_chain
     )
     assert record_batches == [40]  # all were queued before the writer ran: one transaction
     assert all(r.created and r.attestation.status == "verified" for r in results)
+    # Operators see the same in the batch-size histogram: one commit of 40 (32 < 40 <= 64).
+    metrics = (await stack.client.get("/metrics")).text
+    name = "linegate_attestation_ingest_batch_uploads"
+    assert f"{name}_count 1.0" in metrics, metrics
+    assert f"{name}_sum 40.0" in metrics
+    assert f'{name}_bucket{{le="32.0"}} 0.0' in metrics
+    assert f'{name}_bucket{{le="64.0"}} 1.0' in metrics
     ids = {r.attestation.id for r in results}
     assert len(ids) == 40
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Histogram
 
 import attestation
 from attestation import api, portal, sla
@@ -24,6 +25,22 @@ from linegate.service import ServiceContext, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("attestation")
+
+
+#: Uploads per group commit: how well concurrent uploads share a transaction (see ingest).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@functools.cache
+def _batch_histogram(registry: CollectorRegistry) -> Histogram:
+    """The batch-size histogram in ``registry`` (one per registry, however often the app's
+    lifespan starts)."""
+    return Histogram(
+        "linegate_attestation_ingest_batch_uploads",
+        "Uploads recorded per group commit",
+        buckets=BATCH_BUCKETS,
+        registry=registry,
+    )
 
 
 def create_app(settings: AttestationSettings | None = None) -> FastAPI:
@@ -78,6 +95,7 @@ def create_app(settings: AttestationSettings | None = None) -> FastAPI:
                 inline_verify_max_bytes=settings.attestation_inline_verify_max_bytes,
                 duplicate_precheck_min_bytes=settings.attestation_duplicate_precheck_min_bytes,
             ),
+            committed=_batch_histogram(ctx.metrics.registry).observe,
         )
         await app.state.ingestor.start()
 

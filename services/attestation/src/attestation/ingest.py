@@ -148,6 +148,7 @@ class Ingestor:
         *,
         verify: Verify,
         limits: IngestLimits,
+        committed: Callable[[int], None] | None = None,
     ) -> None:
         self.db = db
         self.audit = audit
@@ -155,6 +156,8 @@ class Ingestor:
         self.limits = limits
         self._verify_sync = verify
         self._published = published  # e.g. the outbox relay's wake(): events are committed
+        #: Told the number of uploads of each group commit (the batch-size metric).
+        self._committed = committed
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -287,6 +290,8 @@ class Ingestor:
         for pending, result in zip(batch, results, strict=True):
             _answer(pending, result=result)
         self._published()
+        if self._committed is not None:
+            self._committed(len(batch))
 
     async def _record(self, batch: list[_Pending]) -> list[IngestResult]:
         async with self.db.session() as session:
