@@ -9,6 +9,9 @@ are published into the telemetry stream first, so neither side waits for a publi
 
 - **raw**: a nats-py pull consumer on the same stream fetches and acks every message (no
   decoding), the ceiling of any consumer written with nats-py;
+- **ceiling**: the raw loop on a third durable consumer, plus only the fast decoder's parse
+  of each message and its records added to in-memory window sums (no database, no log, no
+  dedup): no ingest that decodes and aggregates every record on nats-py can beat it here;
 - **ours**: the service's durable consumer validates each batch, deduplicates its event id,
   adds every record to its shift window (counts, confidence histogram, input moments per
   camera), writes every record to the post-market log, commits, acks, and wakes the
