@@ -23,22 +23,24 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from linegate.settings import LinegateSettings
@@ -355,3 +357,140 @@ def run_migrations_online(context: Any) -> None:
     context.configure(connection=connection, target_metadata=None, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
+
+
+# ----------------------------------------------------------------- statements on the driver
+#
+# A Core statement run through SQLAlchemy costs ~50-100 us of execution-context plumbing
+# before the driver sees it, plus the compiler's parameter processing per row of an
+# executemany: in a group commit of a dozen uploads that was more than SQLite spent storing
+# them. The hot writers (the audit append, the outbox, the attestation group commit) instead
+# compile their fixed statements once per dialect and run them on the session connection's
+# own driver connection (aiosqlite or psycopg), in its transaction, with the values made
+# ready by the same bind processors SQLAlchemy would use (so a datetime is stored exactly as
+# SQLAlchemy stores it on SQLite, and JSON is serialised the same way). Driver errors are
+# raised as SQLAlchemy's exception classes (an IntegrityError stays an IntegrityError).
+
+
+def _driver(conn: AsyncConnection) -> Any:
+    """The driver connection (aiosqlite / psycopg AsyncConnection) under ``conn``."""
+    sync = conn.sync_connection
+    if sync is None or sync.closed or sync.invalidated:
+        raise sa.exc.ResourceClosedError("this connection is closed")
+    return sync.connection.driver_connection
+
+
+def _wrap(dialect: Dialect, sql: str, params: Any, error: Exception) -> Exception:
+    base = dialect.loaded_dbapi.Error
+    if not isinstance(error, base):
+        return error
+    return sa.exc.DBAPIError.instance(sql, params, error, base, dialect=dialect)
+
+
+async def driver_execute(conn: AsyncConnection, sql: str, params: Any = ()) -> list[Any]:
+    """Run ``sql`` (in the driver's paramstyle) on ``conn``'s driver connection, in its
+    transaction; the rows it returns, if any."""
+    driver = _driver(conn)
+    try:
+        if conn.dialect.name == "sqlite":
+            async with driver.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        async with driver.cursor() as cursor:
+            await cursor.execute(sql, params)
+            return list(await cursor.fetchall()) if cursor.description is not None else []
+    except Exception as e:
+        raise _wrap(conn.dialect, sql, params, e) from e
+
+
+async def driver_executemany(conn: AsyncConnection, sql: str, rows: Sequence[Any]) -> None:
+    """``executemany`` of ``sql`` on ``conn``'s driver connection, in its transaction."""
+    if not rows:
+        return
+    driver = _driver(conn)
+    try:
+        if conn.dialect.name == "sqlite":
+            cursor = await driver.executemany(sql, rows)
+            await cursor.close()
+        else:
+            async with driver.cursor() as cursor:
+                await cursor.executemany(sql, rows)
+    except Exception as e:
+        raise _wrap(conn.dialect, sql, rows, e) from e
+
+
+class DriverStatement:
+    """A Core statement compiled once per dialect (and, for an INSERT, per set of columns)
+    and run on the driver (see above).
+
+    Every parameter must be given in each call (or be a value fixed in the statement): a
+    column default SQLAlchemy would fill in is refused at compile time rather than skipped.
+    Expanding parameters (``IN`` lists) are not supported."""
+
+    def __init__(self, statement: sa.ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, tuple[str, ...] | None], _Compiled] = {}
+
+    def _for(self, dialect: Dialect, keys: tuple[str, ...] | None) -> _Compiled:
+        compiled = self._compiled.get((dialect.name, keys))
+        if compiled is None:
+            compiled = self._compiled[(dialect.name, keys)] = _Compiled(
+                self.statement, dialect, keys
+            )
+        return compiled
+
+    async def execute(
+        self, conn: AsyncConnection, params: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        params = params or {}
+        keys = tuple(params) if isinstance(self.statement, sa.Insert) else None
+        compiled = self._for(conn.dialect, keys)
+        return await driver_execute(conn, compiled.sql, compiled.bind(params))
+
+    async def executemany(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per row (every row with the same keys)."""
+        if not rows:
+            return
+        keys = tuple(rows[0]) if isinstance(self.statement, sa.Insert) else None
+        compiled = self._for(conn.dialect, keys)
+        await driver_executemany(conn, compiled.sql, [compiled.bind(r) for r in rows])
+
+
+class _Compiled:
+    def __init__(
+        self, statement: sa.ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None
+    ) -> None:
+        compiled = statement.compile(
+            dialect=dialect, column_keys=list(keys) if keys is not None else None
+        )
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.escaped_bind_names or "POSTCOMPILE" in compiled.string:
+            raise ValueError("DriverStatement takes plain bind names, no expanding parameters")
+        self.sql = compiled.string
+        fixed = {k: v for k, v in compiled.params.items() if v is not None}
+        given = set(keys or ())
+        # bind_names maps each parameter to the name the SQL uses (anonymous ones resolved).
+        types = {name: bind.type for bind, name in compiled.bind_names.items()}
+        names = list(compiled.positiontup) if compiled.positiontup is not None else list(types)
+        for name in names:
+            if name not in given and name not in fixed and keys is not None:
+                raise ValueError(f"{name!r} would be filled in by SQLAlchemy: pass it")
+        self.fixed = fixed
+        processors = [
+            (name, types[name].dialect_impl(dialect).bind_processor(dialect)) for name in names
+        ]
+        self.processors = processors
+        self.names = tuple(name for name, _ in processors)
+        self.procs = tuple(p for _, p in processors)
+        self.positional = compiled.positional
+
+    def bind(self, params: Mapping[str, Any]) -> Any:
+        if self.fixed:
+            params = {**self.fixed, **params}
+        if self.positional:
+            return tuple(
+                [
+                    v if p is None else p(v)
+                    for p, v in zip(self.procs, map(params.__getitem__, self.names), strict=True)
+                ]
+            )
+        return {n: params[n] if p is None else p(params[n]) for n, p in self.processors}

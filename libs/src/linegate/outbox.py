@@ -29,8 +29,7 @@ from nats.js import JetStreamContext
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from linegate.audit import DriverStatement
-from linegate.db import Database, core_connection
+from linegate.db import Database, DriverStatement, core_connection
 from linegate.events import EventV1, NatsClient
 
 log = logging.getLogger("linegate.outbox")
@@ -263,7 +262,7 @@ def _table() -> sa.Table:
 
 
 # The relay's statements, compiled once per dialect and run on the session connection's
-# driver (see linegate.audit.DriverStatement: SQLAlchemy's execute costs more than the
+# driver (see linegate.db.DriverStatement: SQLAlchemy's execute costs more than the
 # statement itself).
 _OUTBOX = _table()
 _SELECT_PENDING = (

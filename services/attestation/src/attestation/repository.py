@@ -24,9 +24,8 @@ from attestation.models import (
     SupplierSla,
     TrustVersion,
 )
-from linegate.audit import DriverStatement, driver_execute
 from linegate.auth import ClientRecord, parse_roles
-from linegate.db import core_connection
+from linegate.db import DriverStatement, core_connection, driver_execute
 
 
 def _table(model: type[SQLModel]) -> sa.Table:
@@ -36,7 +35,7 @@ def _table(model: type[SQLModel]) -> sa.Table:
 
 
 # The group commit's fixed statements, compiled once per dialect and run on the session
-# connection's driver (linegate.audit.DriverStatement: SQLAlchemy's execution plumbing and
+# connection's driver (linegate.db.DriverStatement: SQLAlchemy's execution plumbing and
 # per-row parameter processing cost more than the database spends on the statements).
 _TRUST_VERSION = _table(TrustVersion).c
 _VERSION_FOR_UPDATE = DriverStatement(

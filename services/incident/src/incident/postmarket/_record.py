@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from incident.postmarket.models import postmarket_event
-from linegate.db import core_connection
+from linegate.db import DriverStatement, core_connection
 
 
 def _utc(t: datetime) -> datetime:
@@ -71,61 +69,22 @@ _TYPES = ["timestamptz" if isinstance(c.type, sa.DateTime) else "text" for c in 
 assert all(isinstance(c.type, sa.DateTime | sa.String) for c in _COPIED)
 
 
-_DATETIMES = frozenset(c.name for c in _COPIED if isinstance(c.type, sa.DateTime))
+#: The append on the session connection's driver (see :class:`linegate.db.DriverStatement`):
+#: SQLAlchemy's executemany builds and processes each row's parameters in Python, about as
+#: long as SQLite's insert of a small row.
+_INSERT = DriverStatement(postmarket_event.insert())
 
 
 async def record_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Append ``rows`` (built with :func:`row`) in one statement: an executemany (on SQLite
-    of the driver's statement, from :data:`COPY_FROM_ROWS` rows), or a ``COPY`` of many rows
-    on PostgreSQL."""
+    """Append ``rows`` (built with :func:`row`) in one statement: an executemany of the
+    driver's statement, or from :data:`COPY_FROM_ROWS` rows on PostgreSQL a ``COPY``."""
     if not rows:
         return
-    bind = session.bind
-    dialect = bind.dialect if bind is not None else None
-    if len(rows) >= COPY_FROM_ROWS and dialect is not None:
-        if dialect.name == "postgresql":
-            await _copy(session, rows)
-            return
-        if dialect.name == "sqlite":
-            await _insert_sqlite(session, rows)
-            return
-    await session.exec(postmarket_event.insert(), params=list(rows))
-
-
-async def _insert_sqlite(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``rows`` as one executemany of the driver's statement, their datetimes rendered by the
-    column type's own bind processor: SQLAlchemy's executemany builds and processes each
-    row's parameters in Python (~10 us a row, as much as SQLite's insert of a small one).
-    A fetch's rows share their ``recorded_at``, rendered once."""
-    sql, order, render = _sqlite_insert()
-    cache: dict[datetime, Any] = {}
-    values = []
-    for r in rows:
-        out = []
-        for c in order:
-            v = r[c]
-            if c in _DATETIMES and v is not None:
-                t = cache.get(v)
-                if t is None:
-                    t = cache[v] = render(v)
-                v = t
-            out.append(v)
-        values.append(tuple(out))
     connection = await core_connection(session)
-    await connection.exec_driver_sql(sql, values)
-
-
-@functools.cache
-def _sqlite_insert() -> tuple[str, tuple[str, ...], Any]:
-    """The insert as SQLite's dialect renders it, its parameters' order, and the datetime
-    columns' bind processor (the same for every SQLite driver)."""
-    dialect = sqlite.dialect()
-    compiled = postmarket_event.insert().compile(dialect=dialect, column_keys=list(_COLUMNS))
-    order = tuple(compiled.positiontup or ())
-    if sorted(order) != sorted(_COLUMNS):
-        raise AssertionError(f"unexpected parameters of the log insert: {order}")
-    processor = postmarket_event.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect)
-    return str(compiled), order, processor if processor is not None else (lambda v: v)
+    if len(rows) >= COPY_FROM_ROWS and connection.dialect.name == "postgresql":
+        await _copy(session, rows)
+        return
+    await _INSERT.executemany(connection, rows)
 
 
 async def _copy(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
