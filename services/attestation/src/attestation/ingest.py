@@ -132,7 +132,7 @@ class _Pending:
 
 
 _STOP = object()
-#: Most extra loop turns the writer waits while uploads keep arriving (see _write_batches).
+#: Loop turns the writer lets pass before it takes a batch (see _write_batches).
 _GATHER_TURNS = 8
 
 
@@ -249,19 +249,19 @@ class Ingestor:
         stopping = False
         while not stopping:
             item = await self._queue.get()
-            # One turn of the loop (no timer): uploads verified in the same turn as the one
-            # that woke the writer join this batch instead of starting the next. While each
-            # turn still brings more, a few more turns (still no timer, so a lone upload
-            # waits one turn): uploads whose requests were already being read join too, and
-            # a batch's statements, commit and relay round are shared by more uploads.
-            await asyncio.sleep(0)
+            # A few turns of the loop (no timer) before the batch is taken: uploads verified
+            # meanwhile, and those whose requests arrive meanwhile, join this batch instead of
+            # starting the next, so a batch's statements, commit and relay round are shared
+            # by more uploads. Requests arrive in bursts with empty turns between them (a
+            # client answered in one commit sends its next upload a few tens of microseconds
+            # later): stopping at the first turn that brought nothing left a third of the
+            # concurrent uploads to the next batch (16 clients: 10 uploads per commit instead
+            # of 16, 5% fewer uploads per second). An idle turn costs microseconds, which is
+            # all a lone upload waits.
             for _ in range(_GATHER_TURNS):
-                waiting = self._queue.qsize()
-                if waiting + 1 >= self.limits.batch_max:
+                if self._queue.qsize() + 1 >= self.limits.batch_max:
                     break
                 await asyncio.sleep(0)
-                if self._queue.qsize() == waiting:
-                    break
             batch: list[_Pending] = []
             while True:
                 if item is _STOP:
