@@ -387,16 +387,24 @@ def _wrap(dialect: Dialect, sql: str, params: Any, error: Exception) -> Exceptio
     return sa.exc.DBAPIError.instance(sql, params, error, base, dialect=dialect)
 
 
-async def driver_execute(conn: AsyncConnection, sql: str, params: Any = ()) -> list[Any]:
+async def driver_execute(
+    conn: AsyncConnection, sql: str, params: Any = (), *, prepare: bool | None = None
+) -> list[Any]:
     """Run ``sql`` (in the driver's paramstyle) on ``conn``'s driver connection, in its
-    transaction; the rows it returns, if any."""
+    transaction; the rows it returns, if any.
+
+    ``prepare=False`` (PostgreSQL) never makes it a prepared statement, which psycopg does by
+    default from its fifth execution on a connection: PostgreSQL then may keep a generic plan
+    made while the table was small, a sequential scan that it goes on using as the table
+    grows, until statistics are next analysed. For a lookup the index must serve (measured
+    on a fresh attestation table: 6.8 ms per group commit of 32 uploads, 0.85 ms unprepared)."""
     driver = _driver(conn)
     try:
         if conn.dialect.name == "sqlite":
             async with driver.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         async with driver.cursor() as cursor:
-            await cursor.execute(sql, params)
+            await cursor.execute(sql, params, prepare=prepare)
             return list(await cursor.fetchall()) if cursor.description is not None else []
     except Exception as e:
         raise _wrap(conn.dialect, sql, params, e) from e

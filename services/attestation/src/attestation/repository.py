@@ -201,8 +201,10 @@ class AttestationRepository:
         sql = _earlier_sql(conn.dialect.name, len(suppliers), len(digests))
         found = {
             attestation_id: (supplier_id, digest)
+            # Planned for its values each time: its text varies with the batch, and a plan
+            # cached while the table was small would scan the whole table (see driver_execute).
             for attestation_id, supplier_id, digest in await driver_execute(
-                conn, sql, (*suppliers, *digests)
+                conn, sql, (*suppliers, *digests), prepare=False
             )
             if (supplier_id, digest) in wanted
         }
