@@ -447,12 +447,18 @@ class DriverStatement:
         return compiled
 
     async def execute(
-        self, conn: AsyncConnection, params: Mapping[str, Any] | None = None
+        self,
+        conn: AsyncConnection,
+        params: Mapping[str, Any] | None = None,
+        *,
+        prepare: bool | None = None,
     ) -> list[Any]:
+        """Run the statement once; the rows it returns. ``prepare``: as for
+        :func:`driver_execute`."""
         params = params or {}
         keys = tuple(params) if isinstance(self.statement, sa.Insert) else None
         compiled = self._for(conn.dialect, keys)
-        return await driver_execute(conn, compiled.sql, compiled.bind(params))
+        return await driver_execute(conn, compiled.sql, compiled.bind(params), prepare=prepare)
 
     async def executemany(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run the statement once per row (every row with the same keys)."""
