@@ -11,10 +11,10 @@ from typing import Any, cast
 import pytest
 from nats.aio.msg import Msg
 
-from incident.telemetry.consumer import TelemetryConsumer, _stream_seq
+from incident.telemetry.consumer import PullError, TelemetryConsumer, _stream_seq
 from incident.telemetry.ingest import Incoming, TelemetryIngest
 from linegate.auth import Role
-from linegate.events import OverrideV1, Subjects
+from linegate.events import OverrideV1, Streams, Subjects
 from tests.incident.telemetry_support import (
     DEVICES,
     LINE,
@@ -346,3 +346,42 @@ async def test_small_messages_are_fetched_more_at_once_and_counted_once(line_fac
         await line.wait_ingested(run)
         assert consumer.fetch_size == 32
         assert await line.totals() == (600, 0, 1, 0)
+
+
+async def test_a_consumer_deleted_under_the_ingest_is_made_anew_and_counts_nothing_twice(
+    line_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator (or a stream restore) deletes the durable consumer under the running
+    service: the consumer creates the durable again, which delivers the stream from its
+    start, and what was counted before is recognised as seen."""
+    run = production_run(day(STABLE))
+    half = len(run.messages) // 2
+    async with line_factory() as line:
+        for subject, event in run.messages[:half]:
+            await line.publish(subject, event)
+        await wait_for(lambda: _at_least(line, 1), "some of the first half")
+        consumer = line.telemetry.consumer
+        stream = Streams.TELEMETRY.name
+        js = line.js
+        assert (await js.consumer_info(stream, consumer.durable)).config.durable_name
+        before = consumer._sub
+        await js.delete_consumer(stream, consumer.durable)
+
+        async def made_anew() -> bool:
+            try:
+                await js.consumer_info(stream, consumer.durable)
+            except Exception:  # noqa: BLE001 - not there yet
+                return False
+            return consumer._sub is not None and consumer._sub is not before
+
+        await wait_for(made_anew, "the durable consumer created again")
+        # The pull request open at the deletion ends with 409 "Consumer Deleted", or the next
+        # one finds no consumer (503, no responders): either is a PullError, which resubscribes.
+        failed = [r for r in caplog.records if r.getMessage().startswith("telemetry fetch failed")]
+        assert failed
+        assert all(r.exc_info and isinstance(r.exc_info[1], PullError) for r in failed)
+        for subject, event in run.messages[half:]:
+            await line.publish(subject, event)
+        await line.wait_ingested(run)
+        # The new durable redelivered the first half from the stream's start: seen, not added.
+        assert await line.totals() == (1800, 0, 3, 0)
