@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import col, func, select
@@ -157,6 +158,53 @@ async def test_the_relay_publishes_a_group_once_each_in_the_order_of_the_audit_c
             published.append(json.loads(m.data)["attestation_id"])
             await m.ack()
     assert published == chain_order  # each once, in the order they were recorded
+
+
+async def test_the_relay_deletes_rows_sent_before_the_retention_and_never_a_pending_one(stack):
+    key = await stack.onboard("optivision")
+    ingestor: Ingestor = stack.app.state.ingestor
+    await _warm(ingestor)
+    for i in range(3):
+        await ingestor.ingest(
+            Upload(DSSE, _envelope(key, i)), supplier_id="optivision", actor=_supplier("optivision")
+        )
+    ctx = stack.app.state.ctx
+    relay = ctx.outbox
+    assert relay.retention == timedelta(hours=24)  # LINEGATE_OUTBOX_RETENTION_HOURS
+    for _ in range(200):
+        await relay.flush()
+        async with ctx.db.session() as session:
+            rows = (await session.exec(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+        if all(r.sent_at is not None for r in rows):
+            break
+        await asyncio.sleep(0.05)
+    ids = [r.id for r in rows]
+    assert len(ids) >= 3  # the three uploads' events, and any of the onboarding
+    await relay.stop()  # the test drives the relay from here (stop publishes what is pending)
+    long_ago = datetime.now(UTC) - timedelta(days=2)
+    async with ctx.db.session() as session:
+        earlier = col(OutboxMessage.id).in_(ids[:-1])
+        for r in (await session.exec(select(OutboxMessage).where(earlier))).all():
+            r.sent_at = long_ago
+            session.add(r)
+        # A row the relay could not publish for days (NATS down): pending, never deleted.
+        session.add(
+            OutboxMessage(
+                event_id=uuid.uuid4().hex,
+                subject="linegate.attestation.verified",
+                event_type="AttestationVerifiedV1",
+                body="{}",
+                created_at=long_ago,
+            )
+        )
+    assert await relay.prune() == len(ids) - 1
+    async with ctx.db.session() as session:
+        left = (await session.exec(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    assert len(left) == 2
+    assert left[0].id == ids[-1]  # sent within the retention: kept
+    assert left[1].sent_at is None  # the pending one
+    relay.retention = None  # LINEGATE_OUTBOX_RETENTION_HOURS=0: sent rows are kept for ever
+    assert await relay.prune() == 0
 
 
 async def test_the_same_bytes_twice_in_one_batch_make_one_record(stack, record_batches):

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -83,15 +84,29 @@ async def enqueue_many(session: AsyncSession, events: Iterable[tuple[str, EventV
 
 
 class OutboxRelay:
-    """Background task publishing pending outbox rows in order."""
+    """Background task publishing pending outbox rows in order, and deleting sent rows once
+    they are older than ``retention`` (checked every ``prune_every`` seconds; None keeps
+    them): a sent row's event is in its JetStream stream, and the change that caused it in
+    the audit log, so the table holds what is pending and a day or so of history, not every
+    event the service ever published."""
 
     def __init__(
-        self, db: Database, nats: NatsClient, *, poll_interval: float = 1.0, batch: int = 100
+        self,
+        db: Database,
+        nats: NatsClient,
+        *,
+        poll_interval: float = 1.0,
+        batch: int = 100,
+        retention: timedelta | None = timedelta(days=1),
+        prune_every: float = 600.0,
     ) -> None:
         self.db = db
         self.nats = nats
         self.poll_interval = poll_interval
         self.batch = batch
+        self.retention = retention
+        self.prune_every = prune_every
+        self._pruned_at = time.monotonic()
         #: Seconds to wait for JetStream's acknowledgements of one batch.
         self.publish_timeout = 5.0
         self._wake = asyncio.Event()
@@ -137,6 +152,27 @@ class OutboxRelay:
                 await self.flush()
             except Exception:
                 log.exception("outbox relay failed; will retry")
+            due = time.monotonic() - self._pruned_at >= self.prune_every
+            if self.retention is not None and due:
+                self._pruned_at = time.monotonic()
+                try:
+                    await self.prune()
+                except Exception:
+                    log.exception("outbox prune failed; will retry")
+
+    async def prune(self) -> int:
+        """Delete rows sent before ``retention`` ago; returns how many (never a pending one)."""
+        if self.retention is None:
+            return 0
+        cutoff = datetime.now(UTC) - self.retention
+        async with self.db.session() as session:
+            result = await session.exec(
+                sa.delete(_OUTBOX).where(_OUTBOX.c.sent_at.is_not(None), _OUTBOX.c.sent_at < cutoff)
+            )
+            deleted = int(result.rowcount or 0)
+        if deleted:
+            log.info("outbox: deleted %d rows sent before %s", deleted, cutoff.isoformat())
+        return deleted
 
     async def flush(self) -> int:
         """Publish every pending message; returns how many were sent."""

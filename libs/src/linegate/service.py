@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -247,7 +248,13 @@ def create_service_app(
             ),
             validator=TokenValidator.from_settings(settings),
             metrics=metrics,
-            outbox=OutboxRelay(db, nats),
+            outbox=OutboxRelay(
+                db,
+                nats,
+                retention=timedelta(hours=settings.outbox_retention_hours)
+                if settings.outbox_retention_hours
+                else None,
+            ),
         )
         await ctx.outbox.start()
         app.state.ctx = ctx

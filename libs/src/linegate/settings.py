@@ -87,6 +87,9 @@ class LinegateSettings(BaseSettings):
     #: Days technical documentation and evidence bundles are kept (Art. 18(1): ten years).
     #: Outside development, values below 3653 days are refused.
     documentation_retention_days: int = Field(default=3653, ge=1)
+    #: Hours an outbox row is kept once JetStream has acknowledged it (the event is in its
+    #: stream and the change in the audit log); 0 keeps sent rows for ever.
+    outbox_retention_hours: float = Field(default=24.0, ge=0)
 
     @property
     def issuer(self) -> str:
