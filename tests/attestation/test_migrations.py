@@ -111,3 +111,59 @@ async def test_0006_drops_the_redundant_indexes_and_keeps_records_and_lookups(db
     with pytest.raises(sa.exc.IntegrityError):
         async with db.engine.begin() as conn:
             await conn.execute(INSERT_ATTESTATION, _attestation("a3", "optivision", "sha256:aa"))
+
+
+async def test_0007_widens_audit_sequences_and_outbox_ids_and_keeps_the_chain(db):
+    """Entries and events written before 0007 stay; on PostgreSQL the sequence numbers and
+    outbox ids then take values past 2**31 (SQLite's INTEGER holds 64 bits already)."""
+    await _upgrade_to(db, "0006")
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO audit_log (seq, time, actor, action, subject, reason, "
+                "payload_digest, prev_hash, hash) VALUES (1, :t, 'a', 'x', 's', NULL, 'd', "
+                "'p', 'h')"
+            ),
+            {"t": NOW},
+        )
+        await conn.execute(sa.text("UPDATE audit_head SET seq = 1, hash = 'h' WHERE id = 1"))
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox (event_id, subject, event_type, body, created_at) "
+                "VALUES ('e1', 's', 't', '{}', :t)"
+            ),
+            {"t": NOW},
+        )
+    await _upgrade_to(db, "0007")
+    big = 2**31 + 5
+    async with db.engine.begin() as conn:
+        if db.schema is not None:
+            await conn.execute(
+                sa.text("SELECT setval(pg_get_serial_sequence('outbox', 'id'), :v)"), {"v": big}
+            )
+        else:
+            renumber = sa.text("UPDATE outbox SET id = :v WHERE event_id = 'e1'")
+            await conn.execute(renumber, {"v": big})
+        await conn.execute(
+            sa.text(
+                "INSERT INTO audit_log (seq, time, actor, action, subject, reason, "
+                "payload_digest, prev_hash, hash) VALUES (:seq, :t, 'a', 'x', 's', NULL, 'd', "
+                "'h', 'h2')"
+            ),
+            {"seq": big, "t": NOW},
+        )
+        await conn.execute(sa.text("UPDATE audit_head SET seq = :seq WHERE id = 1"), {"seq": big})
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox (event_id, subject, event_type, body, created_at) "
+                "VALUES ('e2', 's', 't', '{}', :t)"
+            ),
+            {"t": NOW},
+        )
+        seqs = (await conn.execute(sa.text("SELECT seq FROM audit_log ORDER BY seq"))).all()
+        head = (await conn.execute(sa.text("SELECT seq FROM audit_head"))).scalar_one()
+        ids = (await conn.execute(sa.text("SELECT id FROM outbox ORDER BY id"))).all()
+    assert [r[0] for r in seqs] == [1, big]
+    assert head == big
+    assert ids[-1][0] > 2**31  # the next event's id, past what a 32-bit column holds
+    await _upgrade_to(db, "head")

@@ -77,10 +77,15 @@ class ProofUnavailable(Exception):
     """No proof can be built: the entry does not exist or no checkpoint covers it yet."""
 
 
+#: Sequence numbers are 64-bit (a PostgreSQL INTEGER ends at 2**31 - 1 entries; SQLite's
+#: INTEGER is 64-bit already): see :func:`widen_audit_sequences`.
+SEQ = sa.BigInteger
+
+
 class AuditEntry(SQLModel, table=True):
     __tablename__ = "audit_log"
 
-    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int = Field(primary_key=True, sa_type=SEQ, sa_column_kwargs={"autoincrement": False})
     time: datetime = Field(sa_type=sa.DateTime(timezone=True))
     actor: str
     action: str = Field(index=True)
@@ -94,7 +99,7 @@ class AuditEntry(SQLModel, table=True):
 class AuditCheckpoint(SQLModel, table=True):
     __tablename__ = "audit_checkpoint"
 
-    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int = Field(primary_key=True, sa_type=SEQ, sa_column_kwargs={"autoincrement": False})
     hash: str
     time: datetime = Field(sa_type=sa.DateTime(timezone=True))
     key_id: str
@@ -105,7 +110,7 @@ class AuditHead(SQLModel, table=True):
     __tablename__ = "audit_head"
 
     id: int = Field(default=1, primary_key=True)
-    seq: int = 0
+    seq: int = Field(default=0, sa_type=SEQ)
     hash: str = GENESIS_HASH
 
 
@@ -639,6 +644,30 @@ async def verify_log(
     entries = await AuditLog.entries(session, limit=2**62)
     checkpoints = await AuditLog.checkpoints(session)
     return verify_chain(entries, checkpoints, keys, service=service)
+
+
+#: (table, column) of the audit tables' sequence numbers.
+_SEQ_COLUMNS = (("audit_log", "seq"), ("audit_checkpoint", "seq"), ("audit_head", "seq"))
+
+
+def widen_audit_sequences(op: Any) -> None:
+    """Alembic operations making the audit tables' sequence numbers BIGINT on PostgreSQL (the
+    tables :func:`create_audit_tables` made have INTEGER: 2**31 - 1 entries, about twelve days
+    of attestation uploads at the benchmark's rate). Nothing to do on SQLite, whose INTEGER
+    holds 64 bits."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for table, column in _SEQ_COLUMNS:
+        op.alter_column(table, column, type_=sa.BigInteger, existing_type=sa.Integer)
+
+
+def narrow_audit_sequences(op: Any) -> None:
+    """The downgrade of :func:`widen_audit_sequences` (refused by PostgreSQL once a value no
+    longer fits)."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for table, column in _SEQ_COLUMNS:
+        op.alter_column(table, column, type_=sa.Integer, existing_type=sa.BigInteger)
 
 
 def create_audit_tables(op: Any) -> None:

@@ -36,10 +36,15 @@ from linegate.events import EventV1, NatsClient
 log = logging.getLogger("linegate.outbox")
 
 
+#: 64-bit ids on PostgreSQL (see :func:`widen_outbox_ids`); SQLite only auto-increments an
+#: ``INTEGER PRIMARY KEY``, which is 64-bit there.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     event_id: str = Field(unique=True)
     subject: str
     event_type: str
@@ -317,6 +322,30 @@ _MARK_SENT = DriverStatement(
     .where(_OUTBOX.c.id == sa.bindparam("row_id", type_=sa.Integer))
     .values(sent_at=sa.bindparam("now", type_=_OUTBOX.c.sent_at.type))
 )
+
+
+def widen_outbox_ids(op: Any) -> None:
+    """Alembic operations making the outbox's ids BIGINT on PostgreSQL, column and sequence
+    (:func:`create_outbox_table` made a SERIAL: 2**31 - 1 events, pruned rows included). Nothing
+    to do on SQLite."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.alter_column("outbox", "id", type_=sa.BigInteger, existing_type=sa.Integer)
+    op.execute(
+        "DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s AS BIGINT', "
+        "pg_get_serial_sequence('outbox', 'id')); END $$"
+    )
+
+
+def narrow_outbox_ids(op: Any) -> None:
+    """The downgrade of :func:`widen_outbox_ids`."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(
+        "DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s AS INTEGER', "
+        "pg_get_serial_sequence('outbox', 'id')); END $$"
+    )
+    op.alter_column("outbox", "id", type_=sa.Integer, existing_type=sa.BigInteger)
 
 
 def create_outbox_table(op: Any) -> None:
