@@ -67,7 +67,11 @@ def profiled(pid: int, name: str) -> Iterator[None]:
     profiled run are not the ones to report."""
     where = os.environ.get("LINEGATE_BENCH_PROFILE")
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not where or not Path(spy).exists():
+    if not where:
+        yield
+        return
+    if not Path(spy).exists():
+        print(f"note: LINEGATE_BENCH_PROFILE is set, py-spy is not installed: {name} not profiled")
         yield
         return
     Path(where).mkdir(parents=True, exist_ok=True)
