@@ -59,7 +59,7 @@ from typing import Any, Literal
 
 import httpx
 
-from _harness import cpu_seconds, report, scaled
+from _harness import cpu_seconds, profiled, report, scaled
 from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer, free_port
 from linegate.modelsig import KnownDigest, sign_model
@@ -629,7 +629,8 @@ def _serve_and_push(root: Path, model: Path, small: Path) -> _Served:
             rss_idle = server.vm_hwm()
             with _HealthProbe(server.url) as probe:  # also warms the page cache and code
                 _push(server, model, "0.0.0", digest="none")
-            streamed = _best_push(_pushes(server, model, "1.0", digest="streamed"))
+            with profiled(server.process.pid, "registry-push-streamed"):
+                streamed = _best_push(_pushes(server, model, "1.0", digest="streamed"))
             prepass = _best_push(_pushes(server, model, "2.0", digest="prepass"))
             without_hash = _best_push(_pushes(server, model, "3.0", digest="none"))
             again = _best_push(_pushes(server, model, "4.0", digest="streamed", stored=True))
