@@ -364,12 +364,13 @@ def run_migrations_online(context: Any) -> None:
 # A Core statement run through SQLAlchemy costs ~50-100 us of execution-context plumbing
 # before the driver sees it, plus the compiler's parameter processing per row of an
 # executemany: in a group commit of a dozen uploads that was more than SQLite spent storing
-# them. The hot writers (the audit append, the outbox, the attestation group commit) instead
-# compile their fixed statements once per dialect and run them on the session connection's
-# own driver connection (aiosqlite or psycopg), in its transaction, with the values made
-# ready by the same bind processors SQLAlchemy would use (so a datetime is stored exactly as
-# SQLAlchemy stores it on SQLite, and JSON is serialised the same way). Driver errors are
-# raised as SQLAlchemy's exception classes (an IntegrityError stays an IntegrityError).
+# them. The hot statements (the audit append, the outbox, the attestation group commit, the
+# incident's telemetry seen-check and post-market log) are instead compiled once per dialect
+# and run on the session connection's own driver connection (aiosqlite or psycopg), in its
+# transaction, with the values made ready by the same bind processors SQLAlchemy would use
+# (so a datetime is stored exactly as SQLAlchemy stores it on SQLite, and JSON is serialised
+# the same way). Driver errors are raised as SQLAlchemy's exception classes (an
+# IntegrityError stays an IntegrityError).
 
 
 def _driver(conn: AsyncConnection) -> Any:
