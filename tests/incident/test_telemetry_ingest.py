@@ -380,6 +380,11 @@ async def test_a_consumer_deleted_under_the_ingest_is_made_anew_and_counts_nothi
         failed = [r for r in caplog.records if r.getMessage().startswith("telemetry fetch failed")]
         assert failed
         assert all(r.exc_info and isinstance(r.exc_info[1], PullError) for r in failed)
+        said = {str(r.exc_info[1]) for r in failed if r.exc_info}
+        assert said <= {
+            "JetStream pull request: 409 Consumer Deleted",
+            "JetStream pull request: 503 no responders (no such consumer)",
+        }, said
         for subject, event in run.messages[half:]:
             await line.publish(subject, event)
         await line.wait_ingested(run)

@@ -235,6 +235,8 @@ class PullError(Exception):
 _ENDS = frozenset({"404", "408", "409"})
 #: Idle heartbeats and flow control: not an end.
 _CONTROL = "100"
+#: The request reached no consumer (deleted, or not made yet).
+_NO_RESPONDERS = "503"
 
 
 class _Pull:
@@ -284,8 +286,12 @@ class _Pull:
         elif status == _CONTROL:
             return
         else:
-            if status not in _ENDS or "deleted" in (headers or {}).get("Description", "").lower():
-                self._error = (status, (headers or {}).get("Description", ""))
+            description = (headers or {}).get("Description", "").strip()
+            if status == _NO_RESPONDERS:
+                # No description on the status line; nats-py puts the header after it there.
+                description = "no responders (no such consumer)"
+            if status not in _ENDS or "deleted" in description.lower():
+                self._error = (status, description)
             self._ended.add(msg.subject)
         self._wake.set()
 
