@@ -808,16 +808,11 @@ _VALUE = sa.column("value", sa.String)
 
 @functools.cache
 def _seen_lookup(dialect: str) -> DriverStatement:
-    return DriverStatement(_seen_statement(dialect))
-
-
-@functools.cache
-def _seen_statement(dialect: str) -> sa.Select[tuple[str]]:
     event_id = telemetry_seen.c.event_id
     if dialect == "postgresql":
-        return sa.select(event_id).where(event_id == sa.any_(_ids_param(dialect)))
+        return DriverStatement(sa.select(event_id).where(event_id == sa.any_(_ids_param(dialect))))
     listed = sa.select(_VALUE).select_from(sa.func.json_each(_ids_param(dialect)))
-    return sa.select(event_id).where(event_id.in_(listed))
+    return DriverStatement(sa.select(event_id).where(event_id.in_(listed)))
 
 
 @functools.cache
