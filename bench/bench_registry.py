@@ -60,6 +60,7 @@ from typing import Any, Literal
 import httpx
 
 from _harness import cpu_seconds, profiled, report, scaled
+from linegate.allocator import keep_freed_memory
 from linegate.auth import Role, TokenIssuer
 from linegate.embedded import NatsServer, free_port
 from linegate.modelsig import KnownDigest, sign_model
@@ -471,11 +472,17 @@ class _HealthProbe:
 
 #: The floor of a push over HTTP: a bare ASGI app on the same uvicorn that receives the body
 #: and answers 201, doing nothing else with it (``LINEGATE_BENCH_FLOOR_HASH=1``: it also
-#: SHA-256s the body in a thread, as the registry does, but parses and writes nothing).
+#: SHA-256s the body in a thread, as the registry does, but parses and writes nothing). Like
+#: every service it raises glibc's mmap and trim thresholds (``linegate.allocator``);
+#: ``LINEGATE_BENCH_FLOOR_ALLOC=glibc`` leaves glibc's defaults, to show what that saves.
 _FLOOR_APP = """
-import hashlib, queue, threading
+import hashlib, os, queue, threading
 
-HASH = __import__("os").environ.get("LINEGATE_BENCH_FLOOR_HASH") == "1"
+from linegate.allocator import keep_freed_memory
+
+HASH = os.environ.get("LINEGATE_BENCH_FLOOR_HASH") == "1"
+if os.environ.get("LINEGATE_BENCH_FLOOR_ALLOC") != "glibc":
+    keep_freed_memory()  # as every Linegate service does
 
 
 async def app(scope, receive, send):
@@ -509,13 +516,14 @@ class _Floor:
     server_cpu: float
 
 
-def _floor_pushes(root: Path, folder: Path, *, hashed: bool) -> _Floor:
+def _floor_pushes(root: Path, folder: Path, *, hashed: bool, tuned: bool = True) -> _Floor:
     """The push's exact client work (``upload_parts``, hashing as it sends) against the bare
     app above: what moving the bytes through HTTP costs on this machine before any of the
     registry's work. Best of REPEATS."""
     (root / "floorapp.py").write_text(_FLOOR_APP)
     port = free_port()
     env = dict(os.environ, LINEGATE_BENCH_FLOOR_HASH="1" if hashed else "0")
+    env["LINEGATE_BENCH_FLOOR_ALLOC"] = "linegate" if tuned else "glibc"
     cmd = [sys.executable, "-m", "uvicorn", "floorapp:app", "--app-dir", str(root)]
     cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env)
@@ -613,6 +621,7 @@ class _Figures:
     sign_known: float
     floor: _Floor  # the same upload to a bare app that discards it
     floor_hashed: _Floor  # ... that SHA-256s it as it arrives
+    floor_glibc: _Floor  # the discarding app with glibc's default mmap and trim thresholds
 
 
 def _best_push(pushes: list[_Push]) -> _Push:
@@ -710,6 +719,7 @@ def _measure(size: int) -> _Figures:
             ),
             floor=_floor_pushes(root, model, hashed=False),
             floor_hashed=_floor_pushes(root, model, hashed=True),
+            floor_glibc=_floor_pushes(root, model, hashed=False, tuned=False),
         )
 
 
@@ -722,6 +732,7 @@ def _known_digests(folder: Path) -> dict[str, KnownDigest]:
 
 
 def main() -> None:
+    keep_freed_memory()  # what `linegate model push` does before it sends
     size = scaled(GIB)
     fig = _measure(size)
     r = fig.served
@@ -820,13 +831,18 @@ def main() -> None:
         f"body {fig.receive:.2f}; inspect_onnx {fig.inspect:.2f}; sign_model with the known "
         f"digests (as a push signs) {fig.sign_known:.2f}, hashing the folder {fig.sign:.2f}"
     )
-    fl, fh = fig.floor, fig.floor_hashed
+    fl, fh, fg = fig.floor, fig.floor_hashed, fig.floor_glibc
     print(
         f"{pad}HTTP floor, the same upload (client hashing as it sends) to a bare ASGI app on the "
         f"same uvicorn: discarding the body {fl.wall:.2f} s (CPU client {fl.client_cpu:.2f} + "
         f"server {fl.server_cpu:.2f}); also hashing it {fh.wall:.2f} s ({fh.client_cpu:.2f} + "
         f"{fh.server_cpu:.2f}); the push above {b.total:.2f} s ({b.client_cpu:.2f} + "
         f"{b.server_cpu:.2f})"
+    )
+    print(
+        f"{pad}the discarding app with glibc's default mmap/trim thresholds (no "
+        f"linegate.allocator): {fg.wall:.2f} s (CPU client {fg.client_cpu:.2f} + server "
+        f"{fg.server_cpu:.2f})"
     )
     print(
         f"{pad}longest /healthz answer during a push (another process): {r.healthz_longest:.2f} s"

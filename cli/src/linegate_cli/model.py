@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
+from linegate.allocator import keep_freed_memory
 from linegate.signing import SignatureError, key_id, load_private_key
 
 if TYPE_CHECKING:
@@ -521,6 +522,7 @@ def push(
         part: model_dir / name for part, name in SIDECARS.items() if (model_dir / name).is_file()
     }
     total = sum(p.stat().st_size for p in paths.values())
+    keep_freed_memory()  # the 1 MiB reads reuse heap pages instead of faulting in new ones
     with contextlib.ExitStack() as stack:
         advance: Callable[[int], None] = lambda _: None  # noqa: E731  (a no-op callback)
         if not quiet:

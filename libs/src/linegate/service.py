@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from linegate.allocator import keep_freed_memory
 from linegate.audit import AuditLog, ProofUnavailable, checkpoint_to_dict, verify_log
 from linegate.auth import Principal, PrincipalDep, Role, TokenValidator, require
 from linegate.db import INTEGER_MAX, Database
@@ -229,6 +230,7 @@ def create_service_app(
     on_shutdown: Sequence[Hook] = (),
 ) -> FastAPI:
     """Assemble a service app; nothing connects until the lifespan starts."""
+    keep_freed_memory()  # streamed bodies reuse heap pages instead of faulting in new ones
     metrics = Metrics(settings.service_name)
 
     @contextlib.asynccontextmanager
