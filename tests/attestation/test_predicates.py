@@ -24,6 +24,7 @@ from attestation.predicates import (
     KIND_UNRECOGNISED,
     PREDICATE_TYPES,
     PredicateResult,
+    _jsonschema,
     validate_document,
     validate_predicate,
 )
@@ -72,6 +73,31 @@ def invalid(result: PredicateResult, kind: str) -> str:
     assert result.errors
     json.dumps(result.summary)
     return "\n".join(result.errors)
+
+
+class _BothVerdicts:
+    """Stands in for `_jsonschema.fast_validator(name)`: answers with jsonschema-rs, after
+    checking that python-jsonschema, the authority, gives the same verdict."""
+
+    def __init__(self, file_name: str) -> None:
+        self.file_name = file_name
+        self.fast = _FAST_VALIDATOR(file_name)
+
+    def is_valid(self, instance: Any) -> bool:
+        verdict = self.fast.is_valid(instance)
+        authority = _jsonschema.validator(self.file_name).is_valid(instance)
+        assert verdict == authority, (self.file_name, instance)
+        return bool(verdict)
+
+
+_FAST_VALIDATOR = _jsonschema.fast_validator
+
+
+@pytest.fixture(autouse=True)
+def _schema_validators_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every schema check in this module runs both validators and holds them to one verdict:
+    the fast one may only skip the authority's walk, never change an outcome."""
+    monkeypatch.setattr(_jsonschema, "fast_validator", _BothVerdicts)
 
 
 # ---------------------------------------------------------------- the public surface
@@ -648,6 +674,38 @@ def test_slsa_provenance_allows_unknown_and_extension_fields() -> None:
     predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["somecoolhash"] = "abcd"
 
     valid(validate_predicate(SLSA, predicate), KIND_SLSA_PROVENANCE_V1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "ok"),
+    [
+        ("builder", "https://ci.example/builder", True),
+        ("builder", "urn:example:builder", True),
+        ("builder", "relative/path", False),
+        ("builder", "https://exa mple.com", False),
+        ("builder", "https://ci.example/%zz", False),
+        ("builder", "", False),
+        ("startedOn", "2026-12-04T10:00:00+01:00", True),
+        ("startedOn", "2026-12-04t10:00:00z", True),
+        ("startedOn", "2026-12-04 10:00:00Z", False),
+        ("startedOn", "2026-02-30T10:00:00Z", False),
+        ("startedOn", "2026-12-04T10:00:00", False),
+        # RFC 3339 allows a leap second; python-jsonschema's checker does not, jsonschema-rs's
+        # built-in one does: the fast path must keep the authority's verdict.
+        ("startedOn", "2016-12-31T23:59:60Z", False),
+    ],
+)
+def test_slsa_provenance_formats_keep_one_verdict(field: str, value: str, ok: bool) -> None:
+    predicate = load("slsa/slsa_predicate_v1_0.json")
+    if field == "builder":
+        predicate["runDetails"]["builder"]["id"] = value
+    else:
+        predicate["runDetails"]["metadata"]["startedOn"] = value
+
+    result = validate_predicate(SLSA, predicate)  # the autouse fixture compares both verdicts
+
+    assert (result.errors == ()) is ok, result.errors
+    assert _FAST_VALIDATOR("slsa-provenance-v1.json").is_valid(predicate) is ok
 
 
 # ---------------------------------------------------------------- in-toto link v0.3
