@@ -63,8 +63,9 @@ def profiled(pid: int, name: str) -> Iterator[None]:
     """``with profiled(pid, "name"):`` samples process ``pid`` (and its children) with py-spy
     while the block runs, when ``LINEGATE_BENCH_PROFILE`` names a directory and py-spy is
     installed: collapsed stacks in ``name.folded`` there, for a flame graph or a self-time
-    table. Off by default; sampling costs the profiled process some CPU, so the figures of a
-    profiled run are not the ones to report."""
+    table (``LINEGATE_BENCH_PROFILE_GIL=1``: only the thread holding the GIL is sampled). Off
+    by default; sampling costs the profiled process some CPU, so the figures of a profiled run
+    are not the ones to report."""
     where = os.environ.get("LINEGATE_BENCH_PROFILE")
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not where:
@@ -80,6 +81,8 @@ def profiled(pid: int, name: str) -> Iterator[None]:
         k += 1
         out = Path(where) / f"{name}-{k}.folded"
     cmd = [spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--subprocesses"]
+    if os.environ.get("LINEGATE_BENCH_PROFILE_GIL") == "1":
+        cmd.append("--gil")  # only the thread holding the GIL: what a GIL-bound server spends
     cmd += ["--format", "raw", "-o", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # py-spy attaches
