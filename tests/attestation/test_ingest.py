@@ -18,7 +18,8 @@ from attestation.settings import AttestationSettings
 from linegate.audit import verify_log
 from linegate.auth import Principal, Role
 from linegate.errors import ServiceUnavailable
-from linegate.outbox import OutboxMessage
+from linegate.events import Streams
+from linegate.outbox import _PENDING_LOCKED, OutboxMessage, OutboxRelay, _mark_sent, _pending
 
 from .conftest import DSSE, SLSA_V1, TESTDATA, Stack, sign, slsa_predicate, statement
 
@@ -129,8 +130,8 @@ async def test_the_relay_publishes_a_group_once_each_in_the_order_of_the_audit_c
     )
     assert record_batches == [60]
     ctx = stack.app.state.ctx
-    # The woken relay may hold the rows (PostgreSQL: FOR UPDATE SKIP LOCKED) while it
-    # publishes them; flush what it has not taken until every row is marked sent.
+    # The woken relay may be publishing the rows; flush (after it: a relay's flushes run one
+    # at a time) until every row is marked sent.
     for _ in range(200):
         await ctx.outbox.flush()
         async with ctx.db.session() as session:
@@ -158,6 +159,62 @@ async def test_the_relay_publishes_a_group_once_each_in_the_order_of_the_audit_c
             published.append(json.loads(m.data)["attestation_id"])
             await m.ack()
     assert published == chain_order  # each once, in the order they were recorded
+
+
+@pytest.mark.postgres
+async def test_a_second_relay_waits_for_the_rows_another_holds_and_keeps_the_order(stack):
+    """Another replica's relay holds the oldest pending rows (locked, mid-publish) while this
+    one flushes: it must wait and publish after them, not skip ahead of them."""
+    ctx = stack.app.state.ctx
+    if ctx.db.is_sqlite:
+        pytest.skip("SQLite's flush takes no row locks (every relay starts from the oldest row)")
+    key = await stack.onboard("optivision")
+    await ctx.outbox.flush()  # the onboarding events
+    await ctx.outbox.stop()  # no woken flush of its own: this test runs each one
+    ingestor: Ingestor = stack.app.state.ingestor
+    await _warm(ingestor)
+    await asyncio.gather(
+        *(
+            ingestor.ingest(
+                Upload(DSSE, _envelope(key, i)),
+                supplier_id="optivision",
+                actor=_supplier("optivision"),
+            )
+            for i in range(20)
+        )
+    )
+    async with ctx.db.session() as session:
+        order = (
+            await session.exec(
+                select(OutboxMessage.event_id)
+                .where(col(OutboxMessage.sent_at).is_(None))
+                .order_by(col(OutboxMessage.id))
+            )
+        ).all()
+    assert len(order) == 20
+
+    other = OutboxRelay(ctx.db, ctx.nats)
+    async with ctx.db.session() as session:
+        held = await _pending(session, _PENDING_LOCKED, 5)  # the other replica's batch
+        flushing = asyncio.create_task(ctx.outbox.flush())
+        await asyncio.sleep(0.5)  # ample for a flush that skipped the held rows to publish
+        early = [e for e in await _stream_event_ids(ctx) if e in order]
+        await _mark_sent(session, await other._publish(held))
+    assert await flushing == 15
+    assert early == []  # nothing was published past the held rows
+    assert [e for e in await _stream_event_ids(ctx) if e in order] == order
+
+
+async def _stream_event_ids(ctx) -> list[str]:
+    """Every event in the attestation stream, in stream order (their Nats-Msg-Id)."""
+    js = ctx.nats.nc.jetstream()
+    info = await js.stream_info(Streams.ATTESTATION.name)
+    if info.state.messages == 0:
+        return []
+    return [
+        (await js.get_msg(Streams.ATTESTATION.name, seq)).headers["Nats-Msg-Id"]
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
 
 
 async def test_the_relay_deletes_rows_sent_before_the_retention_and_never_a_pending_one(stack):

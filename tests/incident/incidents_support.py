@@ -117,8 +117,8 @@ class Desk:
         return outcome
 
     async def flush_outbox(self) -> None:
-        """Publish every queued event and wait until none is pending: on PostgreSQL the
-        relay may hold a row (SKIP LOCKED) that a second flush then passes over."""
+        """Publish every queued event and wait until none is pending (flushed after the woken
+        relay's own flush, which this one waits for)."""
         ctx = self.app.state.ctx
 
         async def drained() -> bool:

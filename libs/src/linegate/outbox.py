@@ -115,6 +115,7 @@ class OutboxRelay:
         #: Seconds to wait for JetStream's acknowledgements of one batch.
         self.publish_timeout = 5.0
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._js: JetStreamContext | None = None
@@ -180,9 +181,16 @@ class OutboxRelay:
         return deleted
 
     async def flush(self) -> int:
-        """Publish every pending message; returns how many were sent."""
-        if self.db.is_sqlite:
-            return await self._flush_sqlite()
+        """Publish every pending message, in order; returns how many were sent. Flushes of one
+        relay run one at a time; relays of several processes keep the order too (on
+        PostgreSQL by waiting for each other's row locks; on SQLite each publishes from the
+        oldest pending row, and JetStream drops the duplicates by Nats-Msg-Id)."""
+        async with self._flushing:
+            if self.db.is_sqlite:
+                return await self._flush_sqlite()
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> int:
         sent = 0
         while True:
             async with self.db.session() as session:
@@ -315,7 +323,11 @@ _SELECT_PENDING = (
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
 _PENDING = DriverStatement(_SELECT_PENDING)
-_PENDING_LOCKED = DriverStatement(_SELECT_PENDING.with_for_update(skip_locked=True))
+#: FOR UPDATE, not SKIP LOCKED: a second relay (another replica, or a flush beside the
+#: woken one) waits for the rows the first holds, then finds them sent and goes on after
+#: them. Skipping them would publish later events before earlier ones (a revocation before
+#: the release it revokes).
+_PENDING_LOCKED = DriverStatement(_SELECT_PENDING.with_for_update())
 _INSERT_MESSAGES = DriverStatement(sa.insert(_OUTBOX))
 _MARK_SENT = DriverStatement(
     sa.update(_OUTBOX)
