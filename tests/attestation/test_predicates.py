@@ -24,6 +24,7 @@ from attestation.predicates import (
     KIND_UNRECOGNISED,
     PREDICATE_TYPES,
     PredicateResult,
+    _cyclonedx,
     _jsonschema,
     validate_document,
     validate_predicate,
@@ -91,6 +92,23 @@ class _BothVerdicts:
 
 
 _FAST_VALIDATOR = _jsonschema.fast_validator
+_FAST_CYCLONEDX = _cyclonedx._fast_validator
+
+
+class _BothCycloneDxVerdicts:
+    """Stands in for `_cyclonedx._fast_validator(version)`: answers with jsonschema-rs, after
+    checking that cyclonedx-python-lib's validator, the authority, gives the same verdict."""
+
+    def __init__(self, spec_version: str) -> None:
+        self.spec_version = spec_version
+        self.fast = _FAST_CYCLONEDX(spec_version)
+        assert self.fast is not None  # the library's schema files were found
+
+    def is_valid(self, bom: Any) -> bool:
+        verdict = self.fast.is_valid(bom)
+        library = _cyclonedx._schema_validator(self.spec_version)
+        assert verdict == (library.validate_str(json.dumps(bom)) is None), self.spec_version
+        return bool(verdict)
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +116,7 @@ def _schema_validators_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every schema check in this module runs both validators and holds them to one verdict:
     the fast one may only skip the authority's walk, never change an outcome."""
     monkeypatch.setattr(_jsonschema, "fast_validator", _BothVerdicts)
+    monkeypatch.setattr(_cyclonedx, "_fast_validator", _BothCycloneDxVerdicts)
 
 
 # ---------------------------------------------------------------- the public surface

@@ -11,6 +11,12 @@ takes ~0.15 s per IRI, so a real 1,900-component SBOM took over three minutes
 (CycloneDX/cyclonedx-python-lib#862, python-jsonschema/jsonschema#1392). We map the IRI to a
 URI as RFC 3987 section 3.1 says (percent-encode the non-ASCII characters an IRI allows, reject
 any other) and hand it to jsonschema's own RFC 3986 `uri-reference` check, which is a regex.
+
+Even so, the library's validator (python-jsonschema) takes 1.5-1.8 s of CPU for a real 2 MB
+SBOM. The same schema files, compiled by `jsonschema-rs` with the same format checks, answer
+"valid?" in 7-31 ms: a BOM it finds valid is accepted without the library's walk, and any
+other goes to the library, which decides and words every error (as in `_jsonschema`).
+`tests/attestation/test_predicates.py` holds both to one verdict on every BOM there.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
+import jsonschema_rs
 from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation import json as cyclonedx_json
 from cyclonedx.validation.json import JsonStrictValidator
 from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped]
 from pydantic import ValidationError
@@ -63,8 +72,10 @@ def validate_cyclonedx(
             f"$.specVersion: the BOM says {spec_version} but it was declared as CycloneDX "
             f"{expected_version}"
         )
-    found = _schema_validator(spec_version).validate_str(json.dumps(bom), all_errors=True)
-    errors += describe_all(e.data for e in found or ())
+    fast = _fast_validator(spec_version)
+    if fast is None or not fast.is_valid(bom):
+        found = _schema_validator(spec_version).validate_str(json.dumps(bom), all_errors=True)
+        errors += describe_all(e.data for e in found or ())
     if errors:
         return result(KIND_CYCLONEDX, errors, summary)
 
@@ -151,6 +162,43 @@ class _LinearIriJsonStrictValidator(JsonStrictValidator):
 @cache
 def _schema_validator(spec_version: str) -> JsonStrictValidator:
     return _LinearIriJsonStrictValidator(SchemaVersion.from_version(spec_version))
+
+
+@cache
+def _fast_validator(spec_version: str) -> Any:
+    """`jsonschema-rs` over the library's own schema file and referenced schemas for
+    `spec_version`, checking formats with :func:`_format_checker`; None (the library alone
+    then) if this version of the library keeps them elsewhere."""
+    try:
+        schema_file = _schema_validator(spec_version)._schema_file
+        prefix = "http://cyclonedx.org/schema/"
+        resources = [
+            (f"{prefix}{name}.SNAPSHOT.schema.json", _load(getattr(cyclonedx_json, attribute)))
+            for name, attribute in (
+                ("spdx", "_S_SPDX"),
+                ("cryptography-defs", "_S_CDEFS"),
+                ("jsf-0.82", "_S_JSF"),
+            )
+        ]
+        schema = _load(schema_file)
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None
+    checker = _format_checker()
+    return jsonschema_rs.Draft7Validator(
+        schema,
+        registry=jsonschema_rs.Registry(resources),
+        validate_formats=True,
+        formats={name: _conforms(checker, name) for name in checker.checkers},
+        offline=True,
+    )
+
+
+def _load(path: Any) -> Any:
+    return json.loads(Path(path).read_text("utf-8"))
+
+
+def _conforms(checker: Any, name: str) -> Callable[[str], bool]:
+    return lambda value: bool(checker.conforms(value, name))
 
 
 @cache
