@@ -6,14 +6,15 @@ in-toto statements (SLSA provenance) are uploaded by C concurrent clients. The r
 DSSE PAE + ECDSA P-256 verify of the same envelopes with ``cryptography`` in one loop.
 Issue target: >= 2,000 envelopes/s and >= 40% of the raw rate.
 
-C is ``LINEGATE_BENCH_CLIENTS`` (default ``16,32``: one run, on a fresh service and database,
-per value). Uploads are recorded in group commits, so the rate depends on how many requests
-wait together: the figure is printed per concurrency, with the targets judged for each.
+C is ``LINEGATE_BENCH_CLIENTS`` (default ``16,32,64,128``) and the service runs with each of
+``LINEGATE_BENCH_WORKERS`` uvicorn worker processes (default ``1,2``): one run per pair, on a
+fresh service and database. Uploads are recorded in group commits, so the rate depends on how
+many requests wait together: the figure is printed per run, with the targets judged for each.
 ``LINEGATE_BENCH_PROFILE=DIR`` writes py-spy's collapsed stacks of the server under each load
 there (``py-spy`` installed; the figures of such a run are not the ones to report).
 
-``LINEGATE_BENCH_WORKERS=2`` runs uvicorn with two worker processes on the same database (on
-SQLite with ``LINEGATE_DATABASE_SQLITE_INLINE=false``, as several processes on one file need);
+Several workers share one database (on SQLite with ``LINEGATE_DATABASE_SQLITE_INLINE=false``,
+as several processes on one file need);
 ``LINEGATE_BENCH_DATABASE_URL=postgresql+psycopg://...`` runs on PostgreSQL (a schema of its
 own, dropped afterwards) instead of SQLite. After the load the audit chain is verified and the
 records counted, so every 201 counted is a durable, chained record. Beside the service, the
@@ -56,9 +57,10 @@ from linegate.events import Streams
 from linegate.settings import LinegateSettings
 from linegate.signing import IN_TOTO_PAYLOAD_TYPE, dsse_sign, pae, public_key_pem
 
-#: Concurrent connections, one fresh service each: ``LINEGATE_BENCH_CLIENTS=16,32``.
-CLIENTS = tuple(int(c) for c in os.environ.get("LINEGATE_BENCH_CLIENTS", "16,32").split(","))
-WORKERS = int(os.environ.get("LINEGATE_BENCH_WORKERS", "1"))
+#: Concurrent connections, one fresh service each: ``LINEGATE_BENCH_CLIENTS=16,32,64,128``.
+CLIENTS = tuple(int(c) for c in os.environ.get("LINEGATE_BENCH_CLIENTS", "16,32,64,128").split(","))
+#: uvicorn worker processes, one run per value and concurrency: ``LINEGATE_BENCH_WORKERS=1,2``.
+WORKERS = tuple(int(w) for w in os.environ.get("LINEGATE_BENCH_WORKERS", "1,2").split(","))
 DATABASE_URL = os.environ.get("LINEGATE_BENCH_DATABASE_URL", "")
 PREDICATE = {
     "buildDefinition": {
@@ -274,8 +276,8 @@ def writer():
         try:
             db.execute("BEGIN")
             db.executemany(
-                "INSERT INTO attestation (digest, supplier, subject, predicate_type, status, raw,"
-                " created_at) VALUES (?, 'optivision', ?, ?, 'verified', ?, ?)",
+                "INSERT OR IGNORE INTO attestation (digest, supplier, subject, predicate_type,"
+                " status, raw, created_at) VALUES (?, 'optivision', ?, ?, 'verified', ?, ?)",
                 [(*row, at) for row, _, _ in batch],
             )
             db.executemany(
@@ -339,7 +341,13 @@ async def app(scope, receive, send):
 
 
 def _ceiling(
-    public_pem: bytes, token: str, envelopes: list[bytes], tmp: Path, seconds: int, clients: int
+    public_pem: bytes,
+    token: str,
+    envelopes: list[bytes],
+    tmp: Path,
+    seconds: int,
+    clients: int,
+    workers: int,
 ) -> tuple[float, float, int]:
     """The same wrk load of uploads against :data:`CEILING_APP`: (201s per second, server CPU
     ms per 201, rows it recorded), what a far leaner service could reach on this machine."""
@@ -348,8 +356,18 @@ def _ceiling(
     (where / "linegate_bench_ceiling.py").write_text(CEILING_APP)
     (where / "key.pem").write_bytes(public_pem)
     env = dict(os.environ, CEILING_KEY=str(where / "key.pem"), CEILING_DB=str(where / "db"))
+    with closing(sqlite3.connect(where / "db")) as db:  # before several workers open it
+        db.execute("PRAGMA journal_mode=WAL")
     rate, cpu_ms = _bare_app_load(
-        "linegate_bench_ceiling:app", where, env, token, envelopes, tmp, seconds, clients
+        "linegate_bench_ceiling:app",
+        where,
+        env,
+        token,
+        envelopes,
+        tmp,
+        seconds,
+        clients,
+        workers=workers,  # as many processes as the service had
     )
     with closing(sqlite3.connect(where / "db")) as db:
         (rows,) = db.execute("SELECT count(*) FROM attestation").fetchone()
@@ -384,12 +402,15 @@ def _bare_app_load(
     tmp: Path,
     seconds: int,
     clients: int,
+    *,
+    workers: int = 1,
 ) -> tuple[float, float]:
     """The uploads' wrk load against a bare ASGI ``app`` ("module:attribute" in ``app_dir``)
     on the same uvicorn as the service: (201s per second, server CPU ms per 201)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir)]
+    cmd += ["--workers", str(workers)] if workers > 1 else []
     cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env)
     try:
@@ -446,7 +467,7 @@ def _wait_published(nats_url: str, expected: int, timeout: float = 60) -> int:
 
 
 def _start_service(
-    tmp: Path, nats_url: str, schema_prefix: str
+    tmp: Path, nats_url: str, schema_prefix: str, workers: int
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -461,12 +482,12 @@ def _start_service(
         env.update(
             LINEGATE_DATABASE_URL=DATABASE_URL, LINEGATE_DATABASE_SCHEMA_PREFIX=schema_prefix
         )
-    elif WORKERS > 1:
+    elif workers > 1:
         # Several processes on one SQLite file: each must wait for the others' lock off its loop.
         env["LINEGATE_DATABASE_SQLITE_INLINE"] = "false"
     cmd = [sys.executable, "-m", "uvicorn", "attestation.app:create_app", "--factory"]
     cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-    cmd += ["--workers", str(WORKERS)] if WORKERS > 1 else []
+    cmd += ["--workers", str(workers)] if workers > 1 else []
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -505,6 +526,7 @@ class _Run:
     """One load of the service at one concurrency (a fresh service and database)."""
 
     clients: int
+    workers: int
     client: str
     ours: float
     created: int
@@ -522,12 +544,12 @@ class _Run:
     envelopes: int
 
 
-def _measure(clients: int, n: int) -> _Run:
-    schema_prefix = f"bench{os.getpid()}_{clients}_"
+def _measure(clients: int, workers: int, n: int) -> _Run:
+    schema_prefix = f"bench{os.getpid()}_{clients}_{workers}_"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         nats = NatsServer(tmp / "nats").start()
-        proc, url = _start_service(tmp, nats.url, schema_prefix)
+        proc, url = _start_service(tmp, nats.url, schema_prefix, workers)
         try:
             issuer = TokenIssuer.embedded(
                 LinegateSettings(data_dir=tmp / "data", attestation_url=url)
@@ -543,7 +565,7 @@ def _measure(clients: int, n: int) -> _Run:
             if shutil.which("wrk"):
                 client = "wrk"
                 seconds = max(2, int(10 * SCALE))
-                with profiled(proc.pid, f"attestation-uploads-{clients}"):
+                with profiled(proc.pid, f"attestation-uploads-{clients}-{workers}proc"):
                     ours, created = _wrk_rate(url, token, envelopes, tmp, seconds, clients)
             else:
                 client = "httpx (install wrk for a client that is not the bottleneck)"
@@ -559,7 +581,9 @@ def _measure(clients: int, n: int) -> _Run:
                 floor = _http_floor(token, envelopes, tmp, seconds, clients)
                 pem = public_key_pem(key.public_key())
                 # Shorter, so the 40,000 envelopes last (wrk resends them once they run out).
-                ceiling = _ceiling(pem, token, envelopes, tmp, max(2, seconds // 3), clients)
+                ceiling = _ceiling(
+                    pem, token, envelopes, tmp, max(2, seconds // 3), clients, workers
+                )
             raw = _raw_rate(envelopes, key.public_key())
             auditor = {"Authorization": "Bearer " + issuer.issue("bench", [Role.AUDITOR])[0]}
             chain = httpx.get(url + "/v1/audit/verify", headers=auditor, timeout=120).json()
@@ -573,6 +597,7 @@ def _measure(clients: int, n: int) -> _Run:
                 drop_schemas(DATABASE_URL, [schema_prefix + "attestation"])
     return _Run(
         clients,
+        workers,
         client,
         ours,
         created,
@@ -592,7 +617,7 @@ def _print(run: _Run) -> None:
     database = "PostgreSQL" if DATABASE_URL else "SQLite"
     report(
         "attestation",
-        f"verified envelopes over HTTP ({run.clients} conns, {database}, {WORKERS} proc)",
+        f"verified envelopes over HTTP ({run.clients} conns, {database}, {run.workers} proc)",
         run.ours,
         "/s",
         "raw DSSE PAE + P-256 verify loop",
@@ -625,7 +650,8 @@ def _print(run: _Run) -> None:
         rate, cpu_ms, rows = run.ceiling
         report(
             "attestation",
-            "durable ceiling (bare app: verify, one group commit of row + audit + outbox)",
+            f"durable ceiling (bare app: verify, group commit of row + audit + outbox, "
+            f"{run.workers} proc)",
             rate,
             "/s",
             "raw DSSE PAE + P-256 verify loop",
@@ -644,8 +670,9 @@ def main() -> None:
     n = scaled(ENVELOPES)
     # Uploads are written in group commits: the more requests wait together, the fewer
     # commits per upload. Each concurrency gets a fresh service and database.
-    for clients in CLIENTS:
-        _print(_measure(clients, n))
+    for workers in WORKERS:
+        for clients in CLIENTS:
+            _print(_measure(clients, workers, n))
 
 
 if __name__ == "__main__":
