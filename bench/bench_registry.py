@@ -785,6 +785,11 @@ def main() -> None:
         (r.prepass, "pre-hash"),
         (r.without_hash, "no digest"),
     )
+
+    def beside_cli(what: str, seconds: float, target: str) -> None:
+        cli = "`model_signing sign key` CLI, same folder"
+        report("registry", what, mb / seconds, "MB/s", cli, mb / fig.model_signing_cli.wall, target)
+
     for push, how in pushes:
         what = f"push (register + sign), {label} folder, {how}"
         report(
@@ -796,31 +801,15 @@ def main() -> None:
             mb / fig.sha256sum.wall,
             ">= 0.83 (time <= 1.2x)",
         )
-        report(
-            "registry",
-            what,
-            mb / push.total,
-            "MB/s",
-            "`model_signing sign key` CLI, same folder",
-            mb / fig.model_signing_cli.wall,
-            ">= 1.00",
-        )
-    report(
-        "registry",
+        beside_cli(what, push.total, ">= 1.00")
+    beside_cli(
         f"HTTP floor of a push: receive + hash + durable write only, {label}",
-        mb / fig.floor_stored.wall,
-        "MB/s",
-        "`model_signing sign key` CLI, same folder",
-        mb / fig.model_signing_cli.wall,
+        fig.floor_stored.wall,
         "- (no push can beat it)",
     )
-    report(
-        "registry",
+    beside_cli(
         f"`linegate model push` (a new process, start-up included), {label} folder",
-        mb / r.cli.wall,
-        "MB/s",
-        "`model_signing sign key` CLI, same folder",
-        mb / fig.model_signing_cli.wall,
+        r.cli.wall,
         ">= 1.00",
     )
     report(

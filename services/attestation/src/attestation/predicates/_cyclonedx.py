@@ -36,7 +36,7 @@ from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-unt
 from pydantic import ValidationError
 
 from attestation.predicates._cyclonedx_models import ComponentData, ModelCard
-from attestation.predicates._jsonschema import describe_all
+from attestation.predicates._jsonschema import describe_all, python_formats
 from attestation.predicates._result import KIND_CYCLONEDX, PredicateResult, not_an_object, result
 
 SUPPORTED_SPEC_VERSIONS: Final = ("1.2", "1.3", "1.4", "1.5", "1.6")
@@ -183,22 +183,17 @@ def _fast_validator(spec_version: str) -> Any:
         schema = _load(schema_file)
     except (AttributeError, OSError, TypeError, ValueError):
         return None
-    checker = _format_checker()
     return jsonschema_rs.Draft7Validator(
         schema,
         registry=jsonschema_rs.Registry(resources),
         validate_formats=True,
-        formats={name: _conforms(checker, name) for name in checker.checkers},
+        formats=python_formats(_format_checker()),
         offline=True,
     )
 
 
 def _load(path: Any) -> Any:
     return json.loads(Path(path).read_text("utf-8"))
-
-
-def _conforms(checker: Any, name: str) -> Callable[[str], bool]:
-    return lambda value: bool(checker.conforms(value, name))
 
 
 @cache

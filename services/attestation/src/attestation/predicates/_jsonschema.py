@@ -62,9 +62,14 @@ def validator(file_name: str) -> Any:
     )
 
 
-def _python_format(name: str) -> Callable[[str], bool]:
-    checker = Draft202012Validator.FORMAT_CHECKER
-    return lambda value: bool(checker.conforms(value, name))
+def python_formats(checker: Any) -> dict[str, Callable[[str], bool]]:
+    """Every format of a python-jsonschema `FormatChecker`, as the callables `jsonschema-rs`
+    takes for its `formats`: both validators then judge formats alike."""
+
+    def one(name: str) -> Callable[[str], bool]:
+        return lambda value: bool(checker.conforms(value, name))
+
+    return {name: one(name) for name in checker.checkers}
 
 
 @cache
@@ -72,12 +77,11 @@ def fast_validator(file_name: str) -> Any:
     """The same schema compiled by `jsonschema-rs`, offline (every `$ref` resolves inside our
     own schemas), asserting each `format` with python-jsonschema's checker for it."""
     registry = jsonschema_rs.Registry([(s["$id"], s) for s in map(load_schema, SCHEMA_FILES)])
-    names = Draft202012Validator.FORMAT_CHECKER.checkers
     return jsonschema_rs.Draft202012Validator(
         load_schema(file_name),
         registry=registry,
         validate_formats=True,
-        formats={name: _python_format(name) for name in names},
+        formats=python_formats(Draft202012Validator.FORMAT_CHECKER),
         offline=True,
     )
 
