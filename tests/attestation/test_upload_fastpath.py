@@ -353,3 +353,10 @@ async def test_an_unexpected_error_is_a_problem_500_with_a_trace_id(stack, ctx, 
     assert r.headers["content-type"] == "application/problem+json"
     assert "trace_id" in r.json()
     assert "boom" not in r.text
+
+
+async def test_the_fast_path_is_the_outermost_layer_of_the_middleware_stack(stack, ctx):
+    # Outside ServerErrorMiddleware and the layers FastAPI adds around every app: an upload
+    # passes through none of them (what the fast path is for).
+    await stack.client.get("/healthz")  # the stack is built on the first request
+    assert isinstance(stack.app.middleware_stack, UploadFastPath)

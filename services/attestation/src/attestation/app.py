@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 import attestation
 from attestation import api, portal, sla
-from attestation.api.fastpath import UploadFastPath
+from attestation.api import fastpath
 from attestation.ingest import IngestLimits, Ingestor
 from attestation.repository import SlaRepository
 from attestation.settings import AttestationSettings
@@ -113,7 +113,7 @@ def create_app(settings: AttestationSettings | None = None) -> FastAPI:
         on_startup=[start_issuer, start_ingest, start_sla_evaluator],
         on_shutdown=[stop_sla_evaluator, stop_ingest],
     )
-    # Outermost of the app's own middleware (inside ServerErrorMiddleware): uploads skip the
-    # router, the dependency graph and the layers between; it counts them in the metrics.
-    app.add_middleware(UploadFastPath)
+    # Outermost of the whole middleware stack: uploads skip the router, the dependency graph
+    # and every layer between; it answers their errors and counts them in the metrics.
+    fastpath.install(app)
     return app
