@@ -139,6 +139,11 @@ def parse_json(data: bytes, max_depth: int) -> Any:
         raise ValueError(f"not valid JSON: {str(e)[:200]}") from e
     if (why := _unstorable(data, doc, "document")) is not None:
         raise ValueError(why)
+    if data.count(b"[") + data.count(b"{") < max_depth:
+        # Every level but the innermost value's opens a bracket, so no deeper document has
+        # this few (brackets inside strings only raise the count): an envelope's base64
+        # payload has none.
+        return doc
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
