@@ -1,8 +1,11 @@
-"""linegate.db on a real SQLite file: inline connections leave WAL checkpoints to a thread."""
+"""linegate.db on a real SQLite file: inline connections leave WAL checkpoints to a thread;
+a worker may open a new file another process is writing."""
 
 import asyncio
 import sqlite3
+import threading
 
+import pytest
 import sqlalchemy as sa
 
 from linegate.db import _WAL_CHECKPOINT_BYTES, Database
@@ -82,3 +85,34 @@ async def test_large_commits_checkpoint_by_the_wal_size_and_the_file_shrinks_bac
     await db.dispose()
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT count(*) FROM blob").fetchone() == (6 * 64,)
+
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "aiosqlite-threads"])
+async def test_a_new_file_another_process_is_writing_is_switched_to_wal_once_it_can(
+    tmp_path, inline
+):
+    # Several workers of one service starting together on a new file: while one writes (its
+    # migration) the file is still in rollback-journal mode, and SQLite answers another's
+    # switch to WAL "database is locked" at once, whatever the busy timeout (that worker
+    # then failed to start). Here a plain sqlite3 connection plays the first worker.
+    path = tmp_path / "new.db"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("CREATE TABLE t (n INTEGER)")
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("INSERT INTO t VALUES (1)")
+    done = threading.Timer(0.5, first.execute, ["COMMIT"])
+    done.start()
+    db = Database(f"sqlite:///{path}", sqlite_inline=inline)
+    try:
+        async with db.session() as session:  # connects while the first still writes
+            await session.exec(sa.text("INSERT INTO t VALUES (2)"))  # type: ignore[call-overload]
+        async with db.engine.connect() as conn:
+            mode = (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar()
+    finally:
+        done.join()
+        first.close()
+        await db.dispose()
+    assert mode == "wal"
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT n FROM t ORDER BY n").fetchall() == [(1,), (2,)]

@@ -23,6 +23,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -329,16 +330,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the driver, start transactions (see _sqlite_begin_immediate).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    # WAL lets readers run beside the single writer; the busy timeout queues writers instead
-    # of failing them with "database is locked".
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # The busy timeout queues writers instead of failing them with "database is locked".
     cursor.execute("PRAGMA busy_timeout=30000")
+    # WAL lets readers run beside the single writer.
+    _journal_mode_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     # In WAL mode NORMAL keeps every commit across a crash of the process (the guarantee
     # Linegate makes); only an OS crash or power cut can lose the last commits. Deployments
     # that need that too run on PostgreSQL.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _journal_mode_wal(cursor: Any, *, wait: float = 30.0) -> None:
+    """Switch the database file to WAL (it stays so), waiting out the processes it races.
+
+    Switching needs the file to itself. Several workers of one service starting together on
+    a file that is new, or still in rollback-journal mode, race for it, and SQLite answers
+    every process that finds another connection in the file "database is locked" at once:
+    its busy handler does not cover the switch. A worker then failed to start. The mode is
+    read first (a file already in WAL needs no switch, and reading it needs no lock) and the
+    switch retried until the winner's has happened or ``wait`` seconds have passed. A file
+    that cannot be WAL (``:memory:``) keeps its own mode, as before."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.fetchall()
+            return
+        except Exception as e:  # the driver's OperationalError (aiosqlite or sqlite3)
+            if "database is locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)  # at connect, before the connection serves anything
 
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
