@@ -157,7 +157,8 @@ end
 function done(summary, latency, requests)
   local c, o = 0, 0
   for _, t in ipairs(threads) do c = c + t:get("created"); o = o + t:get("other") end
-  io.write(string.format("created=%d other=%d duration_us=%d\\n", c, o, summary.duration))
+  io.write(string.format("created=%d other=%d duration_us=%d p50_us=%d p99_us=%d\\n", c, o,
+    summary.duration, latency:percentile(50), latency:percentile(99)))
 end
 """
 
@@ -183,10 +184,10 @@ def _wrk_healthz(url: str, tmp: Path, seconds: int, clients: int) -> float:
 
 def _wrk_rate(
     url: str, token: str, envelopes: list[bytes], tmp: Path, seconds: int, clients: int
-) -> tuple[float, int]:
+) -> tuple[float, int, tuple[float, float]]:
     """Load from wrk (C, separate process): the Python client tops out near 250 req/s here,
     which would measure the client, not the service. Only 201s (new, verified) count.
-    Returns (201s per second, how many 201s)."""
+    Returns (201s per second, how many 201s, (p50, p99) latency of all responses in ms)."""
     bodies = tmp / "bodies.txt"
     bodies.write_bytes(b"\n".join(envelopes) + b"\n")
     script = tmp / "upload.lua"
@@ -196,15 +197,17 @@ def _wrk_rate(
     out = subprocess.run(
         [*cmd, "--", str(bodies), str(threads), token], capture_output=True, text=True, check=True
     )
-    m = re.search(r"created=(\d+) other=(\d+) duration_us=(\d+)", out.stdout)
+    m = re.search(
+        r"created=(\d+) other=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+)", out.stdout
+    )
     if m is None:
         raise RuntimeError(f"unexpected wrk output: {out.stdout} {out.stderr}")
-    created, other, duration = (int(g) for g in m.groups())
+    created, other, duration, p50, p99 = (int(g) for g in m.groups())
     if other:
         print(
             f"[attestation] note: {other} responses were not 201 (envelopes reused once exhausted)"
         )
-    return created / (duration / 1e6), created
+    return created / (duration / 1e6), created, (p50 / 1000, p99 / 1000)
 
 
 #: The HTTP floor: an ASGI app that reads the upload's body and answers 201 with a small JSON
@@ -571,7 +574,7 @@ def _bare_app_load(
                 time.sleep(0.1)
         cpu_before = cpu_seconds(proc.pid)
         with profiled(proc.pid, f"{app_dir.name}-{clients}-{workers}proc"):
-            rate, answered = _wrk_rate(url, token, envelopes, tmp, seconds, clients)
+            rate, answered, _ = _wrk_rate(url, token, envelopes, tmp, seconds, clients)
         cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu_before) / max(answered, 1)
     finally:
         proc.terminate()
@@ -632,7 +635,7 @@ def _start_service(
         )
     elif workers > 1:
         # Several processes on one SQLite file: each must wait for the others' lock off its loop.
-        env["LINEGATE_DATABASE_SQLITE_INLINE"] = "false"
+        env.setdefault("LINEGATE_DATABASE_SQLITE_INLINE", "false")
     cmd = [sys.executable, "-m", "uvicorn", "attestation.app:create_app", "--factory"]
     cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     cmd += ["--workers", str(workers)] if workers > 1 else []
@@ -683,6 +686,8 @@ class _Run:
     chain: dict[str, Any]
     #: Mean uploads per group commit (the service's batch-size histogram).
     batch: float
+    #: wrk's (p50, p99) latency of the service's responses, ms.
+    latency: tuple[float, float] | None
     healthz: float | None
     floor: tuple[float, float] | None
     #: The durable ceiling's (201s per second, server CPU ms per 201, rows recorded, None).
@@ -707,7 +712,7 @@ def _measure(clients: int, workers: int, n: int) -> _Run:
             key = _onboard(url, issuer)
             envelopes = _envelopes(key, n)
             token = issuer.issue("bench-ci", [Role.SUPPLIER], tenant="optivision")[0]
-            healthz = None
+            healthz = latency = None
             # Server CPU per upload: what the load on this shared machine does not change much.
             # Measured over the uploads alone (not the /healthz run after them).
             events_before = _wait_published(nats.url, 0)
@@ -716,7 +721,7 @@ def _measure(clients: int, workers: int, n: int) -> _Run:
                 client = "wrk"
                 seconds = max(2, int(10 * SCALE))
                 with profiled(proc.pid, f"attestation-uploads-{clients}-{workers}proc"):
-                    ours, created = _wrk_rate(url, token, envelopes, tmp, seconds, clients)
+                    ours, created, latency = _wrk_rate(url, token, envelopes, tmp, seconds, clients)
             else:
                 client = "httpx (install wrk for a client that is not the bottleneck)"
                 ours = asyncio.run(_upload_all(url, token, envelopes, clients))
@@ -766,6 +771,7 @@ def _measure(clients: int, workers: int, n: int) -> _Run:
         cpu_ms,
         chain,
         batch,
+        latency,
         healthz,
         floor,
         ceiling,
@@ -791,6 +797,8 @@ def _print(run: _Run) -> None:
     met.append(f"0.40 of raw {'met' if ratio >= 0.40 else 'not met'}")
     print(f"{'':14}targets: {'; '.join(met)}")
     print(f"{'':14}load generator: {run.client}; load average {os.getloadavg()[0]:.1f}")
+    if run.latency is not None:
+        print(f"{'':14}latency p50 / p99: {run.latency[0]:.1f} / {run.latency[1]:.1f} ms")
     print(
         f"{'':14}server CPU per recorded upload, its event published: {run.cpu_ms:.2f} ms "
         f"(raw verify: {1000 / run.raw:.2f} ms per envelope)"

@@ -87,7 +87,6 @@ async def test_large_commits_checkpoint_by_the_wal_size_and_the_file_shrinks_bac
         assert check.execute("SELECT count(*) FROM blob").fetchone() == (6 * 64,)
 
 
-
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "aiosqlite-threads"])
 async def test_a_new_file_another_process_is_writing_is_switched_to_wal_once_it_can(
     tmp_path, inline
