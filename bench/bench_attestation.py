@@ -13,8 +13,8 @@ many requests wait together: the figure is printed per run, with the targets jud
 ``LINEGATE_BENCH_PROFILE=DIR`` writes py-spy's collapsed stacks of the server under each load
 there (``py-spy`` installed; the figures of such a run are not the ones to report).
 
-Several workers share one database (on SQLite with ``LINEGATE_DATABASE_SQLITE_INLINE=false``,
-as several processes on one file need);
+Several workers share one database (on SQLite as the service is configured:
+``LINEGATE_DATABASE_SQLITE_INLINE=false`` in the environment runs SQLite on aiosqlite's threads);
 ``LINEGATE_BENCH_DATABASE_URL=postgresql+psycopg://...`` runs on PostgreSQL (a schema of its
 own, dropped afterwards) instead of SQLite. After the load the audit chain is verified and the
 records counted, so every 201 counted is a durable, chained record. Beside the service, the
@@ -633,9 +633,6 @@ def _start_service(
         env.update(
             LINEGATE_DATABASE_URL=DATABASE_URL, LINEGATE_DATABASE_SCHEMA_PREFIX=schema_prefix
         )
-    elif workers > 1:
-        # Several processes on one SQLite file: each must wait for the others' lock off its loop.
-        env.setdefault("LINEGATE_DATABASE_SQLITE_INLINE", "false")
     cmd = [sys.executable, "-m", "uvicorn", "attestation.app:create_app", "--factory"]
     cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     cmd += ["--workers", str(workers)] if workers > 1 else []
@@ -688,6 +685,8 @@ class _Run:
     batch: float
     #: wrk's (p50, p99) latency of the service's responses, ms.
     latency: tuple[float, float] | None
+    #: The SQLite WAL file's size right after the load, MiB (None on PostgreSQL).
+    wal_mb: float | None
     healthz: float | None
     floor: tuple[float, float] | None
     #: The durable ceiling's (201s per second, server CPU ms per 201, rows recorded, None).
@@ -728,6 +727,8 @@ def _measure(clients: int, workers: int, n: int) -> _Run:
                 created = len(envelopes)
             published = _wait_published(nats.url, events_before + created) - events_before
             batch = _mean_batch(httpx.get(url + "/metrics", timeout=30).text)
+            wal = tmp / "data" / "attestation.db-wal"  # SQLite: bounded by the checkpoints?
+            wal_mb = wal.stat().st_size / 2**20 if wal.exists() else None
             cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu_before) / max(created, 1)
             if client == "wrk":
                 healthz = _wrk_healthz(url, tmp, 5, clients)
@@ -772,6 +773,7 @@ def _measure(clients: int, workers: int, n: int) -> _Run:
         chain,
         batch,
         latency,
+        wal_mb,
         healthz,
         floor,
         ceiling,
@@ -809,6 +811,8 @@ def _print(run: _Run) -> None:
     )
     print(f"{'':14}events published to NATS for the {run.created:,} uploads: {run.published:,}")
     print(f"{'':14}uploads per group commit (mean): {run.batch:.1f}")
+    if run.wal_mb is not None:
+        print(f"{'':14}SQLite WAL file right after the load: {run.wal_mb:.1f} MiB")
     if run.healthz is not None:
         print(f"{'':14}same server, GET /healthz under the same wrk load: {run.healthz:,.0f} /s")
     if run.floor is not None:
