@@ -123,13 +123,10 @@ class StatusRecorder:
     def __init__(self, send: Send) -> None:
         self.send = send
         self.status = 500
-        #: Whether the response has started (its status and headers are sent).
-        self.started = False
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            self.started = True
         await self.send(message)
 
 

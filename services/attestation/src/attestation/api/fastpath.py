@@ -14,9 +14,9 @@ that method and path itself, with the same steps in the same order as the route:
 2. :func:`attestation.api.attestations.record_upload`, the route's own body (Content-Type,
    tenant, the streamed size limit, ingest, the 201/200/4xx answers);
 3. an exception is rendered by the handler the app registered for its class (problem+json,
-   the same bodies and headers); one with no handler but ``Exception``'s is answered by that
-   handler (a problem+json 500 with a trace id) and raised on to the server to be logged,
-   exactly as Starlette's ``ServerErrorMiddleware`` does;
+   the same bodies and headers); one with no handler but ``Exception``'s goes on to a
+   Starlette ``ServerErrorMiddleware`` set up as the app's own (a problem+json 500 with a
+   trace id, then raised on to the server to be logged);
 4. the request is counted in the app's metrics under the route template, as
    :class:`linegate.observability.MetricsMiddleware` does for every other request.
 
@@ -34,6 +34,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -59,10 +60,20 @@ def install(app: FastAPI) -> None:
 
 
 class UploadFastPath:
-    """Answers ``POST /v1/attestations``; hands every other request to ``app``."""
+    """Answers ``POST /v1/attestations``; hands every other request to ``app``.
+
+    Uploads run inside a ``ServerErrorMiddleware`` of their own, set up as the one at the top
+    of ``app`` (its 500 handler, its debug flag): an error no other handler takes is answered
+    and raised on exactly as for every other request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        errors = app if isinstance(app, ServerErrorMiddleware) else None
+        self._upload = ServerErrorMiddleware(
+            self._serve,
+            handler=errors.handler if errors is not None else None,
+            debug=errors.debug if errors is not None else False,
+        )
         #: Uploads this middleware answered (tests check it is the one serving).
         self.served = 0
 
@@ -77,50 +88,38 @@ class UploadFastPath:
             return
         self.served += 1
         start = time.perf_counter()
-        # An exception that escapes is answered 500 below and counted as such.
+        # An exception that escapes is answered 500 by the error layer: counted as such.
         send_observed = StatusRecorder(send)
-        service: FastAPI = scope["app"]
-
-        request = Request(scope, receive)
         try:
-            try:
-                principal = await _require_supplier(await current_principal(request))
-                response = await record_upload(
-                    request, principal, service.state.ctx.settings, service.state.ingestor
-                )
-            except Exception as exc:
-                handler = _handler_for(service, exc)
-                if handler is None:
-                    raise
-                response = await _call(handler, request, exc)
-            await response(scope, receive, send_observed)
-        except Exception as exc:
-            # What ServerErrorMiddleware does: the app's 500 handler answers, unless the
-            # response has started, and the exception goes on up to the server's log.
-            handler = service.exception_handlers.get(500) or service.exception_handlers.get(
-                Exception
-            )
-            if handler is None or send_observed.started:
-                raise
-            response = await _call(handler, request, exc)
-            await response(scope, receive, send_observed)
-            raise
+            await self._upload(scope, receive, send_observed)
         finally:
-            service.state.ctx.metrics.observe(
+            scope["app"].state.ctx.metrics.observe(
                 UPLOAD_METHOD, UPLOAD_PATH, send_observed.status, time.perf_counter() - start
             )
 
-
-async def _call(handler: Any, request: Request, exc: Exception) -> Any:
-    if is_async_callable(handler):
-        return await handler(request, exc)
-    return await run_in_threadpool(handler, request, exc)
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service: FastAPI = scope["app"]
+        request = Request(scope, receive)
+        try:
+            principal = await _require_supplier(await current_principal(request))
+            response = await record_upload(
+                request, principal, service.state.ctx.settings, service.state.ingestor
+            )
+        except Exception as exc:
+            handler = _handler_for(service, exc)
+            if handler is None:
+                raise
+            if is_async_callable(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+        await response(scope, receive, send)
 
 
 def _handler_for(service: FastAPI, exc: Exception) -> Any:
     """The handler Starlette's ExceptionMiddleware would pick for ``exc`` (by its class's
-    MRO), or None where only ``Exception``'s is left: that one answers as the server-error
-    layer, after which the exception is raised on."""
+    MRO), or None where only ``Exception``'s is left: that one belongs to the
+    ServerErrorMiddleware around the upload, which the exception is left to reach."""
     handlers = service.exception_handlers
     for cls in type(exc).__mro__:
         if cls is Exception:
