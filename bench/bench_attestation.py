@@ -362,9 +362,9 @@ def writer():
                 loop.call_soon_threadsafe(future.set_result, None)
             else:
                 loop.call_soon_threadsafe(future.set_exception, failed)
-        if REQUIRED and failed is None:
+        if REQUIRED and failed is None:  # to the relay, on the loop the uploads came from
             ids = list(range(first, first + len(events)))
-            loop.call_soon_threadsafe(relay["queue"].put_nowait, (ids, events))
+            batch[0][2].call_soon_threadsafe(relay["queue"].put_nowait, (ids, events))
 
 
 threading.Thread(target=writer, daemon=True).start()
